@@ -1,0 +1,15 @@
+"""hf_iqa: blind image quality assessment models (LIQE, QualiCLIP, UniQA, Dog-IQA) as native transformers models.
+
+`import hf_iqa` registers every model with transformers' Auto classes and the `image-quality` pipeline task.
+"""
+
+from .io import ImageLoadError, load_image
+from .models import register_all, registered_models
+
+register_all()
+
+from .pipeline import ImageQualityPipeline, pipeline  # noqa: E402  (needs the registered classes)
+
+__version__ = "0.1.0"
+
+__all__ = ["ImageLoadError", "ImageQualityPipeline", "load_image", "pipeline", "register_all", "registered_models"]

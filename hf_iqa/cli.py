@@ -1,0 +1,44 @@
+"""`hf-iqa` command line: score | convert | benchmark | train | list.
+
+Each subcommand lives in its own module exposing `add_arguments(parser)` and `run(args) -> int`; this file only
+dispatches, and imports a subcommand's module (and torch/transformers) only when that subcommand runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+SUBCOMMANDS = {
+    "score": ("hf_iqa.commands.score", "score images, files or folders with a model"),
+    "convert": ("hf_iqa.commands.convert", "convert an original checkpoint into a Hub-ready folder"),
+    "benchmark": ("hf_iqa.benchmark", "score a benchmark dataset and report SRCC/PLCC/KRCC/RMSE"),
+    "train": ("hf_iqa.training.cli", "train or fine-tune a model (run under `accelerate launch` for several GPUs)"),
+    "list": ("hf_iqa.commands.list_models", "list the models hf_iqa knows by name"),
+}
+
+
+def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, str | None]:
+    parser = argparse.ArgumentParser(prog="hf-iqa", description="Blind image quality assessment with hf_iqa.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:  # only the chosen subcommand's module is imported
+            importlib.import_module(module_name).add_arguments(sub)
+    return parser, chosen if chosen in SUBCOMMANDS else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, chosen = build_parser(argv)
+    args = parser.parse_args(argv)
+    if chosen is None:
+        parser.print_help()
+        return 0 if not argv else 2
+    return int(importlib.import_module(SUBCOMMANDS[chosen][0]).run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""`hf-iqa convert <method> ...`: runs `hf_iqa.conversion.<method>.main`, the same code as
+`python conversion/convert_<method>.py`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+
+import hf_iqa.conversion
+
+
+def available_methods() -> list[str]:
+    names = []
+    for info in pkgutil.iter_modules(hf_iqa.conversion.__path__):
+        if info.name in ("common",) or info.name.startswith("reference"):
+            continue
+        names.append(info.name)
+    return sorted(names)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("method", choices=available_methods(), help="which model family to convert")
+    parser.add_argument("converter_args", nargs=argparse.REMAINDER, help="arguments of the method's converter")
+
+
+def run(args: argparse.Namespace) -> int:
+    module = importlib.import_module(f"hf_iqa.conversion.{args.method}")
+    return int(module.main(args.converter_args) or 0)

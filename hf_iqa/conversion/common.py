@@ -1,0 +1,302 @@
+"""Shared conversion helpers: safe checkpoint loading, OpenAI-CLIP -> transformers key maps, the CLIP tokenizer
+(built offline from the BPE file shipped with this package), parity assertions and Hub-folder staging."""
+
+from __future__ import annotations
+
+import gzip
+import html
+import json
+import re
+import shutil
+from collections.abc import Mapping
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"  # OpenAI CLIP's BPE merges (MIT licence), shipped as package data
+
+
+class ConversionError(RuntimeError):
+    """A checkpoint that cannot be converted (unknown layout, missing or unexpected keys)."""
+
+
+class ParityError(ConversionError):
+    """The converted model does not reproduce the reference implementation within tolerance."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading original checkpoints
+# ----------------------------------------------------------------------------------------------------------------
+def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load an original checkpoint safely (`weights_only=True`) and unwrap the common containers.
+
+    Handles a bare state dict, pyiqa's `{'params': ...}`, training checkpoints (`model_state_dict`, `state_dict`)
+    and DDP's `module.` prefix. Returns a flat `{key: tensor}` dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"{path}: checkpoint file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj: Any = load_file(str(path))
+        else:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle errors come in many types
+        raise ConversionError(f"{path}: cannot load checkpoint safely ({type(error).__name__}: {error})") from None
+    if hasattr(obj, "state_dict") and not isinstance(obj, Mapping):
+        obj = obj.state_dict()
+    for wrapper in ("params", "params_ema", "model_state_dict", "state_dict", "model"):
+        if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
+            obj = obj[wrapper]
+            break
+    if not isinstance(obj, Mapping) or not obj:
+        raise ConversionError(f"{path}: expected a state dict, found {type(obj).__name__}")
+    state = {}
+    for key, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        state[key[len("module.") :] if key.startswith("module.") else key] = value
+    return state
+
+
+def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Keys that start with `prefix`, with it removed (other keys are dropped)."""
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# OpenAI CLIP -> transformers CLIPModel key map
+# ----------------------------------------------------------------------------------------------------------------
+# Regex on the OpenAI name -> transformers name. Applied in order; the first match wins.
+OPENAI_TO_HF_CLIP: list[tuple[str, str]] = [
+    (r"^visual\.conv1\.weight$", "vision_model.embeddings.patch_embedding.weight"),
+    (r"^visual\.class_embedding$", "vision_model.embeddings.class_embedding"),
+    (r"^visual\.positional_embedding$", "vision_model.embeddings.position_embedding.weight"),
+    (r"^visual\.ln_pre\.", "vision_model.pre_layrnorm."),
+    (r"^visual\.ln_post\.", "vision_model.post_layernorm."),
+    (r"^visual\.proj$", "visual_projection.weight"),
+    (r"^visual\.transformer\.resblocks\.(\d+)\.", r"vision_model.encoder.layers.\1."),
+    (r"^transformer\.resblocks\.(\d+)\.", r"text_model.encoder.layers.\1."),
+    (r"^token_embedding\.weight$", "text_model.embeddings.token_embedding.weight"),
+    (r"^positional_embedding$", "text_model.embeddings.position_embedding.weight"),
+    (r"^ln_final\.", "text_model.final_layer_norm."),
+    (r"^text_projection$", "text_projection.weight"),
+    (r"^logit_scale$", "logit_scale"),
+]
+# Inside a residual block.
+_BLOCK_RENAMES = [
+    ("attn.out_proj.", "self_attn.out_proj."),
+    ("ln_1.", "layer_norm1."),
+    ("ln_2.", "layer_norm2."),
+    ("mlp.c_fc.", "mlp.fc1."),
+    ("mlp.c_proj.", "mlp.fc2."),
+]
+_TRANSPOSED = {"visual_projection.weight", "text_projection.weight"}
+_IGNORED_OPENAI_KEYS = {"input_resolution", "context_length", "vocab_size"}
+
+
+def convert_openai_clip_state_dict(
+    state: Mapping[str, torch.Tensor], *, include_vision: bool = True, include_text: bool = True
+) -> dict[str, torch.Tensor]:
+    """Map an OpenAI-format ViT CLIP state dict to transformers `CLIPModel` names (fp32).
+
+    `attn.in_proj_{weight,bias}` is split into q, k, v (in that order); `visual.proj` and `text_projection` are
+    transposed. An unmapped key raises `ConversionError`, so a layout change never goes unnoticed.
+    """
+    converted: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        if key in _IGNORED_OPENAI_KEYS:
+            continue
+        is_vision = key.startswith("visual.")
+        if (is_vision and not include_vision) or (not is_vision and not include_text):
+            continue
+        for pattern, replacement in OPENAI_TO_HF_CLIP:
+            if re.search(pattern, key):
+                new_key = re.sub(pattern, replacement, key)
+                break
+        else:
+            raise ConversionError(f"unmapped OpenAI CLIP key: {key}")
+        tensor = tensor.detach().to(torch.float32)
+        if ".encoder.layers." in new_key:
+            if "attn.in_proj_" in new_key:
+                suffix = "weight" if new_key.endswith("in_proj_weight") else "bias"
+                base = new_key.split("attn.in_proj_")[0]
+                for name, chunk in zip(("q_proj", "k_proj", "v_proj"), tensor.chunk(3, dim=0)):
+                    converted[f"{base}self_attn.{name}.{suffix}"] = chunk.clone()
+                continue
+            for old, new in _BLOCK_RENAMES:
+                new_key = new_key.replace(old, new)
+        if new_key in _TRANSPOSED:
+            tensor = tensor.t()
+        converted[new_key] = tensor.contiguous()
+    return converted
+
+
+def infer_vit_clip_config_kwargs(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """Read a ViT CLIP's architecture from OpenAI-format tensor shapes (as OpenAI's `build_model` does)."""
+    vision_width = state["visual.conv1.weight"].shape[0]
+    patch_size = state["visual.conv1.weight"].shape[-1]
+    vision_layers = len({k.split(".")[3] for k in state if k.startswith("visual.transformer.resblocks.")})
+    grid = round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+    embed_dim = state["text_projection"].shape[1]
+    text_width = state["ln_final.weight"].shape[0]
+    text_layers = len({k.split(".")[2] for k in state if k.startswith("transformer.resblocks.")})
+    return {
+        "projection_dim": int(embed_dim),
+        "text_config": {
+            "vocab_size": int(state["token_embedding.weight"].shape[0]),
+            "hidden_size": int(text_width),
+            "intermediate_size": int(state["transformer.resblocks.0.mlp.c_fc.weight"].shape[0]),
+            "num_hidden_layers": int(text_layers),
+            "num_attention_heads": int(text_width // 64),
+            "max_position_embeddings": int(state["positional_embedding"].shape[0]),
+            "hidden_act": "quick_gelu",
+            "layer_norm_eps": 1e-5,
+            "projection_dim": int(embed_dim),
+            "bos_token_id": 49406,
+            "eos_token_id": 49407,
+            "pad_token_id": 1,
+        },
+        "vision_config": {
+            "hidden_size": int(vision_width),
+            "intermediate_size": int(state["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0]),
+            "num_hidden_layers": int(vision_layers),
+            "num_attention_heads": int(vision_width // 64),
+            "image_size": int(grid * patch_size),
+            "patch_size": int(patch_size),
+            "hidden_act": "quick_gelu",
+            "layer_norm_eps": 1e-5,
+            "projection_dim": int(embed_dim),
+        },
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tokenizer
+# ----------------------------------------------------------------------------------------------------------------
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte -> printable-unicode table (a fact of the BPE format)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    codes = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            codes.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, (chr(c) for c in codes)))
+
+
+@lru_cache(maxsize=1)
+def clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """The exact OpenAI CLIP vocabulary (49 408 entries) and merges, from the BPE file in this package."""
+    with resources.files("hf_iqa.conversion").joinpath(BPE_FILE).open("rb") as handle:
+        lines = gzip.decompress(handle.read()).decode("utf-8").split("\n")
+    merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
+    symbols = list(_bytes_to_unicode().values())
+    vocab_list = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
+    vocab_list += ["<|startoftext|>", "<|endoftext|>"]
+    return {token: i for i, token in enumerate(vocab_list)}, merges
+
+
+def build_clip_tokenizer(save_directory: str | Path | None = None):
+    """A transformers `CLIPTokenizer` with OpenAI's exact ids, built offline. Optionally saved to a folder.
+
+    Note: `CLIPTokenizer(vocab_file=..., merges_file=...)` silently ignores both arguments in transformers 5;
+    writing vocab.json + merges.txt and calling `from_pretrained` is the reliable route.
+    """
+    import tempfile
+
+    from transformers import CLIPTokenizer
+
+    vocab, merges = clip_vocab_and_merges()
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+        merges_text = "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n"
+        (Path(tmp) / "merges.txt").write_text(merges_text, encoding="utf-8")
+        tokenizer = CLIPTokenizer.from_pretrained(tmp, model_max_length=77)
+    if save_directory is not None:
+        tokenizer.save_pretrained(str(save_directory))
+    return tokenizer
+
+
+def clean_prompt(text: str) -> str:
+    """OpenAI CLIP's text cleaning before BPE: unescape HTML and collapse whitespace (ftfy is not needed for
+    the ASCII prompts the IQA models use)."""
+    return re.sub(r"\s+", " ", html.unescape(html.unescape(text))).strip()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Parity and staging
+# ----------------------------------------------------------------------------------------------------------------
+def assert_parity(name: str, actual: torch.Tensor, expected: torch.Tensor, atol: float = 1e-5) -> float:
+    """Raise `ParityError` when `actual` and `expected` differ by more than `atol`; return the max difference."""
+    actual = actual.detach().float().cpu()
+    expected = expected.detach().float().cpu()
+    if actual.shape != expected.shape:
+        raise ParityError(f"{name}: shape {tuple(actual.shape)} != reference {tuple(expected.shape)}")
+    difference = (actual - expected).abs().max().item() if actual.numel() else 0.0
+    if not difference <= atol:  # also catches NaN
+        raise ParityError(f"{name}: max |converted - reference| = {difference:.3g} > {atol:g}; not saving")
+    return difference
+
+
+def copy_model_card(card_text: str, output_dir: str | Path) -> Path:
+    path = Path(output_dir) / "README.md"
+    path.write_text(card_text, encoding="utf-8")
+    return path
+
+
+def clean_output_dir(output_dir: str | Path, overwrite: bool) -> Path:
+    """Create `output_dir`; refuse to mix a new conversion into a non-empty folder unless `overwrite`."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and any(output_dir.iterdir()):
+        if not overwrite:
+            raise ConversionError(f"{output_dir}: folder is not empty (pass --overwrite to replace it)")
+        shutil.rmtree(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return output_dir
+
+
+def render_model_card(method: str, **fields: Any) -> str:
+    """Render `model_cards/<method>.md`: `{{name}}` placeholders are replaced by `fields` (every placeholder must be
+    given), then the YAML front matter is validated with `huggingface_hub.ModelCard`."""
+    from huggingface_hub import ModelCard
+
+    template = resources.files("hf_iqa").joinpath("model_cards", f"{method}.md").read_text(encoding="utf-8")
+    placeholders = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", template))
+    missing = placeholders - set(fields)
+    if missing:
+        raise ConversionError(f"model card {method}.md needs values for: {', '.join(sorted(missing))}")
+    text = re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: str(fields[m.group(1)]), template)
+    card = ModelCard(text)
+    if not card.data.to_dict():
+        raise ConversionError(f"model card {method}.md has no YAML metadata")
+    return text
+
+
+def save_hub_folder(
+    output_dir: str | Path,
+    model,
+    image_processor=None,
+    tokenizer=None,
+    card_text: str | None = None,
+) -> list[str]:
+    """Write a Hub-ready folder: safetensors weights, config.json with `auto_map`, the model folder's code files
+    (copied by `save_pretrained` because the classes are registered for auto classes), processor/tokenizer files
+    and README.md. Returns the sorted file names written."""
+    output_dir = Path(output_dir)
+    model.save_pretrained(str(output_dir))
+    if image_processor is not None:
+        image_processor.save_pretrained(str(output_dir))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(output_dir))
+    if card_text is not None:
+        (output_dir / "README.md").write_text(card_text, encoding="utf-8")
+    return sorted(p.name for p in output_dir.iterdir())

@@ -1,0 +1,108 @@
+"""The `image-quality` pipeline: any hf_iqa model (or any model honouring the output contract in
+`hf_iqa.models`) -> one `{"score": float, ...}` dict per image.
+
+transformers has no IQA task, so this registers one. Package users call `hf_iqa.pipeline(model=...)` or
+`transformers.pipeline("image-quality", model=...)` after `import hf_iqa`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoImageProcessor, AutoModel, Pipeline
+from transformers import pipeline as transformers_pipeline
+from transformers.pipelines import PIPELINE_REGISTRY
+
+from .io import load_image
+
+TASK = "image-quality"
+
+
+def _as_list(value: Any) -> list[float]:
+    return value.detach().float().cpu().reshape(-1).tolist()
+
+
+def describe_output(outputs: Any, index: int, config: Any) -> dict[str, Any]:
+    """One image's result as a plain dict, following the output contract: `score`, then for every field listed in
+    `config.output_labels` a `{label: probability}` dict and the most probable label (`scene_probs` -> `scene`)."""
+    result: dict[str, Any] = {"score": float(outputs["scores"][index].float())}
+    for field, labels in (getattr(config, "output_labels", None) or {}).items():
+        value = outputs.get(field) if hasattr(outputs, "get") else getattr(outputs, field, None)
+        if value is None:
+            continue
+        probs = _as_list(value[index])
+        if len(probs) != len(labels):
+            continue
+        result[field] = dict(zip(labels, probs))
+        if field.endswith("_probs"):
+            result[field[: -len("_probs")]] = labels[int(np.argmax(probs))]
+    return result
+
+
+class ImageQualityPipeline(Pipeline):
+    """Score images with an hf_iqa model.
+
+    Inputs: a path, a PIL image, a numpy array (HxWx3 uint8 or float in [0, 1]), or a list / generator of them.
+    Output: `{"score": float, ...extras}` per image (a list for list inputs). Scores follow `model.config.score_range`
+    and higher is better.
+    """
+
+    _load_processor = False
+    _load_image_processor = True
+    _load_feature_extractor = False
+    _load_tokenizer = False
+    _load_video_processor = False
+
+    def _sanitize_parameters(self, **kwargs):
+        return {}, {}, {}
+
+    def preprocess(self, image: Any) -> dict[str, Any]:
+        image = load_image(image)
+        inputs = self.image_processor(images=image, return_tensors="pt")
+        model_inputs = {}
+        for key, value in inputs.items():
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                value = value.to(self.dtype)
+            elif isinstance(value, list):  # native-resolution processors: keep ragged lists as lists
+                value = [v.to(self.dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v for v in value]
+            model_inputs[key] = value
+        return model_inputs
+
+    def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
+        flat = {}
+        for key, value in model_inputs.items():
+            if isinstance(value, list) and value and isinstance(value[0], list):
+                value = [item for sub in value for item in sub]  # batched ragged lists -> one flat list
+            flat[key] = value
+        outputs = self.model(**flat)
+        return {key: value for key, value in outputs.items() if isinstance(value, torch.Tensor)}
+
+    def postprocess(self, model_outputs: dict[str, Any]) -> dict[str, Any]:
+        return describe_output(model_outputs, 0, self.model.config)
+
+
+PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=ImageQualityPipeline, pt_model=AutoModel, type="image")
+
+
+def pipeline(
+    task: str = TASK, model: Any = None, processor_kwargs: dict[str, Any] | None = None, **kwargs
+) -> ImageQualityPipeline:
+    """`transformers.pipeline` for the image-quality task with this package's pipeline class.
+
+    `model` may be a folder, a Hub id or a model instance. `processor_kwargs` override image-processor settings
+    (e.g. `{"protocol": "pyiqa"}` for LIQE); other kwargs go to `transformers.pipeline` (`device`, `dtype`, ...).
+    """
+    if task != TASK:
+        raise ValueError(f"hf_iqa.pipeline only builds the {TASK!r} task, got {task!r}")
+    if processor_kwargs:
+        if not isinstance(model, (str, os.PathLike)):
+            raise ValueError("processor_kwargs needs `model` to be a folder or Hub id")
+        kwargs["image_processor"] = AutoImageProcessor.from_pretrained(
+            str(model), trust_remote_code=kwargs.get("trust_remote_code"), **processor_kwargs
+        )
+    if isinstance(model, os.PathLike):
+        model = str(model)
+    return transformers_pipeline(TASK, model=model, pipeline_class=ImageQualityPipeline, **kwargs)

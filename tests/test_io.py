@@ -1,0 +1,124 @@
+"""The one image-loading path: modes, orientation, animation and every kind of bad file."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from conftest import random_image
+from PIL import Image
+
+from hf_iqa.io import ImageLoadError, find_images, load_image
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    image = random_image(40, 20)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    image.save(tmp_path / "rotated.jpg", exif=exif.tobytes())
+    loaded = load_image(tmp_path / "rotated.jpg")
+    assert loaded.size == (20, 40) and loaded.mode == "RGB"
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "CMYK", "1", "I;16", "I", "F"])
+def test_modes_become_rgb(tmp_path, mode):
+    base = random_image(32, 24)
+    if mode == "I;16":
+        image = Image.fromarray(np.asarray(base.convert("L"), dtype=np.uint16) * 257)
+    elif mode == "I":
+        image = Image.fromarray(np.asarray(base.convert("L"), dtype=np.int32) * 257, mode="I")
+    elif mode == "F":
+        image = Image.fromarray(np.asarray(base.convert("L"), dtype=np.float32) / 255.0, mode="F")
+    else:
+        image = base.convert(mode)
+    loaded = load_image(image)
+    assert loaded.mode == "RGB" and loaded.size == (32, 24)
+    if mode in ("I;16", "I", "F"):  # 16-bit and float data keep their brightness
+        gray = np.asarray(base.convert("L"), dtype=np.float64)
+        assert np.abs(np.asarray(loaded)[..., 0] - gray).max() <= 1
+
+
+def test_rgba_is_composited_on_white():
+    rgba = Image.new("RGBA", (4, 4), (255, 0, 0, 0))  # fully transparent red
+    assert load_image(rgba).getpixel((0, 0)) == (255, 255, 255)
+    half = Image.new("RGBA", (4, 4), (0, 0, 0, 128))
+    assert load_image(half).getpixel((0, 0)) == (127, 127, 127)
+
+
+def test_palette_with_transparency(tmp_path):
+    image = Image.new("P", (4, 4), 0)
+    image.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    image.info["transparency"] = 0
+    image.save(tmp_path / "t.png", transparency=0)
+    assert load_image(tmp_path / "t.png").getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_animated_gif_first_frame(tmp_path):
+    frames = [Image.new("RGB", (8, 8), color) for color in ((255, 0, 0), (0, 255, 0))]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    assert load_image(tmp_path / "a.gif").getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_sixteen_bit_png(tmp_path):
+    array = (np.linspace(0, 65535, 64 * 48).reshape(48, 64)).astype(np.uint16)
+    Image.fromarray(array).save(tmp_path / "deep.png")
+    loaded = np.asarray(load_image(tmp_path / "deep.png"))
+    assert loaded.dtype == np.uint8 and loaded.max() == 255 and loaded.min() == 0
+
+
+def test_arrays():
+    array = np.asarray(random_image(10, 8))
+    assert np.array_equal(np.asarray(load_image(array)), array)
+    assert np.array_equal(np.asarray(load_image(array.astype(np.float32) / 255)), array)
+    assert load_image(array.transpose(2, 0, 1)).size == (10, 8)  # channels-first
+    with pytest.raises(ImageLoadError, match=r"\[0, 1\]"):
+        load_image(array.astype(np.float32))
+    with pytest.raises(ImageLoadError, match="shape"):
+        load_image(np.zeros((4, 4, 2), dtype=np.uint8))
+    with pytest.raises(ImageLoadError, match="NaN"):
+        load_image(np.full((4, 4, 3), np.nan, dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    "name, content, problem",
+    [
+        ("empty.jpg", b"", "empty"),
+        ("text.jpg", b"hello, I am not a picture", "not an image"),
+        ("folder", None, "directory"),
+        ("missing.png", "missing", "no such file"),
+    ],
+)
+def test_bad_files_name_the_file(tmp_path, name, content, problem):
+    path = tmp_path / name
+    if content is None:
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    with pytest.raises(ImageLoadError, match=problem) as info:
+        load_image(path)
+    assert str(path) in str(info.value) and info.value.source == str(path)
+
+
+def test_truncated_jpeg(tmp_path):
+    buffer = io.BytesIO()
+    random_image(200, 200).save(buffer, format="JPEG")
+    (tmp_path / "cut.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with pytest.raises(ImageLoadError, match="cut.jpg: truncated"):
+        load_image(tmp_path / "cut.jpg")
+
+
+def test_decompression_bomb_is_a_clear_error(tmp_path, monkeypatch):
+    random_image(64, 64).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ImageLoadError, match="big.png: image is too large"):
+        load_image(tmp_path / "big.png")
+
+
+def test_find_images(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for name in ("b.jpg", "a.PNG", "sub/c.webp", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    found = [p.relative_to(tmp_path).as_posix() for p in find_images([tmp_path])]
+    assert found == ["a.PNG", "b.jpg", "sub/c.webp"]
+    assert find_images([tmp_path / "x.jpg"]) == [tmp_path / "x.jpg"]  # reported later, when loaded
