@@ -9,7 +9,11 @@ from .models import register_all, registered_models
 register_all()
 
 from .pipeline import ImageQualityPipeline, pipeline  # noqa: E402  (needs the registered classes)
+from .zoo import ModelNotAvailableError, list_models, load, resolve  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["ImageLoadError", "ImageQualityPipeline", "load_image", "pipeline", "register_all", "registered_models"]
+__all__ = [
+    "ImageLoadError", "ImageQualityPipeline", "ModelNotAvailableError", "list_models", "load", "load_image",
+    "pipeline", "register_all", "registered_models", "resolve",
+]  # fmt: skip

@@ -92,17 +92,21 @@ def pipeline(
 ) -> ImageQualityPipeline:
     """`transformers.pipeline` for the image-quality task with this package's pipeline class.
 
-    `model` may be a folder, a Hub id or a model instance. `processor_kwargs` override image-processor settings
+    `model` may be a zoo name (`hf_iqa.list_models()`), a folder, a Hub id or a model instance. `processor_kwargs` override image-processor settings
     (e.g. `{"protocol": "pyiqa"}` for LIQE); other kwargs go to `transformers.pipeline` (`device`, `dtype`, ...).
     """
     if task != TASK:
         raise ValueError(f"hf_iqa.pipeline only builds the {TASK!r} task, got {task!r}")
+    if isinstance(model, os.PathLike):
+        model = str(model)
+    if isinstance(model, str):
+        from .zoo import resolve
+
+        model = resolve(model, kwargs.get("revision"))
     if processor_kwargs:
-        if not isinstance(model, (str, os.PathLike)):
+        if not isinstance(model, str):
             raise ValueError("processor_kwargs needs `model` to be a folder or Hub id")
         kwargs["image_processor"] = AutoImageProcessor.from_pretrained(
             str(model), trust_remote_code=kwargs.get("trust_remote_code"), **processor_kwargs
         )
-    if isinstance(model, os.PathLike):
-        model = str(model)
     return transformers_pipeline(TASK, model=model, pipeline_class=ImageQualityPipeline, **kwargs)

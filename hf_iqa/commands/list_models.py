@@ -1,4 +1,4 @@
-"""`hf-iqa list`: the model families this installation can load."""
+"""`hf-iqa list`: model names hf_iqa knows, with score range, licence and source, and the installed families."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ def run(args: argparse.Namespace) -> int:
 
     import hf_iqa
 
-    rows = []
-    for name, classes in sorted(hf_iqa.registered_models().items()):
-        config = classes["config"]
-        rows.append({"name": name, "model_type": config.model_type, "model_class": classes["model"].__name__})
+    models = hf_iqa.list_models()
     if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        for row in rows:
-            print(f"{row['name']:<14} {row['model_type']:<22} {row['model_class']}")
+        print(json.dumps({"models": models, "families": sorted(hf_iqa.registered_models())}, indent=2))
+        return 0
+    print(f"{'name':<18} {'score range':<12} {'weights licence':<34} description")
+    for entry in models:
+        low, high = entry["score_range"]
+        print(f"{entry['name']:<18} {f'{low:g}-{high:g}':<12} {entry['weights_license'][:33]:<34} {entry['description']}")
+    print("\ninstalled model families: " + ", ".join(sorted(hf_iqa.registered_models())))
     return 0

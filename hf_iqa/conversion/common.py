@@ -264,10 +264,14 @@ def clean_output_dir(output_dir: str | Path, overwrite: bool) -> Path:
     return output_dir
 
 
-def render_model_card(method: str, **fields: Any) -> str:
+def render_model_card(method: str, eval_results: list[dict] | None = None, **fields: Any) -> str:
     """Render `model_cards/<method>.md`: `{{name}}` placeholders are replaced by `fields` (every placeholder must be
-    given), then the YAML front matter is validated with `huggingface_hub.ModelCard`."""
-    from huggingface_hub import ModelCard
+    given), then the YAML front matter is parsed with `huggingface_hub.ModelCard`.
+
+    `eval_results` (dicts with dataset_name, dataset_type, metric_type, metric_name, value, source_name,
+    source_url and optionally dataset_split) become the card's `model-index`; the model name is `fields["title"]`.
+    """
+    from huggingface_hub import EvalResult, ModelCard
 
     template = resources.files("hf_iqa").joinpath("model_cards", f"{method}.md").read_text(encoding="utf-8")
     placeholders = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", template))
@@ -278,7 +282,52 @@ def render_model_card(method: str, **fields: Any) -> str:
     card = ModelCard(text)
     if not card.data.to_dict():
         raise ConversionError(f"model card {method}.md has no YAML metadata")
+    if eval_results:
+        card.data.model_name = str(fields.get("title", method))
+        card.data.eval_results = [
+            EvalResult(
+                task_type="image-quality-assessment",
+                task_name="No-Reference Image Quality Assessment",
+                dataset_type=r["dataset_type"],
+                dataset_name=r["dataset_name"],
+                dataset_split=r.get("dataset_split"),
+                metric_type=r["metric_type"],
+                metric_name=r["metric_name"],
+                metric_value=r["value"],
+                source_name=r.get("source_name"),
+                source_url=r.get("source_url"),
+            )
+            for r in eval_results
+        ]
+        text = str(card)
+        ModelCard(text)  # the regenerated YAML must parse
     return text
+
+
+def push_folder_to_hub(
+    folder: str | Path, repo_id: str, private: bool = False, revision: str | None = None, message: str | None = None
+) -> str:
+    """Upload a staged, verified folder to the Hub in one commit; return the repo URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    url = api.create_repo(repo_id, private=private, exist_ok=True)
+    if revision:
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    api.upload_folder(
+        folder_path=str(folder),
+        repo_id=repo_id,
+        revision=revision,
+        commit_message=message or "Upload model converted with hf_iqa (parity-checked against the original)",
+    )
+    return str(url)
+
+
+def add_hub_arguments(parser) -> None:
+    """--push-to-hub / --private / --revision, shared by every converter."""
+    parser.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload the verified folder to this Hub repo")
+    parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    parser.add_argument("--revision", help="branch to push to (created if missing)")
 
 
 def save_hub_folder(

@@ -27,12 +27,14 @@ from PIL import Image
 
 from .common import (
     ConversionError,
+    add_hub_arguments,
     assert_parity,
     build_clip_tokenizer,
     clean_output_dir,
     convert_openai_clip_state_dict,
     infer_vit_clip_config_kwargs,
     load_checkpoint,
+    push_folder_to_hub,
     render_model_card,
     save_hub_folder,
     strip_prefix,
@@ -200,8 +202,16 @@ def render_liqe_card(variant: str, protocol: str, source_file: str, layout: str,
         if variant == "mix"
         else "| — | The authors publish no per-dataset figures for this checkpoint. |"
     )
+    source = {"source_name": "LIQE official README (authors)", "source_url": "https://github.com/zwx8981/LIQE"}
+    eval_results = [
+        {"dataset_name": name, "dataset_type": key, "metric_type": "spearmanr", "metric_name": "SRCC (reported)",
+         "value": value, **source}
+        for name, key, value in (("AGIQA-3K", "agiqa3k", 0.7212), ("AGIQA-1K", "agiqa1k", 0.5785),
+                                 ("SJTU-H3D", "sjtu-h3d", 0.6716), ("AIGCIQA2023", "aigciqa2023", 0.7435))
+    ] if variant == "mix" else None  # fmt: skip
     return render_model_card(
         "liqe",
+        eval_results=eval_results,
         title=info["title"],
         variant=variant,
         pyiqa_name=info["pyiqa_name"],
@@ -211,6 +221,9 @@ def render_liqe_card(variant: str, protocol: str, source_file: str, layout: str,
         layout=layout,
         reported_table=reported,
         license="cc-by-nc-sa-4.0" if layout == "pyiqa" else "other",
+        license_name="cc-by-nc-sa-4.0" if layout == "pyiqa" else "unstated-by-authors",
+        license_link="https://huggingface.co/chaofengc/IQA-PyTorch-Weights" if layout == "pyiqa"
+        else "https://github.com/zwx8981/LIQE",
         extras="`quality_probs`, `scene`/`scene_probs`, `distortion`/`distortion_probs`"
         if variant == "mix"
         else "`quality_probs`",
@@ -227,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", default="official", choices=["official", "pyiqa"], help="processor default")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     parser.add_argument("--atol", type=float, default=1e-5, help="parity tolerance against the reference (fp32)")
+    add_hub_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -236,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     figures = ", ".join(f"{k} {v:.2g}" for k, v in result.max_differences.items())
     print(f"parity vs the original architecture (max |diff|): {figures}")
     print(f"wrote {result.output_dir} ({', '.join(result.files)})")
+    if args.push_to_hub:  # only reached when the parity check passed
+        print(f"pushed to {push_folder_to_hub(result.output_dir, args.push_to_hub, args.private, args.revision)}")
     return 0
 
 
