@@ -8,6 +8,10 @@ from .models import register_all, registered_models
 
 register_all()
 
+from .models.mplug_owl3 import register_mplug_owl3  # noqa: E402  (an MLLM backbone, not an IQA model)
+
+register_mplug_owl3()
+
 from .pipeline import ImageQualityPipeline, pipeline  # noqa: E402  (needs the registered classes)
 from .zoo import ModelNotAvailableError, list_models, load, resolve  # noqa: E402
 
