@@ -25,12 +25,19 @@ def _as_list(value: Any) -> list[float]:
     return value.detach().float().cpu().reshape(-1).tolist()
 
 
+def _python(value: torch.Tensor) -> Any:
+    value = value.detach().cpu()
+    return value.float().tolist() if value.is_floating_point() else value.tolist()
+
+
 def describe_output(outputs: Any, index: int, config: Any) -> dict[str, Any]:
-    """One image's result as a plain dict, following the output contract: `score`, then for every field listed in
-    `config.output_labels` a `{label: probability}` dict and the most probable label (`scene_probs` -> `scene`)."""
+    """One image's result as a plain dict, following the output contract in `hf_iqa.models`: `score`; for every
+    field in `config.output_labels` a `{label: probability}` dict and the most probable label (`scene_probs` ->
+    `scene`); every other one-value-per-image field as a number; `region_*` fields as lists of `num_regions`."""
     result: dict[str, Any] = {"score": float(outputs["scores"][index].float())}
-    for field, labels in (getattr(config, "output_labels", None) or {}).items():
-        value = outputs.get(field) if hasattr(outputs, "get") else getattr(outputs, field, None)
+    labelled = getattr(config, "output_labels", None) or {}
+    for field, labels in labelled.items():
+        value = outputs.get(field)
         if value is None:
             continue
         probs = _as_list(value[index])
@@ -39,6 +46,14 @@ def describe_output(outputs: Any, index: int, config: Any) -> dict[str, Any]:
         result[field] = dict(zip(labels, probs))
         if field.endswith("_probs"):
             result[field[: -len("_probs")]] = labels[int(np.argmax(probs))]
+    num_regions = outputs.get("num_regions")
+    for field, value in outputs.items():
+        if field == "scores" or field in labelled or not isinstance(value, torch.Tensor) or value.dim() == 0:
+            continue
+        if value.dim() == 1:
+            result[field] = _python(value[index])
+        elif field.startswith("region_") and num_regions is not None:
+            result[field] = _python(value[index][: int(num_regions[index])])
     return result
 
 
@@ -56,8 +71,9 @@ class ImageQualityPipeline(Pipeline):
     _load_tokenizer = False
     _load_video_processor = False
 
-    def _sanitize_parameters(self, **kwargs):
-        return {}, {}, {}
+    def _sanitize_parameters(self, return_visualization: bool | None = None, **kwargs):
+        forward = {} if return_visualization is None else {"return_visualization": return_visualization}
+        return {}, forward, {}
 
     def preprocess(self, image: Any) -> dict[str, Any]:
         image = load_image(image)
@@ -71,29 +87,46 @@ class ImageQualityPipeline(Pipeline):
             model_inputs[key] = value
         return model_inputs
 
-    def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
+    def _forward(self, model_inputs: dict[str, Any], return_visualization: bool = False) -> dict[str, Any]:
         flat = {}
         for key, value in model_inputs.items():
             if isinstance(value, list) and value and isinstance(value[0], list):
                 value = [item for sub in value for item in sub]  # batched ragged lists -> one flat list
             flat[key] = value
         outputs = self.model(**flat)
-        return {key: value for key, value in outputs.items() if isinstance(value, torch.Tensor)}
+        result = {key: value for key, value in outputs.items() if isinstance(value, torch.Tensor)}
+        if return_visualization:
+            if not hasattr(self.model, "render_regions"):
+                raise ValueError(f"{type(self.model).__name__} has no region visualization (return_visualization)")
+            pixels = flat["pixel_values"]
+            result["visualization"] = [self.model.render_regions(pixels[i], outputs, index=i)
+                                       for i in range(len(pixels))]  # fmt: skip
+        return result
 
     def postprocess(self, model_outputs: dict[str, Any]) -> dict[str, Any]:
-        return describe_output(model_outputs, 0, self.model.config)
+        result = describe_output(model_outputs, 0, self.model.config)
+        if "visualization" in model_outputs:
+            visualization = model_outputs["visualization"]
+            result["visualization"] = visualization[0] if isinstance(visualization, list) else visualization
+        return result
 
 
 PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=ImageQualityPipeline, pt_model=AutoModel, type="image")
 
 
 def pipeline(
-    task: str = TASK, model: Any = None, processor_kwargs: dict[str, Any] | None = None, **kwargs
+    task: str = TASK,
+    model: Any = None,
+    processor_kwargs: dict[str, Any] | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    **kwargs,
 ) -> ImageQualityPipeline:
     """`transformers.pipeline` for the image-quality task with this package's pipeline class.
 
-    `model` may be a zoo name (`hf_iqa.list_models()`), a folder, a Hub id or a model instance. `processor_kwargs` override image-processor settings
-    (e.g. `{"protocol": "pyiqa"}` for LIQE); other kwargs go to `transformers.pipeline` (`device`, `dtype`, ...).
+    `model` may be a zoo name (`hf_iqa.list_models()`), a folder, a Hub id or a model instance.
+    `processor_kwargs` override image-processor settings (e.g. `{"protocol": "pyiqa"}` for LIQE); `model_kwargs`
+    go to `from_pretrained` and may override config fields (e.g. `{"task": "aesthetics"}` for UniQA,
+    `{"prompt_logit_scale": 50.0}` for QualiCLIP); other kwargs go to `transformers.pipeline` (`device`, `dtype`).
     """
     if task != TASK:
         raise ValueError(f"hf_iqa.pipeline only builds the {TASK!r} task, got {task!r}")
@@ -103,10 +136,14 @@ def pipeline(
         from .zoo import resolve
 
         model = resolve(model, kwargs.get("revision"))
-    if processor_kwargs:
-        if not isinstance(model, str):
-            raise ValueError("processor_kwargs needs `model` to be a folder or Hub id")
+    trust = kwargs.get("trust_remote_code")
+    if (processor_kwargs or model_kwargs) and not isinstance(model, str):
+        raise ValueError("processor_kwargs / model_kwargs need `model` to be a name, folder or Hub id")
+    if processor_kwargs or (model_kwargs and "image_processor" not in kwargs):
         kwargs["image_processor"] = AutoImageProcessor.from_pretrained(
-            str(model), trust_remote_code=kwargs.get("trust_remote_code"), **processor_kwargs
+            model, trust_remote_code=trust, **(processor_kwargs or {})
         )
+    if model_kwargs:  # transformers.pipeline has its own `task` argument, so config overrides are applied here
+        dtype = kwargs.pop("dtype", None)
+        model = AutoModel.from_pretrained(model, trust_remote_code=trust, dtype=dtype or "auto", **model_kwargs)
     return transformers_pipeline(TASK, model=model, pipeline_class=ImageQualityPipeline, **kwargs)

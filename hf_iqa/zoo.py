@@ -99,6 +99,31 @@ _ENTRIES: list[ZooEntry] = [
 ]
 
 
+def _build_dog_iqa(paths: list[Path], output_dir: Path) -> None:
+    """The default Dog-IQA config (sub-model ids, prompt, SAM2 settings) for package users; `import hf_iqa` provides
+    the classes. (`DogIqaModel.save_pretrained` writes the full remote-code folder once the sub-models are loaded.)"""
+    from hf_iqa.models.dog_iqa import DogIqaConfig, DogIqaImageProcessor
+
+    DogIqaConfig().save_pretrained(str(output_dir))
+    DogIqaImageProcessor().save_pretrained(str(output_dir))
+
+
+_ENTRIES.append(
+    ZooEntry(
+        name="dog-iqa",
+        aliases=("dogiqa", "dog_iqa"),
+        family="dog_iqa",
+        description="Dog-IQA: training-free, SAM2 regions scored by a multimodal LLM (mPLUG-Owl3 by default)",
+        score_range=(1.0, 7.5),
+        weights_license="mit (method); sub-models keep their own licences",
+        source="Liu et al., arXiv 2410.02505; sub-models facebook/sam2-hiera-large + mPLUG/mPLUG-Owl3-7B-240728",
+        hub_repo="hf-iqa/dog-iqa",
+        convert=_build_dog_iqa,
+        manual="Dog-IQA has no weights of its own: its config names the SAM2 and MLLM repos it loads.",
+    )
+)
+
+
 def register(entry: ZooEntry) -> None:
     """Add a model family's entries (model families call this at import; users may add their own)."""
     _ENTRIES[:] = [e for e in _ENTRIES if e.name != entry.name] + [entry]
@@ -167,8 +192,10 @@ def _from_original(entry: ZooEntry) -> str:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
-    if not entry.originals or entry.convert is None:
+    if entry.convert is None:
         raise ModelNotAvailableError(_manual_instructions(entry, "its weights are not published on the Hub"))
+    if not entry.originals:  # nothing to download (config-only models): build the folder once
+        return _build_once(entry, [], cache_root() / "converted" / f"{entry.name}-default")
     paths, digests = [], []
     for original in entry.originals:
         try:
@@ -188,7 +215,11 @@ def _from_original(entry: ZooEntry) -> str:
         paths.append(path)
         digests.append(digest)
     key = hashlib.sha256("".join(digests).encode()).hexdigest()[:16]
-    target = cache_root() / "converted" / f"{entry.name}-{key}"
+    return _build_once(entry, paths, cache_root() / "converted" / f"{entry.name}-{key}")
+
+
+def _build_once(entry: ZooEntry, paths: list[Path], target: Path) -> str:
+    """Run the entry's converter into `target` unless a finished folder is already there (atomic rename)."""
     if (target / "config.json").is_file():
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -188,7 +188,10 @@ def test_converted_folder_contents(converted):
     }  # fmt: skip
     assert set(converted["mix"].files) == expected
     config = json.loads((folder / "config.json").read_text())
-    assert config["auto_map"] == {"AutoConfig": "configuration_liqe.LiqeConfig", "AutoModel": "modeling_liqe.LiqeModel"}
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_liqe.LiqeConfig",
+        "AutoModel": "modeling_liqe.LiqeModel",
+    }
     assert config["model_type"] == "hf_iqa_liqe" and config["score_range"] == [1.0, 5.0]
     processor = json.loads((folder / "preprocessor_config.json").read_text())
     assert processor["auto_map"] == {"AutoImageProcessor": "image_processing_liqe.LiqeImageProcessor"}
@@ -264,7 +267,7 @@ def test_remote_code_without_hf_iqa(converted, without_hf_iqa, images):
         model = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
         processor = AutoImageProcessor.from_pretrained({str(folder)!r}, trust_remote_code=True)
         assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-        images = [Image.open(p) for p in {[str(converted['root'] / f'img{i}.png') for i in range(3)]!r}]
+        images = [Image.open(p) for p in {[str(converted["root"] / f"img{i}.png") for i in range(3)]!r}]
         with torch.no_grad():
             print(json.dumps(model(**processor(images, return_tensors="pt")).scores.tolist()))
     """
@@ -336,3 +339,56 @@ def test_full_size_vit_b32_parity(openai_clip_model, openai_simple_tokenizer, tm
         ours = model(**LiqeImageProcessor()(image, return_tensors="pt")).scores
     expected = reference_liqe(oa, openai_simple_tokenizer, [image], "official", multitask=False)["scores"]
     torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "size, protocol, resized, stride, windows, step",
+    [  # liqe.md §2.3, verified counts
+        ((1024, 768), "official", (1024, 768), 48, 12 * 17, 13),
+        ((1024, 768), "pyiqa", (1024, 768), 32, 18 * 26, 31),
+        ((1920, 1080), "official", (1365, 768), 48, 12 * 24, 19),
+        ((1920, 1080), "pyiqa", (1920, 1080), 32, 27 * 54, 97),
+        ((512, 512), "official", (512, 512), 32, 100, 6),
+    ],
+)
+def test_window_grid_matches_spec(size, protocol, resized, stride, windows, step):
+    from hf_iqa.models.liqe.image_processing_liqe import select_windows, window_grid
+
+    processor = LiqeImageProcessor(protocol=protocol)
+    array = np.zeros((3, size[1], size[0]), dtype=np.uint8)
+    image, got_stride = processor.prepare_image(array, protocol, 224)
+    assert (image.shape[2], image.shape[1]) == resized and got_stride == stride
+    rows, cols = window_grid(image.shape[1], image.shape[2], 224, stride)
+    assert rows * cols == windows
+    corners = select_windows(image.shape[1], image.shape[2], 224, stride, 15)
+    assert len(corners) == 15 and corners[1] == (step // cols * stride, step % cols * stride)
+
+
+def test_small_images_are_upsampled_and_masked(converted):
+    model = LiqeModel.from_pretrained(converted["mix"].output_dir).eval()
+    processor = LiqeImageProcessor()
+    with pytest.warns(UserWarning, match="smaller than a 224px window"):
+        inputs = processor([random_image(150, 100), random_image(512, 384)], return_tensors="pt")
+    assert inputs["pixel_values"].shape == (2, 15, 3, 224, 224)
+    assert inputs["patch_mask"].sum(1).tolist() == [4, 15]  # 336x224 -> 1 row x 4 columns of windows
+    with torch.no_grad():
+        batched = model(**inputs).scores
+        alone = model(**processor(random_image(150, 100), return_tensors="pt")).scores
+    assert torch.isfinite(batched).all()
+    torch.testing.assert_close(batched[:1], alone, atol=1e-6, rtol=0)  # padding windows change nothing
+
+
+def test_random_patch_sampling_is_seeded():
+    processor = LiqeImageProcessor(patch_sampling="random", num_patches=3, seed=1)
+    image = random_image(512, 384)
+    first = processor(image, return_tensors="pt")["pixel_values"]
+    again = processor(image, return_tensors="pt")["pixel_values"]
+    other = processor(image, seed=2, return_tensors="pt")["pixel_values"]
+    assert first.shape == (1, 3, 3, 224, 224) and torch.equal(first, again) and not torch.equal(first, other)
+
+
+def test_bad_processor_settings_are_clear():
+    with pytest.raises(ValueError, match="protocol must be"):
+        LiqeImageProcessor(protocol="fast")
+    with pytest.raises(ValueError, match="pixel_values of shape"):
+        LiqeModel(hf_iqa.models.liqe.LiqeConfig(clip_config=tiny_clip_config()))(pixel_values=torch.zeros(3, 224))

@@ -31,6 +31,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="loading threads")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model/config option at load time, e.g. task=aesthetics or prompt_logit_scale=50 (repeatable)",
+    )
+    parser.add_argument(
+        "--save-visualizations",
+        metavar="DIR",
+        help="models that score regions (Dog-IQA): save <name>_regions.png pictures of the scored regions here",
+    )
+    parser.add_argument(
         "--processor-arg",
         action="append",
         default=[],
@@ -39,11 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _parse_processor_args(items: list[str]) -> dict[str, Any]:
+def parse_key_values(items: list[str]) -> dict[str, Any]:
     options = {}
     for item in items:
         if "=" not in item:
-            raise SystemExit(f"hf-iqa score: --processor-arg expects KEY=VALUE, got {item!r}")
+            raise SystemExit(f"hf-iqa: expected KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
         try:
             options[key] = json.loads(value)
@@ -53,22 +65,26 @@ def _parse_processor_args(items: list[str]) -> dict[str, Any]:
 
 
 def flatten(result: dict[str, Any]) -> dict[str, Any]:
-    """{"scene_probs": {"animal": 0.1}} -> {"scene_probs.animal": 0.1} for CSV columns."""
+    """{"scene_probs": {"animal": 0.1}} -> {"scene_probs.animal": 0.1}; lists as JSON text (CSV cells)."""
     flat = {}
     for key, value in result.items():
         if isinstance(value, dict):
             flat.update({f"{key}.{label}": v for label, v in value.items()})
+        elif isinstance(value, list):
+            flat[key] = json.dumps(value)
         else:
             flat[key] = value
     return flat
 
 
 class ResultWriter:
-    """Writes one row per image as it comes: CSV (header from the model's output labels), JSONL, or stdout."""
+    """Writes one row per image as it comes: CSV, JSONL, or stdout. The CSV header is taken from the first
+    scored image (error rows that come earlier wait for it)."""
 
-    def __init__(self, path: str | None, columns: list[str]):
+    def __init__(self, path: str | None):
         self.path = path
-        self.columns = columns
+        self.csv = None
+        self.waiting: list[dict[str, Any]] = []
         self.format = "print"
         self.handle: TextIO = sys.stdout
         if path:
@@ -78,13 +94,23 @@ class ResultWriter:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.handle = open(path, "w", newline="", encoding="utf-8")
             self.format = "csv" if suffix == ".csv" else "jsonl"
-        if self.format == "csv":
+
+    def _write_csv(self, row: dict[str, Any]) -> None:
+        if self.csv is None:
+            if row.get("error"):
+                self.waiting.append(row)
+                return
+            columns = ["path", *(k for k in flatten(row) if k not in ("path", "error")), "error"]
             self.csv = csv.DictWriter(self.handle, fieldnames=columns, extrasaction="ignore")
             self.csv.writeheader()
+        for waiting in self.waiting:
+            self.csv.writerow(waiting)
+        self.waiting = []
+        self.csv.writerow(flatten(row))
 
     def write(self, row: dict[str, Any]) -> None:
         if self.format == "csv":
-            self.csv.writerow(flatten(row))
+            self._write_csv(row)
         elif self.format == "jsonl":
             self.handle.write(json.dumps(row) + "\n")
         elif row.get("error"):
@@ -94,17 +120,12 @@ class ResultWriter:
         self.handle.flush()
 
     def close(self) -> None:
+        if self.format == "csv" and self.waiting:  # nothing could be scored: header for the error rows only
+            self.csv = csv.DictWriter(self.handle, fieldnames=["path", "score", "error"], extrasaction="ignore")
+            self.csv.writeheader()
+            self.csv.writerows(self.waiting)
         if self.handle is not sys.stdout:
             self.handle.close()
-
-
-def columns_for(config: Any) -> list[str]:
-    columns = ["path", "score"]
-    for field, labels in (getattr(config, "output_labels", None) or {}).items():
-        if field.endswith("_probs"):
-            columns.append(field[: -len("_probs")])
-        columns.extend(f"{field}.{label}" for label in labels)
-    return columns + ["error"]
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -123,7 +144,9 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-def score_files(pipe, files: list[Path], batch_size: int, workers: int) -> Iterator[dict[str, Any]]:
+def score_files(
+    pipe, files: list[Path], batch_size: int, workers: int, visualizations: Path | None = None
+) -> Iterator[dict[str, Any]]:
     """Yield one result row per file, in input order; decoding/preprocessing overlaps the model."""
     from hf_iqa.io import ImageLoadError
     from hf_iqa.pipeline import describe_output
@@ -138,9 +161,14 @@ def score_files(pipe, files: list[Path], batch_size: int, workers: int) -> Itera
 
     def run_batch(batch: list[tuple[Path, dict[str, Any]]]) -> Iterator[dict[str, Any]]:
         try:
-            outputs = pipe.forward(collate([inputs for _, inputs in batch]))
+            outputs = pipe.forward(collate([inputs for _, inputs in batch]), return_visualization=bool(visualizations))
             for index, (path, _) in enumerate(batch):
-                yield {"path": str(path), **describe_output(outputs, index, pipe.model.config)}
+                row = {"path": str(path), **describe_output(outputs, index, pipe.model.config)}
+                if visualizations:
+                    picture = visualizations / f"{path.stem}_regions.png"
+                    outputs["visualization"][index].save(picture)
+                    row["visualization"] = str(picture)
+                yield row
         except Exception as error:
             if len(batch) == 1:
                 yield {"path": str(batch[0][0]), "error": f"{type(error).__name__}: {error}"}
@@ -182,13 +210,17 @@ def run(args: argparse.Namespace) -> int:
         model=args.model,
         device=device,
         dtype=getattr(torch, DTYPES[args.dtype]),
-        processor_kwargs=_parse_processor_args(args.processor_arg),
+        processor_kwargs=parse_key_values(args.processor_arg),
+        model_kwargs=parse_key_values(args.model_arg),
     )
-    writer = ResultWriter(args.output, columns_for(pipe.model.config))
+    visualizations = Path(args.save_visualizations) if args.save_visualizations else None
+    if visualizations:
+        visualizations.mkdir(parents=True, exist_ok=True)
+    writer = ResultWriter(args.output)
     failed = 0
     try:
         progress = tqdm(total=len(files), unit="img", disable=args.no_progress, file=sys.stderr)
-        for row in score_files(pipe, files, args.batch_size, args.workers):
+        for row in score_files(pipe, files, args.batch_size, args.workers, visualizations):
             failed += bool(row.get("error"))
             writer.write(row)
             progress.update(1)

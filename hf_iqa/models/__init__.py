@@ -13,7 +13,10 @@ The output contract (what the pipeline, CLI, benchmark and training rely on; not
 4. The config carries `output_labels`: a dict mapping an output field holding `(batch, K)` probabilities to its K
    label names. The pipeline turns each such field into `{label: probability}` and adds the most probable label
    under the field name without its `_probs` suffix (`scene_probs` -> `scene`).
-5. The image processor returns either a fixed-shape `pixel_values` tensor (batchable as is) or, for
+5. Any other field with one value per image (shape `(batch,)`, e.g. `global_score`) is returned by the pipeline
+   as a number. Models that score regions name their per-region fields `region_*` (shape `(batch, R, ...)`,
+   padded) and give `num_regions` (batch,); the pipeline cuts each `region_*` list to `num_regions` entries.
+6. The image processor returns either a fixed-shape `pixel_values` tensor (batchable as is) or, for
    native-resolution models, a list of per-image tensors; the pipeline keeps lists as lists and the model
    accepts them.
 

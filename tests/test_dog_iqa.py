@@ -1,0 +1,219 @@
+"""Dog-IQA end to end on tiny random SAM2 / Qwen2-VL / Idefics3 models (offline, CPU)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import random_image
+from PIL import Image
+from test_dog_iqa_tiny_models import save_tiny_models
+from transformers import AutoImageProcessor, AutoModel, AutoModelForImageTextToText, AutoTokenizer
+
+import hf_iqa.models
+from hf_iqa.models.dog_iqa import DogIqaConfig, DogIqaImageProcessor, DogIqaModel, aggregate_scores
+
+hf_iqa.models.register_all()
+
+# Settings that make the tiny random SAM2 keep a mask (its predicted IoUs are all ~0.5) on 96 x 64 images;
+# a 4 x 4 grid keeps the tests fast.
+TINY = dict(pred_iou_thresh=0.0, min_region_area=200, points_per_side=4)
+
+
+@pytest.fixture(scope="module")
+def tiny_paths(tmp_path_factory):
+    return save_tiny_models(str(tmp_path_factory.mktemp("dog_iqa_tiny")))
+
+
+def make_model(paths, family="qwen2_vl", **overrides) -> DogIqaModel:
+    config = DogIqaConfig(
+        segmenter_name_or_path=paths["sam2"], mllm_name_or_path=paths[family], **{**TINY, **overrides}
+    )
+    return DogIqaModel.from_pretrained("unused", config=config)
+
+
+def images(n=3):
+    return [random_image(96, 64, seed) for seed in range(n)]
+
+
+def reference_view_logits(model: DogIqaModel, view: np.ndarray) -> torch.Tensor:
+    """The next-token logits of one view from a plain, unpadded, uncached forward of the MLLM."""
+    inputs = model.backbone.full_inputs(Image.fromarray(view))  # Qwen2-VL computes its own M-RoPE positions
+    with torch.no_grad():
+        return model.mllm(**inputs).logits[0, -1].float()
+
+
+def test_from_pretrained_loads_both_sub_models_and_saves_config_and_code_only(tiny_paths, tmp_path):
+    config = DogIqaConfig(segmenter_name_or_path=tiny_paths["sam2"], mllm_name_or_path=tiny_paths["qwen2_vl"], **TINY)
+    config.save_pretrained(tmp_path / "dog")
+    model = AutoModel.from_pretrained(str(tmp_path / "dog"), aggregation="released_code")
+    assert isinstance(model, DogIqaModel) and model.config.aggregation == "released_code"
+    reference = AutoModelForImageTextToText.from_pretrained(tiny_paths["qwen2_vl"])
+    for name, tensor in reference.state_dict().items():
+        torch.testing.assert_close(model.mllm.state_dict()[name], tensor, rtol=0, atol=0)
+    sam = AutoModel.from_pretrained(tiny_paths["sam2"])
+    torch.testing.assert_close(model.segmenter.state_dict(), sam.state_dict(), rtol=0, atol=0)
+
+    model.save_pretrained(tmp_path / "saved")
+    files = sorted(os.listdir(tmp_path / "saved"))
+    assert not any(f.endswith(".safetensors") for f in files)
+    for code in ("modeling_dog_iqa.py", "configuration_dog_iqa.py", "segmentation_dog_iqa.py", "backbones_dog_iqa.py"):
+        assert code in files
+    assert DogIqaConfig.from_pretrained(tmp_path / "saved").auto_map["AutoModel"].endswith("DogIqaModel")
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "idefics3"])
+def test_whole_path_expected_mode_equals_plain_forward(tiny_paths, family):
+    model = make_model(tiny_paths, family, crop_mode="masked")
+    batch = images(3)
+    processor = DogIqaImageProcessor()
+    out = model(**processor(batch, return_tensors="pt"))
+    assert list(out.keys())[0] == "scores" and out.scores.shape == (3,)
+    assert torch.all(out.num_regions >= 2)  # one SAM2 mask + the leftover region on these images
+    torch.testing.assert_close(out.global_level_probs.sum(-1), torch.ones(3))
+    levels = torch.arange(1, 8, dtype=torch.float64)
+    digit_ids = model.backbone.score_token_ids
+    for i, image in enumerate(batch):
+        array = np.asarray(image)
+        probs = reference_view_logits(model, array)[digit_ids].double().softmax(-1)
+        assert float(out.global_score[i]) == pytest.approx(float((probs * levels).sum()), abs=1e-5)
+        regions = model.segment([array])[0]
+        for r in range(int(out.num_regions[i])):
+            x0, y0, x1, y1 = out.region_boxes[i, r].tolist()
+            crop = np.where(regions.masks[r][:, :, None], array, 0).astype(np.uint8)[y0:y1, x0:x1]
+            probs = reference_view_logits(model, crop)[digit_ids].double().softmax(-1)
+            torch.testing.assert_close(out.region_level_probs[i, r].double(), probs, atol=1e-5, rtol=0)
+    assert torch.isnan(out.region_scores[out.num_regions[:, None] <= torch.arange(out.region_scores.shape[1])]).all()
+
+
+def test_generate_mode_equals_greedy_generate(tiny_paths):
+    model = make_model(tiny_paths, "qwen2_vl", score_mode="generate", crop_mode="masked")
+    batch = images(2)
+    out = model(images=batch)
+    for i, image in enumerate(batch):
+        inputs = model.backbone.full_inputs(image)
+        with torch.no_grad():
+            token = model.mllm.generate(**inputs, max_new_tokens=1, do_sample=False)[0, -1]
+        text = model.backbone.tokenizer.decode([int(token)])
+        assert text.isdigit()  # the boosted digit rows make greedy decoding answer with a digit
+        assert float(out.global_score[i]) == float(int(text))
+    assert torch.all(out.region_scores[~torch.isnan(out.region_scores)] % 1 == 0)
+
+
+def test_aggregations_match_hand_computation_and_reuse_the_caches(tiny_paths):
+    model = make_model(tiny_paths, "idefics3", crop_mode="masked")
+    batch = images(2)
+    paper = model(images=batch)
+    assert model.last_stats["mllm_forward_passes"] > 0
+    released = model(images=batch, aggregation="released_code")
+    assert model.last_stats["mllm_forward_passes"] == 0 and "segmented_images" not in model.last_stats
+    for i in range(2):
+        c = int(paper.num_regions[i])
+        s = paper.region_scores[i, :c].tolist()
+        a = paper.region_areas[i, :c].tolist()
+        assert len(set(round(v, 6) for v in s)) == c  # distinct region scores: the area weighting matters
+        s_aw = sum(ai * si for ai, si in zip(a, s)) / sum(a)
+        g = float(paper.global_score[i])
+        assert float(paper.scores[i]) == pytest.approx((g + s_aw + 0.1 * c) / 2, abs=1e-5)
+        assert float(released.scores[i]) == pytest.approx(s_aw + 0.1 * c + 0.5 * g, abs=1e-5)
+        assert float(paper.local_score[i]) == pytest.approx(s_aw, abs=1e-5)
+    generate = model(images=batch, score_mode="generate")  # same forward passes give the greedy digits too
+    assert model.last_stats["mllm_forward_passes"] == 0
+    assert torch.all(generate.global_score % 1 == 0)
+
+
+def test_aggregate_scores_on_padded_values():
+    global_score = torch.tensor([4.0, 2.0])
+    region_scores = torch.tensor([[3.0, 6.0, float("nan")], [5.0, float("nan"), float("nan")]])
+    region_areas = torch.tensor([[1000.0, 3000.0, 0.0], [6000.0, 0.0, 0.0]])
+    num_regions = torch.tensor([2, 1])
+    paper = aggregate_scores(global_score, region_scores, region_areas, num_regions, "paper")
+    # image 0: s_aw = (3 * 1000 + 6 * 3000) / 4000 = 5.25 -> (4 + 5.25 + 0.2) / 2; image 1: (2 + 5 + 0.1) / 2
+    torch.testing.assert_close(paper, torch.tensor([4.725, 3.55]))
+    released = aggregate_scores(global_score, region_scores, region_areas, num_regions, "released_code")
+    torch.testing.assert_close(released, torch.tensor([5.25 + 0.2 + 2.0, 5.0 + 0.1 + 1.0]))
+    with pytest.raises(ValueError, match="aggregation"):
+        aggregate_scores(global_score, region_scores, region_areas, num_regions, "mean")
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "idefics3"])
+def test_batched_equals_one_by_one(tiny_paths, family):
+    batch = images(2)
+    batched = make_model(tiny_paths, family, crop_mode="masked", view_batch_size=8)(images=batch)
+    single = make_model(tiny_paths, family, crop_mode="masked", view_batch_size=1, dedup_views=False,
+                        reuse_prefix_cache=False)  # fmt: skip
+    for i, image in enumerate(batch):
+        one = single(images=[image])
+        torch.testing.assert_close(batched.scores[i : i + 1], one.scores, atol=1e-5, rtol=0)
+        c = int(one.num_regions[0])
+        torch.testing.assert_close(batched.region_level_probs[i, :c], one.region_level_probs[0, :c], atol=1e-5, rtol=0)
+
+
+def test_dedup_and_prefix_reuse_change_nothing(tiny_paths):
+    batch = images(2) + [images(1)[0]]  # a repeated image
+    results, stats = {}, {}
+    for dedup in (True, False):
+        for prefix in (True, False):
+            model = make_model(tiny_paths, "qwen2_vl", dedup_views=dedup, reuse_prefix_cache=prefix, view_batch_size=4)
+            results[dedup, prefix] = model(images=batch)
+            stats[dedup, prefix] = dict(model.last_stats)
+    for out in results.values():
+        for field in ("scores", "global_level_probs", "region_level_probs"):
+            torch.testing.assert_close(out[field], results[False, False][field], atol=1e-5, rtol=0, equal_nan=True)
+    # bbox crops of the mask and of the leftover region span the whole frame here: one unique view per image
+    assert stats[True, False]["views"] == 9 and stats[True, False]["scored_views"] == 2
+    assert stats[False, False]["scored_views"] == 9
+    assert stats[True, True]["mllm_forward_passes"] == stats[True, False]["mllm_forward_passes"] + 1
+
+
+def test_idefics3_image_tokens_match_the_transformers_processor(tiny_paths):
+    from transformers import Idefics3Processor
+
+    model = make_model(tiny_paths, "idefics3")
+    processor = Idefics3Processor(
+        image_processor=AutoImageProcessor.from_pretrained(tiny_paths["idefics3"], backend="pil"),
+        tokenizer=AutoTokenizer.from_pretrained(tiny_paths["idefics3"]),
+        image_seq_len=model.backbone.image_seq_len,
+    )
+    for size in ((96, 64), (20, 50)):
+        view = random_image(*size, seed=3)
+        expected = processor(text=["<image>"], images=[[view]], return_tensors="pt")
+        ids, image_inputs = model.backbone.encode_views([view])
+        assert ids[0] == expected["input_ids"][0].tolist()
+        torch.testing.assert_close(image_inputs["pixel_values"], expected["pixel_values"])
+
+
+def test_render_regions_draws_on_a_copy(tiny_paths):
+    model = make_model(tiny_paths, "qwen2_vl")
+    image = images(1)[0]
+    out = model(images=[image])
+    model.last_stats = {}
+    picture = model.render_regions(image, out)
+    assert isinstance(picture, Image.Image) and picture.size == image.size
+    assert model.last_stats == {}  # masks from the segmentation cache: no SAM2, no MLLM
+    assert not np.array_equal(np.asarray(picture), np.asarray(image))
+
+
+def test_bad_inputs_and_settings_give_clear_errors(tiny_paths):
+    with pytest.raises(ValueError, match="aggregation='mean'"):
+        DogIqaConfig(aggregation="mean")
+    with pytest.raises(ValueError, match="score_mode"):
+        DogIqaConfig(score_mode="sample")
+    model = make_model(tiny_paths, "qwen2_vl")
+    with pytest.raises(TypeError, match=r"pixel_values\[0\]"):
+        model(pixel_values=["not an image"])
+    with pytest.raises(ValueError, match=r"pixel_values\[0\].*colour channels"):
+        model(pixel_values=[np.zeros((10, 10, 5), dtype=np.uint8)])
+    with pytest.raises(ValueError, match="no backbone adapter"):
+        DogIqaModel.from_pretrained("unused", config=DogIqaConfig(
+            segmenter_name_or_path=tiny_paths["sam2"], mllm_name_or_path=tiny_paths["sam2"]))  # fmt: skip
+
+
+def test_image_processor_passes_native_uint8_pixels():
+    image = random_image(33, 17, 5)
+    out = DogIqaImageProcessor()([image, image.convert("L")], return_tensors="pt")["pixel_values"]
+    assert out[0].dtype == torch.uint8 and out[0].shape == (3, 17, 33)
+    assert np.array_equal(out[0].permute(1, 2, 0).numpy(), np.asarray(image))
+    assert out[1].shape == (3, 17, 33)

@@ -1,0 +1,49 @@
+"""Dog-IQA with the paper's backbone: the mPLUG-Owl3 adapter against the golden fixture of the original code."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _mplug_owl3_fixture import FIXTURE_DIR, byte_tokenizer
+from PIL import Image
+from safetensors.torch import load_file
+
+import hf_iqa  # noqa: F401  (registers mPLUG-Owl3)
+from hf_iqa.models.dog_iqa.backbones_dog_iqa import adapter_class_for
+from hf_iqa.models.dog_iqa.configuration_dog_iqa import DogIqaConfig
+from hf_iqa.models.mplug_owl3 import MplugOwl3Config, MplugOwl3ForConditionalGeneration, MplugOwl3ImageProcessor
+
+
+@pytest.fixture(scope="module")
+def adapter():
+    config = MplugOwl3Config.from_json_file(FIXTURE_DIR / "config.json")
+    model = MplugOwl3ForConditionalGeneration(config).eval()
+    model.load_state_dict(load_file(FIXTURE_DIR / "model.safetensors"))
+    processor = MplugOwl3ImageProcessor(size={"height": 56, "width": 56})
+    return adapter_class_for("mplugowl3")(model, byte_tokenizer(), processor, DogIqaConfig())
+
+
+def fixture_image(name: str) -> Image.Image:
+    return Image.open(FIXTURE_DIR / name).convert("RGB")
+
+
+def test_prompt_and_logits_match_the_original(adapter):
+    inputs = load_file(FIXTURE_DIR / "inputs.safetensors")
+    expected = load_file(FIXTURE_DIR / "expected.safetensors")
+    view = fixture_image("img_1200x1200.png")
+    assert torch.equal(adapter.full_inputs(view)["input_ids"], inputs["dogiqa_single.input_ids"])
+    with torch.no_grad():
+        logits = adapter.next_token_logits([view])
+    torch.testing.assert_close(logits[0], expected["dogiqa_single.logits"][0, -1], atol=1e-5, rtol=0)
+    assert len(adapter.score_token_ids) == 7
+
+
+def test_batched_and_prefix_cache_equal_one_by_one(adapter):
+    square = fixture_image("img_1200x1200.png")
+    views = [square, fixture_image("img_500x300.png"), fixture_image("img_300x900.png"), square.crop((0, 0, 80, 200))]
+    with torch.no_grad():
+        singles = torch.cat([adapter.next_token_logits([v]) for v in views])
+        batched = adapter.next_token_logits(views)
+        cached = adapter.next_token_logits(views, use_prefix_cache=True)
+    torch.testing.assert_close(batched, singles, atol=1e-5, rtol=0)
+    torch.testing.assert_close(cached, singles, atol=1e-5, rtol=0)

@@ -1,0 +1,70 @@
+"""Dog-IQA through the user-facing paths: image-quality pipeline, visualization, CLI, remote code."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import random_image
+from PIL import Image
+from test_dog_iqa import TINY
+from test_dog_iqa_tiny_models import save_tiny_models
+
+import hf_iqa
+from hf_iqa.cli import main
+from hf_iqa.models.dog_iqa import DogIqaConfig, DogIqaImageProcessor, DogIqaModel
+
+
+@pytest.fixture(scope="module")
+def dog_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dog_pipe")
+    paths = save_tiny_models(str(root / "subs"), families=("qwen2_vl",))
+    config = DogIqaConfig(segmenter_name_or_path=paths["sam2"], mllm_name_or_path=paths["qwen2_vl"], **TINY)
+    model = DogIqaModel.from_pretrained("unused", config=config)
+    model.save_pretrained(root / "dog")
+    DogIqaImageProcessor().save_pretrained(root / "dog")
+    for seed in range(2):
+        random_image(96, 64, seed).save(root / f"img{seed}.png")
+    return root
+
+
+def test_pipeline_returns_regions_and_visualization(dog_dir):
+    pipe = hf_iqa.pipeline(model=str(dog_dir / "dog"))
+    result = pipe(str(dog_dir / "img0.png"), return_visualization=True)
+    assert {"score", "global_score", "local_score", "num_regions", "global_level_probs", "global_level"} <= set(result)
+    count = result["num_regions"]
+    assert count >= 1 and len(result["region_scores"]) == count and len(result["region_boxes"]) == count
+    assert all(len(box) == 4 for box in result["region_boxes"])
+    assert isinstance(result["visualization"], Image.Image) and result["visualization"].size == (96, 64)
+    batched = pipe([str(dog_dir / "img0.png"), str(dog_dir / "img1.png")], batch_size=2)
+    assert batched[0]["score"] == pytest.approx(result["score"], abs=1e-5)
+    assert "visualization" not in batched[0]
+
+
+def test_cli_saves_visualizations(dog_dir, tmp_path):
+    out = tmp_path / "scores.jsonl"
+    status = main(["score", "-m", str(dog_dir / "dog"), str(dog_dir / "img0.png"), str(dog_dir / "img1.png"),
+                   "-o", str(out), "--save-visualizations", str(tmp_path / "viz"), "--no-progress"])  # fmt: skip
+    assert status == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [Image.open(r["visualization"]).size for r in rows] == [(96, 64), (96, 64)]
+    assert sorted(p.name for p in (tmp_path / "viz").iterdir()) == ["img0_regions.png", "img1_regions.png"]
+
+
+def test_remote_code_without_hf_iqa(dog_dir, without_hf_iqa):
+    folder = dog_dir / "dog"
+    with torch.no_grad():
+        expected = hf_iqa.load(str(folder))(images=[Image.open(dog_dir / "img0.png").convert("RGB")]).scores
+    code = f"""
+        import json, torch
+        from PIL import Image
+        from transformers import AutoModel
+        model = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True)
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        with torch.no_grad():
+            out = model(images=[Image.open({str(dog_dir / "img0.png")!r}).convert("RGB")])
+        print(json.dumps(out.scores.tolist()))
+    """
+    remote = torch.tensor(json.loads(without_hf_iqa(code).strip().splitlines()[-1]))
+    torch.testing.assert_close(remote, expected, atol=1e-6, rtol=0)
