@@ -1,0 +1,635 @@
+"""`hf-iqa benchmark`: score IQA benchmarks with hf_iqa models and write paper-style tables.
+
+    hf-iqa benchmark --model <hub-id> ./my-model --dataset koniq10k livec --data-root ~/data --split test
+    ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2 -m hf_iqa.benchmark ...   # or accelerate launch
+
+Models are loaded with `AutoModel`/`AutoImageProcessor` and used only through the output contract of
+`hf_iqa.models` (`scores`, higher is better). Under torchrun / `accelerate launch` every process scores its own
+shard of the images still to do; predictions are appended to `partial/rank<k>.csv` after every batch, so an
+interrupted run resumes where it stopped, and rank 0 merges the gathered shards (each image exactly once).
+
+Output (`--output-dir`, default `benchmark_results/`):
+
+    <model>/<dataset>-<split>/predictions.csv  metrics.json  table.md  scatter.png  run.json
+    results.md  results.json        one combined table for every model x dataset of the call
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hf_iqa.io import ImageLoadError, load_image
+from hf_iqa.metrics import MetricInputError, fit_logistic, iqa_correlations, logistic4, logistic5
+
+DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16",
+          "float16": "float16", "auto": "auto"}  # fmt: skip
+FIT_LABELS = {"logistic4": "after a 4-parameter logistic fit", "logistic5": "after a 5-parameter logistic fit",
+              None: "raw (no fit)"}  # fmt: skip
+CARD_START, CARD_END = "<!-- hf_iqa:benchmark:start -->", "<!-- hf_iqa:benchmark:end -->"
+
+
+class BenchmarkError(RuntimeError):
+    """A benchmark that cannot run as asked (inconsistent output folder, model breaking the output contract...)."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Processes
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class SingleProcess:
+    """The subset of `accelerate.PartialState` the benchmark uses, for a plain single-process run."""
+
+    process_index = 0
+    num_processes = 1
+    is_main_process = True
+
+    def __init__(self):
+        import torch
+
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+    @contextlib.contextmanager
+    def main_process_first(self) -> Iterator[None]:
+        yield
+
+
+def process_state() -> Any:
+    """`accelerate.PartialState()` under torchrun / `accelerate launch` (WORLD_SIZE > 1), else a single process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return SingleProcess()
+    import torch
+
+    try:
+        from accelerate import PartialState
+    except ImportError:
+        raise BenchmarkError(
+            "several processes were launched (WORLD_SIZE > 1) but accelerate is not installed: pip install accelerate"
+        ) from None
+    # PartialState only joins a CPU process group (gloo) when told to: do so without CUDA or when asked to.
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
+    state = PartialState(cpu=use_cpu)
+    if state.num_processes != int(os.environ["WORLD_SIZE"]):
+        raise BenchmarkError(
+            f"WORLD_SIZE is {os.environ['WORLD_SIZE']} but accelerate set up {state.num_processes} process(es); "
+            "on CPU launch with ACCELERATE_USE_CPU=true torchrun --nproc_per_node N ..."
+        )
+    return state
+
+
+def gather(state: Any, items: list) -> list:
+    """Concatenate every process's `items` on every process (rank order)."""
+    if state.num_processes == 1:
+        return list(items)
+    from accelerate.utils import gather_object
+
+    return list(gather_object(items))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model and images
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def load_model(model_id: str, dtype: str = "fp32", device: Any = None, trust_remote_code: bool = False):
+    """(model, image processor) through the Auto classes, in eval mode on `device`."""
+    import torch
+    from transformers import AutoImageProcessor, AutoModel
+
+    try:
+        from hf_iqa.models import register_all
+
+        register_all()
+    except Exception as error:  # a broken optional model folder must not stop benchmarking the others
+        warnings.warn(f"could not register every hf_iqa model ({type(error).__name__}: {error})", stacklevel=2)
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    torch_dtype = "auto" if DTYPES[dtype] == "auto" else getattr(torch, DTYPES[dtype])
+    model = AutoModel.from_pretrained(model_id, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    processor = AutoImageProcessor.from_pretrained(model_id, trust_remote_code=trust_remote_code)
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model, processor
+
+
+def _load(path: str, resize_short_side: int | None):
+    image = load_image(path)
+    if resize_short_side:
+        width, height = image.size
+        scale = resize_short_side / min(width, height)
+        if scale != 1:
+            from PIL import Image
+
+            image = image.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.BICUBIC)
+    return image
+
+
+def _to_device(value: Any, device: Any, dtype: Any) -> Any:
+    if hasattr(value, "to") and hasattr(value, "is_floating_point"):
+        return value.to(device=device, dtype=dtype) if value.is_floating_point() else value.to(device)
+    if isinstance(value, (list, tuple)) and value and hasattr(value[0], "is_floating_point"):
+        return [_to_device(v, device, dtype) for v in value]
+    return value
+
+
+def predict(model: Any, processor: Any, images: list) -> list[float]:
+    """Scores of a batch of PIL images through the output contract (`scores`, shape (batch,))."""
+    import torch
+
+    inputs = processor(images, return_tensors="pt")
+    inputs = {k: _to_device(v, model.device, model.dtype) for k, v in inputs.items()}
+    with torch.inference_mode():
+        output = model(**inputs)
+    scores = output["scores"] if "scores" in output else output[0]
+    if scores.ndim != 1 or scores.shape[0] != len(images):
+        raise BenchmarkError(
+            f"{type(model).__name__} broke the output contract: `scores` must have shape ({len(images)},), "
+            f"got {tuple(scores.shape)}"
+        )
+    return scores.float().cpu().tolist()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Streaming predictions to disk and resuming
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _read_predictions(run_dir: Path) -> dict[int, tuple[str, float]]:
+    """Predictions already on disk (final file and partial shards): index -> (image_id, score). A last line cut
+    short by an interruption (no newline yet) is ignored, so its image is scored again."""
+    found: dict[int, tuple[str, float]] = {}
+    files = [run_dir / "predictions.csv", *sorted((run_dir / "partial").glob("rank*.csv"))]
+    for path in files:
+        if not path.is_file():
+            continue
+        lines = path.read_text().splitlines(keepends=True)
+        complete = [line for line in lines if line.endswith("\n")]
+        for record in csv.DictReader(complete):
+            try:
+                found[int(record["index"])] = (record["image_id"], float(record["prediction"]))
+            except (KeyError, TypeError, ValueError):
+                continue
+    return found
+
+
+def _manifest(model_id: str, key: str, split: str, image_ids: list[str], options: dict) -> dict:
+    digest = hashlib.sha1("\n".join(image_ids).encode()).hexdigest()
+    return {"model": model_id, "dataset": key, "split": split, "num_images": len(image_ids), "image_ids_sha1": digest,
+            **options}  # fmt: skip
+
+
+def _prepare_run_dir(run_dir: Path, manifest: dict, overwrite: bool) -> None:
+    """Main process only: start fresh (`overwrite`) or check that earlier files belong to the same run."""
+    if overwrite and run_dir.exists():
+        shutil.rmtree(run_dir)
+    (run_dir / "partial").mkdir(parents=True, exist_ok=True)
+    path = run_dir / "run.json"
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        differences = {k: (previous.get(k), v) for k, v in manifest.items() if previous.get(k) != v}
+        if differences:
+            raise BenchmarkError(
+                f"{run_dir} holds predictions of a different run ({differences}, as (before, now)); "
+                "pass --overwrite to replace them or choose another --output-dir"
+            )
+    else:
+        path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def score_shard(
+    model: Any,
+    processor: Any,
+    paths: list[str],
+    indices: list[int],
+    image_ids: list[str],
+    partial_file: Path,
+    batch_size: int,
+    resize_short_side: int | None = None,
+    num_workers: int = 4,
+    progress: bool = True,
+    description: str = "",
+) -> list[tuple[int, float]]:
+    """Score `indices` in batches, appending `index,image_id,prediction` to `partial_file` after each batch while
+    the next batch's images are decoded in background threads."""
+    from tqdm.auto import tqdm
+
+    batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+    results: list[tuple[int, float]] = []
+    new_file = not partial_file.exists() or partial_file.stat().st_size == 0
+    if not new_file:
+        content = partial_file.read_bytes()
+        if not content.endswith(b"\n"):  # drop a line cut short by an interruption (its image is scored again)
+            partial_file.write_bytes(content[: content.rfind(b"\n") + 1])
+    with (
+        ThreadPoolExecutor(max(1, num_workers)) as pool,
+        open(partial_file, "a", newline="") as handle,
+        tqdm(total=len(indices), desc=description, unit="img", disable=not progress) as bar,
+    ):
+        writer = csv.writer(handle)
+        if new_file:
+            writer.writerow(["index", "image_id", "prediction"])
+        pending = [pool.submit(_load, paths[i], resize_short_side) for i in batches[0]] if batches else []
+        for number, batch in enumerate(batches):
+            images = [future.result() for future in pending]
+            if number + 1 < len(batches):
+                pending = [pool.submit(_load, paths[i], resize_short_side) for i in batches[number + 1]]
+            scores = predict(model, processor, images)
+            writer.writerows([index, image_ids[index], repr(score)] for index, score in zip(batch, scores))
+            handle.flush()
+            results.extend(zip(batch, scores))
+            bar.update(len(batch))
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reports
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def oriented_labels(mos: np.ndarray, meta: dict) -> tuple[np.ndarray, str]:
+    """Labels turned so that higher is better (DMOS flipped within its range), as the correlations expect."""
+    if meta.get("higher_is_better", True):
+        return mos, "as is (higher is better)"
+    if meta.get("mos_range"):
+        low, high = meta["mos_range"]
+        return low + high - mos, f"flipped within [{low}, {high}] (lower-is-better label)"
+    return -mos, "negated (lower-is-better label)"
+
+
+def display_name(model_id: str) -> str:
+    """A local model folder is shown by its folder name, a Hub model by its id."""
+    return Path(model_id).name if Path(model_id).is_dir() else model_id
+
+
+def _format(value: float | None) -> str:
+    return "-" if value is None or not np.isfinite(value) else f"{value:.4f}"
+
+
+def markdown_table(results: list[dict]) -> str:
+    fits = {r.get("fit_requested") for r in results}
+    note = FIT_LABELS.get(fits.pop()) if len(fits) == 1 else "fit per row, see metrics.json"
+    lines = [
+        f"PLCC and RMSE {note}; SRCC and KRCC on raw predictions.",
+        "",
+        "| Model | Dataset | Split | Images | SRCC | PLCC | KRCC | RMSE |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {display_name(r['model'])} | {r['dataset_name']} | {r['split']} | {r['num_images']} | {_format(r['srcc'])} | "
+            f"{_format(r['plcc'])} | {_format(r['krcc'])} | {_format(r['rmse'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def combined_table(results: list[dict]) -> str:
+    """Papers' cross-dataset layout: one row per model, `SRCC / PLCC` per dataset, then every metric."""
+    models = list(dict.fromkeys(r["model"] for r in results))
+    columns = list(dict.fromkeys((r["dataset"], r["split"], r["dataset_name"]) for r in results))
+    cell = {(r["model"], r["dataset"], r["split"], r["dataset_name"]): r for r in results}
+    header = "| Model | " + " | ".join(f"{name} ({split})" for _, split, name in columns) + " |"
+    lines = ["## SRCC / PLCC", "", header, "|---|" + "---:|" * len(columns)]
+    for model in models:
+        values = []
+        for key, split, name in columns:
+            r = cell.get((model, key, split, name))
+            values.append(f"{_format(r['srcc'])} / {_format(r['plcc'])}" if r else "-")
+        lines.append(f"| {display_name(model)} | " + " | ".join(values) + " |")
+    return "\n".join(lines) + "\n\n## All metrics\n\n" + markdown_table(results)
+
+
+def scatter_plot(path: Path, predictions: np.ndarray, labels: np.ndarray, result: dict) -> bool:
+    """Prediction vs label with the fitted logistic curve; False (and a warning) without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        warnings.warn(
+            "matplotlib is not installed, so no scatter plot is written (pip install 'hf-iqa[plot]')", stacklevel=2
+        )
+        return False
+    params, fit = result.get("fit_params") or [], result.get("fit")
+    if not params:  # the plot always shows a fitted curve, even when the metrics use raw PLCC
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _, params = fit_logistic(predictions, labels, "logistic4")
+        fit = "logistic4" if len(params) else None
+    figure, axis = plt.subplots(figsize=(5, 4), dpi=120)
+    axis.scatter(predictions, labels, s=8, alpha=0.6, label="images")
+    if fit is not None and len(params):
+        grid = np.linspace(predictions.min(), predictions.max(), 200)
+        function = logistic4 if fit == "logistic4" else logistic5
+        axis.plot(grid, function(grid, *params), color="C3", label=f"{fit} fit")
+    axis.set_xlabel(f"prediction ({display_name(result['model'])})")
+    axis.set_ylabel(f"label ({result['label_orientation'].split(' (')[0]})")
+    axis.set_title(f"{result['dataset_name']}: SRCC {result['srcc']:.3f}, PLCC {result['plcc']:.3f}", fontsize=9)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return True
+
+
+def update_model_card(model_dir: str | os.PathLike, results: list[dict]) -> Path:
+    """Write `results` into the model-index of `<model_dir>/README.md` (replacing entries of the same dataset, split
+    and metric) and into a results table between hf_iqa markers in the card's text."""
+    from huggingface_hub import EvalResult, ModelCard
+
+    readme = Path(model_dir) / "README.md"
+    card = ModelCard(
+        readme.read_text(encoding="utf-8") if readme.is_file() else f"---\n---\n# {Path(model_dir).name}\n"
+    )
+    card.data.model_name = card.data.model_name or Path(model_dir).resolve().name
+    metric_types = {"srcc": ("spearmanr", "SRCC"), "plcc": ("pearsonr", "PLCC"), "krcc": ("kendalltau", "KRCC"),
+                    "rmse": ("rmse", "RMSE")}  # fmt: skip
+    new = []
+    for r in results:
+        for field, (metric_type, metric_name) in metric_types.items():
+            if r.get(field) is None:
+                continue
+            name = metric_name if field in ("srcc", "krcc") else f"{metric_name} ({FIT_LABELS[r['fit']]})"
+            new.append(
+                EvalResult(
+                    task_type="image-quality-assessment",
+                    task_name="No-Reference Image Quality Assessment",
+                    dataset_type=r["dataset"],
+                    dataset_name=r["dataset_name"],
+                    dataset_split=r["split"],
+                    metric_type=metric_type,
+                    metric_name=name,
+                    metric_value=round(float(r[field]), 4),
+                )
+            )
+    replaced = {(e.dataset_type, e.dataset_split, e.metric_type) for e in new}
+    kept = [
+        e for e in card.data.eval_results or [] if (e.dataset_type, e.dataset_split, e.metric_type) not in replaced
+    ]
+    card.data.eval_results = kept + new
+    table = f"{CARD_START}\n## Benchmark results (hf-iqa benchmark)\n\n{markdown_table(results)}{CARD_END}"
+    pattern = re.compile(re.escape(CARD_START) + ".*?" + re.escape(CARD_END), re.S)
+    card.text = (
+        pattern.sub(lambda _: table, card.text) if pattern.search(card.text) else card.text + "\n" + table + "\n"
+    )
+    card.save(readme)
+    return readme
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _slug(model_id: str) -> str:
+    path = Path(model_id)
+    name = path.name if path.is_dir() else model_id.replace("/", "__")
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "model"
+
+
+def _data_roots(datasets: Sequence[str], data_root: str | os.PathLike | Sequence) -> list[str]:
+    """The root of each dataset, in order: one folder for all (a parent folder or the dataset folder), one per
+    dataset, or `name=path` items."""
+    roots = [data_root] if isinstance(data_root, (str, os.PathLike)) else list(data_root)
+    named = dict(str(r).split("=", 1) for r in roots if "=" in str(r) and not Path(str(r)).exists())
+    plain = [str(r) for r in roots if str(r).split("=", 1)[0] not in named]
+    resolved = []
+    for index, name in enumerate(datasets):
+        if name in named:
+            resolved.append(named[name])
+        elif len(plain) == 1:
+            resolved.append(plain[0])
+        elif len(plain) == len(datasets):
+            resolved.append(plain[index])
+        else:
+            raise BenchmarkError(
+                f"--data-root: give one folder for all datasets, one per dataset ({len(datasets)}), or NAME=PATH items; "
+                f"got {len(roots)}"
+            )
+    return resolved
+
+
+def run_benchmark(
+    models: Sequence[str],
+    datasets: Sequence[str],
+    data_root: str | os.PathLike | Sequence[str],
+    *,
+    split: str = "test",
+    split_options: dict | None = None,
+    batch_size: int = 8,
+    dtype: str = "fp32",
+    device: str | None = None,
+    output_dir: str | os.PathLike = "benchmark_results",
+    fit: str | None = "logistic4",
+    resize_short_side: int | None = None,
+    num_workers: int = 4,
+    update_card: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    trust_remote_code: bool = False,
+) -> list[dict]:
+    """Score every model on every dataset; returns one metrics dict per (model, dataset) on every process (only the
+    main process writes files). `split="all"` scores every image of a dataset (zero-shot protocol);
+    `split_options` go to the loaders (`split_scheme`, `split_index`, `split_dir`, `cache_dir`, ...)."""
+    from hf_iqa.data import dataset_metadata, load_benchmark
+
+    if batch_size < 1:
+        raise BenchmarkError(f"batch_size must be >= 1, got {batch_size}")
+    state = process_state()
+    device = device or state.device
+    output_dir = Path(output_dir)
+    roots = _data_roots(datasets, data_root)
+    split_options = dict(split_options or {})
+    loaded = []
+    for name, root in zip(datasets, roots):
+        with state.main_process_first():  # one process fills the Arrow cache, the others read it
+            loaded.append((name, load_benchmark(name, root, split, **split_options)))
+
+    results = []
+    for model_id in models:
+        model, processor = load_model(model_id, dtype, device, trust_remote_code)
+        for name, dataset in loaded:
+            meta = dataset_metadata(dataset)
+            key = meta.get("key", name)
+            folder = _slug(meta.get("name", key)) if key == "folder" else key  # several user folders may be scored
+            run_dir = output_dir / _slug(model_id) / f"{folder}-{split}"
+            records = dataset.cast_column("image", _undecoded_image())
+            paths = [item["path"] for item in records["image"]]
+            image_ids, mos = list(records["image_id"]), np.asarray(records["mos"], dtype=np.float64)
+            options = {"dtype": dtype, "resize_short_side": resize_short_side}  # what predictions depend on
+            if state.is_main_process:
+                _prepare_run_dir(run_dir, _manifest(model_id, key, split, image_ids, options), overwrite)
+            state.wait_for_everyone()
+            done = _read_predictions(run_dir)
+            state.wait_for_everyone()  # everyone has read before anyone appends
+            remaining = [i for i in range(len(paths)) if i not in done]
+            mine = remaining[state.process_index :: state.num_processes]
+            started = time.perf_counter()
+            new = score_shard(
+                model, processor, paths, mine, image_ids,
+                run_dir / "partial" / f"rank{state.process_index}.csv",
+                batch_size, resize_short_side, num_workers,
+                progress=progress and state.is_main_process,
+                description=f"{_slug(model_id)} on {key} ({state.num_processes} process(es))",
+            )  # fmt: skip
+            seconds = time.perf_counter() - started
+            gathered = gather(state, new)
+            merged = {index: score for index, (_, score) in done.items()} | dict(gathered)
+            missing = [i for i in range(len(paths)) if i not in merged]
+            if missing:
+                raise BenchmarkError(
+                    f"{len(missing)} images of {key} have no prediction after gathering: {missing[:5]}"
+                )
+            predictions = np.array([merged[i] for i in range(len(paths))], dtype=np.float64)
+            labels, orientation = oriented_labels(mos, meta)
+            metrics = iqa_correlations(predictions, labels, fit=fit)
+            result = {
+                "model": model_id,
+                "dataset": key,
+                "dataset_name": meta.get("name", key),
+                "split": split,
+                "split_scheme": meta.get("split_scheme"),
+                "num_images": len(paths),
+                **metrics,
+                "fit_requested": fit,
+                "label_column": meta.get("label_column"),
+                "mos_range": meta.get("mos_range"),
+                "higher_is_better": meta.get("higher_is_better"),
+                "label_orientation": orientation,
+                "dtype": dtype,
+                "batch_size": batch_size,
+                "resize_short_side": resize_short_side,
+                "num_processes": state.num_processes,
+                "images_scored_now": len(gathered),
+                "images_resumed": len(done),
+                "seconds": round(seconds, 3),
+                "output_dir": str(run_dir),
+            }
+            if state.is_main_process:
+                _write_run(run_dir, result, paths, image_ids, mos, predictions, labels)
+            state.wait_for_everyone()
+            results.append(result)
+        del model
+    if state.is_main_process and results:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        (output_dir / "results.md").write_text(combined_table(results))
+        if update_card:
+            for model_id in models:
+                if Path(model_id).is_dir():
+                    update_model_card(model_id, [r for r in results if r["model"] == model_id])
+                else:
+                    warnings.warn(
+                        f"--update-card only edits local model folders; {model_id!r} is not one", stacklevel=2
+                    )
+    return results
+
+
+def _undecoded_image():
+    from datasets import Image
+
+    return Image(decode=False)
+
+
+def _write_run(run_dir, result, paths, image_ids, mos, predictions, labels) -> None:
+    with open(run_dir / "predictions.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["index", "image_id", "image", "mos", "prediction"])
+        for index, (path, image_id, label, score) in enumerate(zip(paths, image_ids, mos, predictions)):
+            writer.writerow([index, image_id, path, repr(float(label)), repr(float(score))])
+    shutil.rmtree(run_dir / "partial", ignore_errors=True)
+    (run_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    (run_dir / "table.md").write_text(markdown_table([result]))
+    scatter_plot(run_dir / "scatter.png", predictions, labels, result)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", nargs="+", required=True, help="Hub ids or local folders of hf_iqa models")
+    parser.add_argument("--dataset", nargs="+", required=True, help="benchmark names (see hf_iqa.data.list_datasets) or 'folder'")  # fmt: skip
+    parser.add_argument("--data-root", nargs="+", required=True, help="one folder for all datasets (their parent or the dataset folder), one per dataset, or NAME=PATH")  # fmt: skip
+    parser.add_argument("--split", default="test", help="train, validation, test or all (every image: zero-shot protocol)")  # fmt: skip
+    parser.add_argument("--split-scheme", choices=("official", "random", "liqe", "file"), help="default: official where it exists, else seeded random")  # fmt: skip
+    parser.add_argument("--split-index", type=int, default=1, help="which of the random/LIQE splits (1..10)")
+    parser.add_argument("--split-dir", help="LIQE's IQA_Database folder (for --split-scheme liqe)")
+    parser.add_argument("--split-file", help="JSON/CSV of image ids per split (for --split-scheme file)")
+    parser.add_argument("--seed", type=int, default=123, help="seed of the random splits")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
+    parser.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: the launcher's device, else cuda if available)")  # fmt: skip
+    parser.add_argument("--output-dir", default="benchmark_results")
+    parser.add_argument("--fit", default="logistic4", choices=("logistic4", "logistic5", "none"), help="mapping before PLCC/RMSE (LIQE: logistic4; pyiqa, Dog-IQA: none)")  # fmt: skip
+    parser.add_argument("--resize-short-side", type=int, help="resize every image to this short side first (e.g. SPAQ protocols)")  # fmt: skip
+    parser.add_argument("--num-workers", type=int, default=4, help="threads decoding images ahead of the model")
+    parser.add_argument("--update-card", action="store_true", help="write the results into the model card (local model folders)")  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true", help="discard earlier predictions instead of resuming")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--trust-remote-code", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from hf_iqa.data import DatasetLayoutError
+
+    split_options = {"split_scheme": args.split_scheme, "split_index": args.split_index, "split_dir": args.split_dir,
+                     "split_file": args.split_file, "seed": args.seed}  # fmt: skip
+    try:
+        results = run_benchmark(
+            args.model,
+            args.dataset,
+            args.data_root,
+            split=args.split,
+            split_options={k: v for k, v in split_options.items() if v is not None},
+            batch_size=args.batch_size,
+            dtype=args.dtype,
+            device=args.device,
+            output_dir=args.output_dir,
+            fit=None if args.fit == "none" else args.fit,
+            resize_short_side=args.resize_short_side,
+            num_workers=args.num_workers,
+            update_card=args.update_card,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            trust_remote_code=args.trust_remote_code,
+        )
+    except (DatasetLayoutError, ImageLoadError, BenchmarkError, MetricInputError, KeyError, ValueError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"hf-iqa benchmark: error: {message}", file=sys.stderr)
+        return 1
+    if results and int(os.environ.get("RANK", "0")) == 0:
+        print(combined_table(results))
+        print(f"Results written to {Path(args.output_dir).resolve()}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hf-iqa benchmark", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

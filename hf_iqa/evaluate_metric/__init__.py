@@ -1,0 +1,11 @@
+"""A local `evaluate` module for the IQA correlation metrics (optional: `pip install evaluate`).
+
+import evaluate
+from hf_iqa.evaluate_metric import IQA_CORRELATION_PATH
+metric = evaluate.load(IQA_CORRELATION_PATH)        # offline: a local file, nothing is downloaded
+metric.compute(predictions=[...], references=[...], fit="logistic4")
+"""
+
+from pathlib import Path
+
+IQA_CORRELATION_PATH = str(Path(__file__).with_name("iqa_correlation.py"))

@@ -1,0 +1,376 @@
+"""The shared accelerate training loop (hf_iqa.training.common) on a tiny model and synthetic data: config
+loading, loss going down, best-model selection and a loadable save_pretrained folder, bit-identical resume,
+a two-process CPU run under torchrun, and the `hf-iqa train` dispatch."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from hf_iqa.training import common
+from hf_iqa.training.common import ConfigError, SeededDataset, TrainingConfig, TrainingTask
+
+# ---------------------------------------------------------------------------------------------------------------
+# a tiny IQA-like model (features -> score) and a synthetic regression set; also imported by the torchrun script
+# ---------------------------------------------------------------------------------------------------------------
+
+NUM_FEATURES = 8
+
+
+class ToyConfig(PreTrainedConfig):
+    model_type = "hf_iqa_test_toy"
+
+    def __init__(self, hidden_size: int = 16, dropout: float = 0.1, **kwargs):
+        self.hidden_size = hidden_size
+        self.dropout = dropout
+        super().__init__(**kwargs)
+
+
+@dataclass
+class ToyOutput(ModelOutput):
+    scores: torch.Tensor | None = None
+
+
+class ToyModel(PreTrainedModel):
+    config_class = ToyConfig
+    main_input_name = "features"
+
+    def __init__(self, config: ToyConfig):
+        super().__init__(config)
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(NUM_FEATURES, config.hidden_size),
+            torch.nn.GELU(),
+            torch.nn.Dropout(config.dropout),  # consumes the global torch RNG: resume must restore it
+            torch.nn.Linear(config.hidden_size, 1),
+        )
+        self.post_init()
+
+    def forward(self, features: torch.Tensor) -> ToyOutput:
+        return ToyOutput(scores=self.net(features).squeeze(-1))
+
+
+class ToyDataset(SeededDataset):
+    """y = w.x with fixed w; items get per-(seed, epoch, index) jitter, like a random-crop augmentation."""
+
+    def __init__(self, size: int, seed: int, data_seed: int = 123):
+        super().__init__(seed)
+        rng = np.random.default_rng(data_seed)
+        self.features = rng.standard_normal((size, NUM_FEATURES)).astype(np.float32)
+        self.targets = (self.features @ np.linspace(1.0, -1.0, NUM_FEATURES)).astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        jitter = self.rng(index).normal(0, 0.05, NUM_FEATURES).astype(np.float32)
+        return {"features": torch.from_numpy(self.features[index] + jitter), "mos": torch.tensor(self.targets[index])}
+
+
+def toy_loss(model, batch):
+    scores = model(features=batch["features"]).scores
+    loss = torch.nn.functional.mse_loss(scores, batch["mos"])
+    return loss, {"mean_score": scores.mean()}
+
+
+def toy_predict(model, batch):
+    return model(features=batch["features"]).scores, batch["mos"]
+
+
+def build_toy_task(config: TrainingConfig, accelerator) -> TrainingTask:
+    AutoConfig.register(ToyConfig.model_type, ToyConfig, exist_ok=True)
+    AutoModel.register(ToyConfig, ToyModel, exist_ok=True)
+    return TrainingTask(
+        model=ToyModel(ToyConfig()),
+        train_dataset=ToyDataset(64, seed=config.seed),
+        eval_dataset=ToyDataset(40, seed=config.seed, data_seed=7),
+        compute_loss=toy_loss,
+        predict=toy_predict,
+        save_extra=lambda directory: Path(directory, "README.md").write_text("# toy\n"),
+    )
+
+
+def toy_config(output_dir, **overrides) -> TrainingConfig:
+    values = dict(
+        output_dir=str(output_dir),
+        seed=3,
+        max_steps=30,
+        train_batch_size=8,
+        eval_batch_size=16,
+        learning_rate=1e-2,
+        eval_steps=10,
+        logging_steps=1,
+        checkpointing_steps=0,
+    )
+    values.update(overrides)
+    return TrainingConfig(**values)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Each `train` call builds a new Accelerator; accelerate's process-wide singletons must not leak between tests."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+def _losses(history, first_step=1):
+    return {h["step"]: h["loss"] for h in history if "loss" in h and h["step"] >= first_step}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# configuration
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RecipeConfig(TrainingConfig):
+    data_dir: str = ""
+    margins: list[float] | None = None
+
+
+def test_config_from_yaml_with_command_line_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("output_dir: out\nlearning_rate: 5e-6\nmax_steps: 7\nreport_to: [jsonl]\ndata_dir: /data\n")
+    config = common.parse_config(
+        RecipeConfig, ["--config", str(path), "--max_steps", "9", "--margins", "[0.1, 1]", "--max-grad-norm", "null"]
+    )
+    assert isinstance(config, RecipeConfig)
+    assert config.learning_rate == 5e-6 and isinstance(config.learning_rate, float)  # YAML reads 5e-6 as a string
+    assert config.max_steps == 9 and config.data_dir == "/data"
+    assert config.margins == [0.1, 1.0] and config.max_grad_norm is None
+    json_path = tmp_path / "run.json"
+    json_path.write_text(json.dumps({"seed": 5, "mixed_precision": "bf16"}))
+    assert common.load_config(RecipeConfig, json_path).mixed_precision == "bf16"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("learning_rte: 1e-5\n", "unknown option(s) ['learning_rte']"),
+        ("max_steps: ten\n", "max_steps: expected an integer"),
+        ("mixed_precision: fp8\n", "mixed_precision must be"),
+        ("- a\n- b\n", "the top level must be a mapping"),
+        ("report_to: [mlflow]\n", "unknown tracker"),
+    ],
+)
+def test_config_errors_name_the_file_and_the_problem(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        common.load_config(RecipeConfig, path)
+    assert message in str(error.value) and "bad.yaml" in str(error.value)
+    with pytest.raises(ConfigError, match="config file not found"):
+        common.load_config(RecipeConfig, tmp_path / "missing.yaml")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# training
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_loss_goes_down_best_model_is_kept_and_loads_with_automodel(tmp_path):
+    config = toy_config(tmp_path / "run")
+    result = common.train(config, build_toy_task)
+
+    losses = list(_losses(result.history).values())
+    assert result.global_step == 30 and len(losses) == 30
+    assert np.mean(losses[-5:]) < 0.25 * np.mean(losses[:5])
+    evals = [h for h in result.history if "eval/srcc" in h]
+    assert [h["step"] for h in evals] == [10, 20, 30]
+    assert result.best_metric == max(h["eval/srcc"] for h in evals) > 0.9
+    assert result.model_dir == str(tmp_path / "run" / "best")
+
+    # the JSONL tracker wrote the same records
+    lines = [json.loads(line) for line in (tmp_path / "run" / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "loss" in r] == list(range(1, 31))
+    assert json.loads((tmp_path / "run" / "logs" / "config.json").read_text())["max_steps"] == 30
+
+    # best/ and last/ are save_pretrained folders that load with AutoModel and score like the trained weights
+    for folder in ("best", "last"):
+        assert (tmp_path / "run" / folder / "README.md").read_text() == "# toy\n"
+    model = AutoModel.from_pretrained(result.model_dir).eval()
+    dataset = ToyDataset(40, seed=3, data_seed=7)
+    with torch.no_grad():
+        scores = model(features=torch.from_numpy(dataset.features)).scores
+    from hf_iqa.metrics import srcc
+
+    assert srcc(scores, dataset.targets) == pytest.approx(result.best_metric, abs=0.02)  # eval used jittered inputs
+    last = load_file(str(tmp_path / "run" / "last" / "model.safetensors"))
+    best = load_file(str(tmp_path / "run" / "best" / "model.safetensors"))
+    assert set(last) == set(best) == set(model.state_dict())
+
+
+def test_resume_from_checkpoint_is_bit_identical(tmp_path):
+    overrides = dict(
+        max_steps=8, checkpointing_steps=4, gradient_accumulation_steps=2, eval_steps=4, lr_scheduler="cosine"
+    )
+    full = common.train(toy_config(tmp_path / "full", **overrides), build_toy_task)
+    checkpoints = sorted(p.name for p in (tmp_path / "full" / "checkpoints").iterdir())
+    assert checkpoints == ["checkpoint_4", "checkpoint_8"]  # named by optimizer step, not by save count
+
+    # a fresh run in another folder, resumed from the step-4 checkpoint of the first one: 64 items / 8 per batch /
+    # 2 accumulation = 4 steps per epoch, so this also crosses an epoch boundary with the sampler re-seeded
+    resumed_config = toy_config(
+        tmp_path / "resumed",
+        **overrides,
+        resume_from_checkpoint=str(tmp_path / "full" / "checkpoints" / "checkpoint_4"),
+    )
+    resumed = common.train(resumed_config, build_toy_task)
+    assert _losses(resumed.history) == _losses(full.history, first_step=5)
+    full_weights = load_file(str(tmp_path / "full" / "last" / "model.safetensors"))
+    resumed_weights = load_file(str(tmp_path / "resumed" / "last" / "model.safetensors"))
+    for key, value in full_weights.items():
+        assert torch.equal(value, resumed_weights[key]), key
+    # the resumed run saved its own step-8 checkpoint (the `iteration` counter was restored)
+    assert (tmp_path / "resumed" / "checkpoints" / "checkpoint_8").is_dir()
+
+    # `latest` picks checkpoint_8 of the finished run: nothing left to do, same weights
+    again = common.train(toy_config(tmp_path / "full", **overrides, resume_from_checkpoint="latest"), build_toy_task)
+    assert again.global_step == 8 and _losses(again.history) == {}
+
+
+def test_mid_epoch_resume_skips_the_batches_already_seen(tmp_path):
+    overrides = dict(max_steps=6, checkpointing_steps=3, eval_steps=0, logging_steps=1)
+    full = common.train(toy_config(tmp_path / "full", **overrides), build_toy_task)  # 8 steps per epoch
+    resumed = common.train(
+        toy_config(
+            tmp_path / "resumed", **overrides, resume_from_checkpoint=str(tmp_path / "full/checkpoints/checkpoint_3")
+        ),
+        build_toy_task,
+    )
+    assert _losses(resumed.history) == _losses(full.history, first_step=4)
+
+
+def test_bf16_mixed_precision_trains_on_cpu(tmp_path):
+    dtypes = set()
+
+    def build(config, accelerator):
+        task = build_toy_task(config, accelerator)
+        task.model.net[0].register_forward_hook(lambda module, inputs, output: dtypes.add(output.dtype))
+        return task
+
+    result = common.train(toy_config(tmp_path / "bf16", mixed_precision="bf16"), build)
+    assert dtypes == {torch.bfloat16}  # the forward really ran under bf16 autocast
+    losses = list(_losses(result.history).values())
+    assert all(np.isfinite(losses)) and np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    weights = load_file(str(tmp_path / "bf16" / "last" / "model.safetensors"))
+    assert {v.dtype for v in weights.values()} == {torch.float32}  # master weights stay fp32
+
+
+def test_bad_task_and_resume_errors_are_clear(tmp_path):
+    with pytest.raises(ConfigError, match="larger than the training set"):
+        common.train(toy_config(tmp_path / "a", train_batch_size=1000), build_toy_task)
+    with pytest.raises(ConfigError, match="not a checkpoint folder"):
+        common.train(toy_config(tmp_path / "b", resume_from_checkpoint=str(tmp_path / "nope")), build_toy_task)
+
+
+TORCHRUN_SCRIPT = """
+import json, os, sys
+sys.path.insert(0, {tests_dir!r})
+from test_training_common import build_toy_task, toy_config
+from hf_iqa.training import common
+
+result = common.train(toy_config({output_dir!r}, max_steps=6, checkpointing_steps=3, eval_steps=3), build_toy_task)
+print(json.dumps({{"rank": int(os.environ["RANK"]), "world": int(os.environ["WORLD_SIZE"]), "losses": [h["loss"] for h in result.history if "loss" in h], "best": result.best_metric, "eval_items": [h["eval/num_items"] for h in result.history if "eval/num_items" in h]}}))
+"""
+
+
+def test_two_process_cpu_run_with_torchrun(tmp_path):
+    script = tmp_path / "run_toy.py"
+    output_dir = tmp_path / "ddp"
+    script.write_text(TORCHRUN_SCRIPT.format(tests_dir=str(Path(__file__).parent), output_dir=str(output_dir)))
+    env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    reports = [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
+    assert sorted(r["rank"] for r in reports) == [0, 1] and {r["world"] for r in reports} == {2}
+    # logged losses are reduced across processes: identical on both ranks; validation gathered the full set
+    assert reports[0]["losses"] == reports[1]["losses"] and len(reports[0]["losses"]) == 6
+    assert reports[0]["best"] == reports[1]["best"] > 0.5
+    assert reports[0]["eval_items"] == [40, 40]  # 20 per process, gathered, no padding duplicates
+    assert sorted(p.name for p in (output_dir / "checkpoints").iterdir()) == ["checkpoint_3", "checkpoint_6"]
+    lines = (output_dir / "logs" / "metrics.jsonl").read_text().splitlines()
+    assert len([line for line in lines if '"loss"' in line]) == 6  # written by the main process only
+    AutoConfig.register(ToyConfig.model_type, ToyConfig, exist_ok=True)
+    AutoModel.register(ToyConfig, ToyModel, exist_ok=True)
+    assert isinstance(AutoModel.from_pretrained(output_dir / "best"), ToyModel)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# `hf-iqa train` dispatch
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_hf_iqa_train_dispatches_to_the_recipe_main(tmp_path, monkeypatch, capsys):
+    import types
+
+    from hf_iqa.training import cli
+
+    received = []
+    fake = types.ModuleType("hf_iqa.training.fake_recipe")
+    fake.main = lambda argv: received.append(argv) or 0
+    monkeypatch.setitem(sys.modules, "hf_iqa.training.fake_recipe", fake)
+
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(["fake_recipe", "--config", "x.yaml", "--max_steps", "3"])
+    assert cli.run(args) == 0
+    assert received == [["--config", "x.yaml", "--max_steps", "3"]]
+
+    assert cli.run(parser.parse_args(["no_such_recipe"])) == 2
+    assert "unknown training recipe 'no_such_recipe'" in capsys.readouterr().err
+    assert cli.run(parser.parse_args(["common"])) == 2  # shared modules are not recipes
+
+
+def test_recipe_runs_under_python_dash_m_style_main(tmp_path):
+    """A recipe's `main(argv)` built from `parse_config` + `train` runs end to end from a YAML file."""
+    config_path = tmp_path / "toy.yaml"
+    config_path.write_text(
+        textwrap.dedent(
+            f"""
+            output_dir: {tmp_path / "out"}
+            max_steps: 4
+            train_batch_size: 8
+            learning_rate: 0.01
+            eval_steps: 0
+            checkpointing_steps: 2
+            """
+        )
+    )
+
+    def main(argv):
+        config = common.parse_config(TrainingConfig, argv)
+        return 0 if common.train(config, build_toy_task).global_step == config.max_steps else 1
+
+    assert main(["--config", str(config_path), "--seed", "11"]) == 0
+    assert json.loads((tmp_path / "out" / "logs" / "config.json").read_text())["seed"] == 11
+    assert (tmp_path / "out" / "checkpoints" / "checkpoint_4").is_dir()
+    assert (tmp_path / "out" / "best" / "config.json").is_file()  # validation at the end selects a best model
+
+
+def test_example_yaml_lists_every_common_option_with_its_default():
+    path = Path(__file__).parent.parent / "examples" / "training" / "common_options.yaml"
+    import yaml
+
+    assert set(yaml.safe_load(path.read_text())) == {f.name for f in dataclasses.fields(TrainingConfig)}
+    assert common.load_config(TrainingConfig, path) == TrainingConfig()
