@@ -111,16 +111,14 @@ def gather(state: Any, items: list) -> list:
 
 
 def load_model(model_id: str, dtype: str = "fp32", device: Any = None, trust_remote_code: bool = False):
-    """(model, image processor) through the Auto classes, in eval mode on `device`."""
+    """(model, image processor) through the Auto classes, in eval mode on `device`. `model_id` may be a zoo name
+    (`hf_iqa.list_models()`), a folder or a Hub id."""
     import torch
     from transformers import AutoImageProcessor, AutoModel
 
-    try:
-        from hf_iqa.models import register_all
+    from hf_iqa.zoo import resolve
 
-        register_all()
-    except Exception as error:  # a broken optional model folder must not stop benchmarking the others
-        warnings.warn(f"could not register every hf_iqa model ({type(error).__name__}: {error})", stacklevel=2)
+    model_id = resolve(model_id)
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     torch_dtype = "auto" if DTYPES[dtype] == "auto" else getattr(torch, DTYPES[dtype])
