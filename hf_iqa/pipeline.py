@@ -44,7 +44,7 @@ def describe_output(outputs: Any, index: int, config: Any) -> dict[str, Any]:
         if len(probs) != len(labels):
             continue
         result[field] = dict(zip(labels, probs))
-        if field.endswith("_probs"):
+        if field.endswith("_probs") and abs(sum(probs) - 1.0) < 1e-3:  # a distribution, not independent pairs
             result[field[: -len("_probs")]] = labels[int(np.argmax(probs))]
     num_regions = outputs.get("num_regions")
     for field, value in outputs.items():

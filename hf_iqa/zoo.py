@@ -99,6 +99,64 @@ _ENTRIES: list[ZooEntry] = [
 ]
 
 
+def _convert_qualiclip(dataset: str | None = None) -> Callable[..., None]:
+    def run(paths: list[Path], output_dir: Path) -> None:
+        from hf_iqa.conversion.qualiclip import convert
+
+        if dataset is None:
+            convert(paths[0], output_dir, overwrite=True)
+        else:  # the prompt-learner file + the base QualiCLIP.pth
+            convert(paths[1], output_dir, base_checkpoint=paths[0], dataset=dataset, overwrite=True)
+
+    return run
+
+
+_QUALICLIP_BASE = OriginalFile(PYIQA_WEIGHTS, "QualiCLIP.pth")
+_ENTRIES.append(
+    ZooEntry(
+        name="qualiclip",
+        family="qualiclip",
+        description="QualiCLIP: opinion-unaware CLIP ResNet-50 at native resolution, 7 antonym prompt pairs",
+        score_range=(0.0, 1.0),
+        weights_license="cc-by-nc-4.0",
+        source="Agnolucci et al., arXiv 2403.11176; miccunifi/QualiCLIP weights, mirrored by pyiqa as QualiCLIP.pth",
+        hub_repo="hf-iqa/qualiclip",
+        originals=(_QUALICLIP_BASE,),
+        convert=_convert_qualiclip(),
+    )
+)
+for _key, _title in (("koniq", "KonIQ-10k"), ("clive", "LIVE Challenge"), ("flive", "FLIVE"), ("spaq", "SPAQ")):
+    _ENTRIES.append(
+        ZooEntry(
+            name="qualiclip+" if _key == "koniq" else f"qualiclip+-{_key}",
+            aliases=("qualiclip+-koniq",) if _key == "koniq" else (),
+            family="qualiclip",
+            description=f"QualiCLIP+: QualiCLIP with prompts learned on {_title} (pyiqa)",
+            score_range=(0.0, 1.0),
+            weights_license="cc-by-nc-sa-4.0 (pyiqa prompts) + cc-by-nc-4.0 (QualiCLIP backbone)",
+            source=f"pyiqa QualiCLIP+_{_key}.pth on top of QualiCLIP.pth",
+            hub_repo=f"hf-iqa/qualiclip-plus-{_key}",
+            originals=(_QUALICLIP_BASE, OriginalFile(PYIQA_WEIGHTS, f"QualiCLIP+_{_key}.pth")),
+            convert=_convert_qualiclip(_key),
+        )
+    )
+_ENTRIES.append(
+    ZooEntry(
+        name="uniqa",
+        family="uniqa",
+        description="UniQA: CLIP pre-trained for quality and aesthetics; zero-shot 5-level heads",
+        score_range=(0.2, 1.0),
+        weights_license="cc-by-nc-sa-4.0 (repository licence)",
+        source="Zhou et al., arXiv 2406.01069; zht8506/UniQA (UniQA_weight.pt)",
+        hub_repo="hf-iqa/uniqa",
+        manual=(
+            "UniQA_weight.pt is published on Google Drive (id 1stL1EqYvjkThGDpfPWRQzvbA780FKM4n) and Baidu "
+            "(1XB55QtbimMojGDIJ8h8UnA, code tnnq), see https://github.com/zht8506/UniQA."
+        ),
+    )
+)
+
+
 def _build_dog_iqa(paths: list[Path], output_dir: Path) -> None:
     """The default Dog-IQA config (sub-model ids, prompt, SAM2 settings) for package users; `import hf_iqa` provides
     the classes. (`DogIqaModel.save_pretrained` writes the full remote-code folder once the sub-models are loaded.)"""
@@ -168,7 +226,7 @@ def _manual_instructions(entry: ZooEntry, reason: str) -> str:
             "once on a machine with network access to fill the Hugging Face cache."
         )
     lines.append(
-        f"Then convert it: hf-iqa convert {entry.family} --checkpoint <file> ... --output-dir <folder>, and pass "
+        f"Then convert it: hf-iqa convert {entry.family} --checkpoint <file> --output-dir <folder>, and pass "
         "that folder as the model."
     )
     return "\n".join(lines)

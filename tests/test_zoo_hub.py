@@ -171,3 +171,36 @@ def test_model_card_has_model_index(openai_clip_model, tmp_path):
     results = {r.dataset_name: r.metric_value for r in card.data.eval_results}
     assert results["AGIQA-3K"] == pytest.approx(0.7212)
     assert all("reported" in r.metric_name for r in card.data.eval_results)
+
+
+def test_qualiclip_plus_name_combines_two_original_files(monkeypatch, tmp_path, openai_clip_model,
+                                                         openai_simple_tokenizer):  # fmt: skip
+    """A QualiCLIP+ name downloads the prompt-learner file and the QualiCLIP.pth it sits on, converts both once."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+    from test_qualiclip_conversion import SMALL_PARITY_SIZES, Originals
+
+    import hf_iqa.conversion.qualiclip as qualiclip_conversion
+
+    originals = Originals(openai_clip_model, openai_simple_tokenizer, tmp_path)
+    served = {"QualiCLIP.pth": originals.full, "QualiCLIP+_spaq.pth": originals.plus}
+    requested = []
+
+    def fake_download(repo_id, filename, **kwargs):
+        requested.append(filename)
+        return str(served[filename])
+
+    def no_snapshot(repo_id, **kwargs):
+        raise LocalEntryNotFoundError(repo_id)
+
+    monkeypatch.setenv("HF_IQA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_download)
+    monkeypatch.setattr("huggingface_hub.snapshot_download", no_snapshot)
+    monkeypatch.setattr(qualiclip_conversion, "PARITY_SIZES", SMALL_PARITY_SIZES)
+    folder = Path(hf_iqa.resolve("qualiclip+-spaq"))
+    assert requested == ["QualiCLIP.pth", "QualiCLIP+_spaq.pth"]
+    model = hf_iqa.load(str(folder))
+    assert type(model).__name__ == "QualiClipModel" and model.prompt_text_features.shape[0] == 14
+    from transformers import AutoImageProcessor
+
+    processor = AutoImageProcessor.from_pretrained(folder)
+    assert processor.do_resize  # the -spaq prompts were learned on images resized to 512 on the short side

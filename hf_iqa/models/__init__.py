@@ -11,8 +11,9 @@ The output contract (what the pipeline, CLI, benchmark and training rely on; not
 2. Every other tensor field has the batch on dim 0 (model-specific extras such as `quality_probs`).
 3. The config carries `score_range` (two floats, the native range) and `higher_is_better` (always True).
 4. The config carries `output_labels`: a dict mapping an output field holding `(batch, K)` probabilities to its K
-   label names. The pipeline turns each such field into `{label: probability}` and adds the most probable label
-   under the field name without its `_probs` suffix (`scene_probs` -> `scene`).
+   label names. The pipeline turns each such field into `{label: probability}` and, when the probabilities form
+   one distribution, adds the most probable label under the field name without its `_probs` suffix
+   (`scene_probs` -> `scene`).
 5. Any other field with one value per image (shape `(batch,)`, e.g. `global_score`) is returned by the pipeline
    as a number. Models that score regions name their per-region fields `region_*` (shape `(batch, R, ...)`,
    padded) and give `num_regions` (batch,); the pipeline cuts each `region_*` list to `num_regions` entries.

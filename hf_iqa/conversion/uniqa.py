@@ -1,0 +1,425 @@
+"""Convert the released UniQA checkpoint (`UniQA_weight.pt`) into a Hub-ready hf_iqa folder.
+
+The checkpoint is a flat OpenAI-format CLIP state dict (image + text towers). Sources disagree on whether it is a
+ViT-B/16 or an RN50, so the architecture is read from the tensors, with the rules of OpenAI's `build_model`:
+ViT iff `visual.proj` exists (width, patch, layers, grid from `visual.conv1` / the position table), ResNet iff
+`visual.attnpool.*` exists (blocks per stage, width, image size from the attention-pool table). Anything else is
+refused.
+
+`--fp16-roundtrip` reproduces upstream's loader, which runs OpenAI's `convert_weights` (fp16) *before*
+`load_state_dict` and then `.float()`: every Conv/Linear weight and bias, the attention `in_proj_*`/`out_proj.*`,
+`visual.proj` and `text_projection` pass through fp16 (LayerNorm/BatchNorm, embeddings and `logit_scale` do not).
+Without it an fp32 file gives features ~3e-4 (relative) away from upstream's.
+
+The released weights hold no adapter; the converted model is zero-shot (fixed levels 0.2 ... 1.0) unless a trained
+head is given (`--quality-head` / `--aesthetics-head`: pyiqa `net_g_*.pth` or an hf_iqa head file with
+`adapter.fc.0.weight`, `adapter.fc.2.weight`, `score_level`).
+
+Before saving, the converted model is run next to independent functional forwards built on the original keys
+(`reference_clip.py` for ViT and text, `reference_resnet.py` for ResNet) on the same crops; text features, image
+embeddings and every head's scores must agree within `--atol` (1e-5, fp32) or nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .common import (
+    ConversionError,
+    add_hub_arguments,
+    assert_parity,
+    build_clip_tokenizer,
+    clean_output_dir,
+    convert_openai_clip_state_dict,
+    infer_vit_clip_config_kwargs,
+    load_checkpoint,
+    push_folder_to_hub,
+    render_model_card,
+    save_hub_folder,
+    strip_prefix,
+)
+from .qualiclip import convert_resnet_state_dict
+from .reference_clip import encode_image_vit, encode_text, openai_tokenize
+from .reference_resnet import encode_image_resnet
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("quality", "aesthetics")
+# The tensors OpenAI's `convert_weights` casts to fp16: Conv/Linear weights and biases (ResNet convolutions, the ViT
+# patch embedding, attention-pool projections, MLPs, attention out_proj), MultiheadAttention in_proj_*, and the
+# `proj` / `text_projection` attributes.
+FP16_ROUNDED = re.compile(
+    r"(?:conv\d\.weight|downsample\.0\.weight|attnpool\.[qkvc]_proj\.(?:weight|bias)"
+    r"|attn\.in_proj_(?:weight|bias)|attn\.out_proj\.(?:weight|bias)|mlp\.c_(?:fc|proj)\.(?:weight|bias))$"
+    r"|^visual\.proj$|^text_projection$"
+)
+
+
+@dataclass
+class ConversionResult:
+    output_dir: Path
+    files: list[str]
+    max_differences: dict[str, float]
+    backbone: str
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading the checkpoint
+# ----------------------------------------------------------------------------------------------------------------
+def openai_state_dict(state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """The bare OpenAI-CLIP state dict (a `clip_model.` prefix, as in pyiqa wrappers, is removed)."""
+    if any(key.startswith("clip_model.") for key in state):
+        state = strip_prefix(state, "clip_model.")
+    required = ("visual.conv1.weight", "token_embedding.weight", "text_projection", "logit_scale")
+    missing = [key for key in required if key not in state]
+    if missing:
+        sample = ", ".join(sorted(state)[:5])
+        raise ConversionError(
+            f"{source}: not an OpenAI-format CLIP checkpoint (missing {', '.join(missing)}); found {len(state)} keys "
+            f"such as {sample}"
+        )
+    return dict(state)
+
+
+def detect_backbone(state: Mapping[str, torch.Tensor]) -> str:
+    """Return "vit" or "resnet", as OpenAI's `build_model` decides; anything else raises."""
+    if "visual.proj" in state:
+        return "vit"
+    if any(key.startswith("visual.attnpool.") for key in state):
+        return "resnet"
+    raise ConversionError("unknown image tower: neither visual.proj (ViT) nor visual.attnpool.* (ResNet) is present")
+
+
+def fp16_roundtrip(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Round exactly the tensors OpenAI's `convert_weights` casts through fp16 (idempotent for fp16 files)."""
+    rounded, keys = {}, []
+    for key, tensor in state.items():
+        if FP16_ROUNDED.search(key) and tensor.is_floating_point():
+            rounded[key] = tensor.half().float()
+            keys.append(key)
+        else:
+            rounded[key] = tensor
+    return rounded, keys
+
+
+def _count_blocks(state: Mapping[str, torch.Tensor], prefix: str) -> int:
+    return len({key[len(prefix) :].split(".")[0] for key in state if key.startswith(prefix)})
+
+
+def infer_text_config_kwargs(state: Mapping[str, torch.Tensor]) -> dict:
+    """transformers `CLIPTextConfig` kwargs of an OpenAI text tower (read from tensor shapes)."""
+    width = int(state["ln_final.weight"].shape[0])
+    return {
+        "vocab_size": int(state["token_embedding.weight"].shape[0]),
+        "hidden_size": width,
+        "intermediate_size": int(state["transformer.resblocks.0.mlp.c_fc.weight"].shape[0]),
+        "num_hidden_layers": _count_blocks(state, "transformer.resblocks."),
+        "num_attention_heads": width // 64,
+        "max_position_embeddings": int(state["positional_embedding"].shape[0]),
+        "hidden_act": "quick_gelu",
+        "layer_norm_eps": 1e-5,
+        "projection_dim": int(state["text_projection"].shape[1]),
+        "bos_token_id": 49406,
+        "eos_token_id": 49407,
+        "pad_token_id": 1,
+    }
+
+
+def infer_resnet_config_kwargs(state: Mapping[str, torch.Tensor]) -> dict:
+    """`ClipResNetConfig` kwargs of an OpenAI ModifiedResNet tower (read from tensor shapes)."""
+    width = int(state["visual.layer1.0.conv1.weight"].shape[0])
+    tokens = int(state["visual.attnpool.positional_embedding"].shape[0])
+    grid = math.isqrt(tokens - 1)
+    if grid * grid != tokens - 1:
+        raise ConversionError(f"visual.attnpool.positional_embedding has {tokens} rows, not a square grid + 1")
+    return {
+        "layers": [_count_blocks(state, f"visual.layer{stage}.") for stage in range(1, 5)],
+        "width": width,
+        "num_attention_heads": width * 32 // 64,
+        "image_size": 32 * grid,
+        "projection_dim": int(state["visual.attnpool.c_proj.weight"].shape[0]),
+        # upstream's `pos_embedding=True`: 1-D resize of the table, identity at the native size
+        "position_embedding_mode": "legacy_1d",
+    }
+
+
+def convert_resnet_vision_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """OpenAI `visual.*` ResNet keys -> `vision_model.*` (the key map shared with QualiCLIP)."""
+    return {"vision_model." + key: tensor.contiguous() for key, tensor in convert_resnet_state_dict(state).items()}
+
+def build_model(state: Mapping[str, torch.Tensor], backbone: str, task: str = "quality"):
+    """UniQaModel with the converted CLIP weights (prompt features not yet computed)."""
+    from transformers import CLIPConfig
+
+    from hf_iqa.models.uniqa import UniQaConfig, UniQaModel
+
+    logit_scale = float(state["logit_scale"].float())
+    if backbone == "vit":
+        clip_kwargs = infer_vit_clip_config_kwargs(state)
+        config = UniQaConfig(
+            backbone_type="vit", clip_config=CLIPConfig(**clip_kwargs, logit_scale_init_value=logit_scale), task=task
+        )
+        converted = convert_openai_clip_state_dict(state)
+    else:
+        text_kwargs = infer_text_config_kwargs(state)
+        config = UniQaConfig(
+            backbone_type="resnet",
+            clip_config=CLIPConfig(
+                text_config=text_kwargs,
+                projection_dim=text_kwargs["projection_dim"],
+                logit_scale_init_value=logit_scale,
+            ),
+            resnet_config=infer_resnet_config_kwargs(state),
+            task=task,
+        )
+        converted = convert_resnet_vision_keys(state)
+        converted.update(convert_openai_clip_state_dict(state, include_vision=False))
+    model = UniQaModel(config)
+    result = model.clip.load_state_dict(converted, strict=False)
+    missing = [key for key in result.missing_keys if not key.endswith("position_ids")]
+    if missing or result.unexpected_keys:
+        raise ConversionError(f"key mismatch: missing {missing[:8]}, unexpected {result.unexpected_keys[:8]}")
+    return model.eval()
+
+
+def describe_backbone(config) -> str:
+    """A short human-readable architecture name, for the log and the model card."""
+    if config.backbone_type == "vit":
+        vision = config.clip_config.vision_config
+        return (
+            f"ViT (width {vision.hidden_size}, {vision.num_hidden_layers} layers, patch {vision.patch_size}, "
+            f"{vision.image_size} px, embed {config.projection_dim})"
+        )
+    resnet = config.resnet_config
+    return (
+        f"ResNet (blocks {resnet.layers}, width {resnet.width}, {resnet.image_size} px, embed {config.projection_dim})"
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Parity against the independent reference
+# ----------------------------------------------------------------------------------------------------------------
+def parity_images(crop_size: int) -> list[Image.Image]:
+    """Deterministic textured pictures: landscape, portrait, and one smaller than a crop."""
+    rng = np.random.default_rng(20240603)
+    sizes = [
+        (crop_size * 2 + 19, crop_size + 37),
+        (crop_size + 5, crop_size * 2),
+        (crop_size * 3 // 2, crop_size * 3 // 4),
+    ]
+    images = []
+    for width, height in sizes:
+        yy, xx = np.mgrid[0:height, 0:width]
+        base = np.stack([np.sin(xx / 7.0) * 90, np.cos((xx + yy) / 13.0) * 90, np.sin(yy / 5.0) * 60], -1) + 127
+        images.append(Image.fromarray(np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8)))
+    return images
+
+
+def reference_head_scores(
+    image_embeds: torch.Tensor,
+    text_features: torch.Tensor,
+    logit_scale: torch.Tensor,
+    levels: torch.Tensor,
+    adapter: tuple[torch.Tensor, torch.Tensor] | None,
+) -> torch.Tensor:
+    """Upstream's head, written out on raw tensors: (N, D) crop embeddings -> (N,) crop scores."""
+    features = image_embeds.float()
+    if adapter is not None:
+        hidden = torch.relu(features @ adapter[0].float().t())
+        features = features + torch.relu(hidden @ adapter[1].float().t())
+    features = features / features.norm(dim=-1, keepdim=True)
+    text = text_features.float() / text_features.float().norm(dim=-1, keepdim=True)
+    probs = (logit_scale.float().exp() * features @ text.t()).softmax(dim=-1)
+    return (probs * levels.float()).sum(dim=-1)
+
+
+@torch.no_grad()
+def check_parity(
+    model,
+    processor,
+    state: Mapping[str, torch.Tensor],
+    tokenizer,
+    heads: Mapping[str, Mapping[str, torch.Tensor]],
+    atol: float,
+) -> dict[str, float]:
+    """Compare the converted model with the functional reference; raise ParityError above `atol`."""
+    config = model.config
+    differences = {}
+    inputs = processor(parity_images(config.image_size), return_tensors="pt")
+    pixel_values = inputs["pixel_values"]
+    batch, num_crops = pixel_values.shape[:2]
+    crops = pixel_values.flatten(0, 1)
+    if config.backbone_type == "vit":
+        reference_embeds = encode_image_vit(state, crops)
+    else:
+        reference_embeds = encode_image_resnet(state, crops, position_embedding="legacy_1d")
+    differences["image_embeds"] = assert_parity(
+        "image embeddings", model.get_image_features(crops), reference_embeds, atol
+    )
+    for task in TASKS:
+        prompts = [config.prompt_templates[task].format(level) for level in config.quality_levels]
+        reference_text = encode_text(state, openai_tokenize(tokenizer, prompts))
+        differences[f"{task}_text"] = assert_parity(
+            f"{task} prompt features",
+            model.heads[task].prompt_text_features,
+            reference_text / reference_text.norm(dim=-1, keepdim=True),
+            atol,
+        )
+        head = heads.get(task, {})
+        adapter = (head["adapter.fc.0.weight"], head["adapter.fc.2.weight"]) if "adapter.fc.0.weight" in head else None
+        levels = head.get("score_level", torch.tensor(config.score_levels_init))
+        expected = reference_head_scores(reference_embeds, reference_text, state["logit_scale"], levels, adapter)
+        expected = expected.reshape(batch, num_crops).mean(dim=1)
+        differences[f"{task}_scores"] = assert_parity(
+            f"{task} scores", model(**inputs, task=task).scores, expected, atol
+        )
+    return differences
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Conversion
+# ----------------------------------------------------------------------------------------------------------------
+def convert(
+    checkpoint: str | Path,
+    output_dir: str | Path,
+    fp16_roundtrip_weights: bool = False,
+    task: str = "quality",
+    quality_head: str | Path | None = None,
+    aesthetics_head: str | Path | None = None,
+    license: str = "cc-by-nc-sa-4.0",
+    overwrite: bool = False,
+    atol: float = 1e-5,
+) -> ConversionResult:
+    """Original UniQA CLIP checkpoint (+ optional trained heads) -> verified Hub-ready folder."""
+    from hf_iqa.models import register_all
+    from hf_iqa.models.uniqa import UniQaImageProcessor
+
+    register_all()  # so save_pretrained writes auto_map and copies the model code
+    if task not in TASKS:
+        raise ConversionError(f"unknown task {task!r}; choose from {TASKS}")
+    if Path(output_dir).is_dir() and any(Path(output_dir).iterdir()) and not overwrite:  # fail before the work
+        raise ConversionError(f"{output_dir}: folder is not empty (pass --overwrite to replace it)")
+    state = openai_state_dict(load_checkpoint(checkpoint), str(checkpoint))
+    backbone = detect_backbone(state)
+    rounded: list[str] = []
+    if fp16_roundtrip_weights:
+        state, rounded = fp16_roundtrip(state)
+        logger.info("fp16 round trip applied to %d tensors (as upstream's loader does)", len(rounded))
+    model = build_model(state, backbone, task)
+    logger.info("%s: %s", checkpoint, describe_backbone(model.config))
+
+    heads = {}
+    for head_task, path in (("quality", quality_head), ("aesthetics", aesthetics_head)):
+        if path is not None:
+            heads[head_task] = dict(load_checkpoint(path))
+            try:
+                model.load_task_head(head_task, heads[head_task])
+            except ValueError as error:
+                raise ConversionError(f"{path}: {error}") from None
+    tokenizer = build_clip_tokenizer()
+    model.compute_prompt_features(tokenizer)
+    size = model.config.image_size
+    processor = UniQaImageProcessor(crop_size={"height": size, "width": size})
+    differences = check_parity(model, processor, state, tokenizer, heads, atol)
+
+    output_dir = clean_output_dir(output_dir, overwrite)
+    card = render_uniqa_card(model.config, Path(checkpoint).name, fp16_roundtrip_weights, sorted(heads), license)
+    files = save_hub_folder(output_dir, model, processor, tokenizer, card)
+
+    # The saved folder must score exactly as the verified in-memory model.
+    from transformers import AutoModel
+
+    reloaded = AutoModel.from_pretrained(str(output_dir)).eval()
+    inputs = processor(parity_images(size)[:2], return_tensors="pt")
+    with torch.no_grad():
+        for head_task in TASKS:
+            assert_parity(
+                f"reloaded {head_task} scores",
+                reloaded(**inputs, task=head_task).scores,
+                model(**inputs, task=head_task).scores,
+                0.0,
+            )
+    return ConversionResult(output_dir, files, differences, backbone)
+
+
+def render_uniqa_card(config, source_file: str, fp16_roundtrip_weights: bool, trained_heads: list[str], license: str):
+    if trained_heads:
+        heads = "trained adapter head(s) for " + ", ".join(f"`{task}`" for task in trained_heads)
+        heads += "; other heads zero-shot"
+    else:
+        heads = "zero-shot heads only (no adapter; fixed levels 0.2, 0.4, 0.6, 0.8, 1.0), as released"
+    fp16 = (
+        "applied: the Conv/Linear weights were rounded through fp16 as upstream's loader does, so scores match "
+        "the original code"
+        if fp16_roundtrip_weights
+        else "not applied: the weights are used as stored in the file"
+    )
+    low, high = config.task_score_ranges[config.task]
+    return render_model_card(
+        "uniqa",
+        license=license,
+        backbone=describe_backbone(config),
+        source_file=source_file,
+        heads=heads,
+        fp16_roundtrip=fp16,
+        default_task=config.task,
+        score_low=f"{low:g}",
+        score_high=f"{high:g}",
+        crop_size=config.image_size,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="convert_uniqa", description="Convert the released UniQA checkpoint into a Hub-ready hf_iqa folder."
+    )
+    parser.add_argument("--checkpoint", required=True, help="UniQA_weight.pt (OpenAI-format CLIP state dict)")
+    parser.add_argument("--output-dir", required=True, help="folder to write (must be empty unless --overwrite)")
+    parser.add_argument(
+        "--fp16-roundtrip",
+        action="store_true",
+        help="round Conv/Linear weights through fp16 like upstream's loader (needed to match the original scores)",
+    )
+    parser.add_argument("--task", default="quality", choices=TASKS, help="head used by default (config.task)")
+    parser.add_argument("--quality-head", help="trained quality head (pyiqa net_g_*.pth or safetensors)")
+    parser.add_argument("--aesthetics-head", help="trained aesthetics head (pyiqa net_g_*.pth or safetensors)")
+    parser.add_argument("--license", default="cc-by-nc-sa-4.0", help="licence id for the model card")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    parser.add_argument("--atol", type=float, default=1e-5, help="parity tolerance against the reference (fp32)")
+    add_hub_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        result = convert(
+            args.checkpoint,
+            args.output_dir,
+            fp16_roundtrip_weights=args.fp16_roundtrip,
+            task=args.task,
+            quality_head=args.quality_head,
+            aesthetics_head=args.aesthetics_head,
+            license=args.license,
+            overwrite=args.overwrite,
+            atol=args.atol,
+        )
+    except ConversionError as error:
+        parser.exit(1, f"convert_uniqa: error: {error}\n")
+    figures = ", ".join(f"{key} {value:.2g}" for key, value in result.max_differences.items())
+    print(f"backbone: {result.backbone}; parity vs the original architecture (max |diff|): {figures}")
+    print(f"wrote {result.output_dir} ({', '.join(result.files)})")
+    if args.push_to_hub:  # only reached when the parity check passed
+        print(f"pushed to {push_folder_to_hub(result.output_dir, args.push_to_hub, args.private, args.revision)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
