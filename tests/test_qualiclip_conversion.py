@@ -257,9 +257,9 @@ def test_parity_failure_blocks_saving(originals, tmp_path, monkeypatch, small_pa
 def test_command_line_reports_errors_without_traceback(originals, converted, capsys):
     argv = ["--checkpoint", str(originals.full), "--output-dir", str(converted["official"].output_dir)]
     assert converter.main(argv) == 1  # the folder is not empty
-    assert "--overwrite" in capsys.readouterr().out
+    assert "--overwrite" in capsys.readouterr().err
     assert converter.main(["--checkpoint", str(originals.plus), "--output-dir", "unused"]) == 1
-    assert "--base-checkpoint" in capsys.readouterr().out
+    assert "--base-checkpoint" in capsys.readouterr().err
 
 
 def test_loads_without_hf_iqa_via_remote_code(converted, without_hf_iqa):
