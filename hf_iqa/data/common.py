@@ -593,3 +593,19 @@ def normalize_mos(
     return DatasetDict({name: normalize_mos(part, to, mos_range=mos_range, higher_is_better=higher_is_better,
                                             column=column, output_column=output_column)
                         for name, part in dataset.items()})  # fmt: skip
+
+
+def full_reference_features(with_level: bool = True) -> Features:
+    """The schema of the full-reference (synthetic distortion) datasets: distorted image, its reference, MOS/DMOS
+    on the native scale with its std, distortion type and (where the dataset has one) level."""
+    fields = {
+        "image": Image(),
+        "reference": Image(),
+        "mos": Value("float32"),
+        "mos_std": Value("float32"),
+        "image_id": Value("string"),
+        "distortion_type": Value("string"),
+    }
+    if with_level:
+        fields["distortion_level"] = Value("int8")
+    return Features(fields)

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import os
 
-from datasets import Dataset, DatasetDict, Features, Image, Value
+from datasets import Dataset, DatasetDict
 
-from .common import BenchmarkInfo, FileIndex, build, descend, find_file, read_xlsx, require_root, to_float
+from .common import (
+    BenchmarkInfo,
+    FileIndex,
+    build,
+    descend,
+    find_file,
+    full_reference_features,
+    read_xlsx,
+    require_root,
+    to_float,
+)
 
 INFO = BenchmarkInfo(
     key="csiq",
@@ -70,15 +80,5 @@ def load_csiq(root: str | os.PathLike, split: str | None = None, **split_options
                 "_group": name,
             }
         )
-    features = Features(
-        {
-            "image": Image(),
-            "reference": Image(),
-            "mos": Value("float32"),
-            "mos_std": Value("float32"),
-            "image_id": Value("string"),
-            "distortion_type": Value("string"),
-            "distortion_level": Value("int8"),
-        }
-    )
+    features = full_reference_features(with_level=True)
     return build(INFO, rows, features, split, **split_options)

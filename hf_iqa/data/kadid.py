@@ -6,9 +6,9 @@ import math
 import os
 from pathlib import Path
 
-from datasets import Dataset, DatasetDict, Features, Image, Value
+from datasets import Dataset, DatasetDict
 
-from .common import BenchmarkInfo, build, descend, find_file, read_csv, require_root, to_float
+from .common import BenchmarkInfo, build, descend, find_file, full_reference_features, read_csv, require_root, to_float
 
 INFO = BenchmarkInfo(
     key="kadid10k",
@@ -51,15 +51,5 @@ def load_kadid10k(root: str | os.PathLike, split: str | None = None, **split_opt
                 "_group": Path(record["ref_img"]).stem,
             }
         )
-    features = Features(
-        {
-            "image": Image(),
-            "reference": Image(),
-            "mos": Value("float32"),
-            "mos_std": Value("float32"),
-            "image_id": Value("string"),
-            "distortion_type": Value("string"),
-            "distortion_level": Value("int8"),
-        }
-    )
+    features = full_reference_features(with_level=True)
     return build(INFO, rows, features, split, **split_options)

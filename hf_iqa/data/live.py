@@ -5,9 +5,19 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from datasets import Dataset, DatasetDict, Features, Image, Value
+from datasets import Dataset, DatasetDict
 
-from .common import BenchmarkInfo, FileIndex, build, descend, find_file, mat_strings, read_mat, require_root
+from .common import (
+    BenchmarkInfo,
+    FileIndex,
+    build,
+    descend,
+    find_file,
+    full_reference_features,
+    mat_strings,
+    read_mat,
+    require_root,
+)
 
 # The 982 entries of the .mat files are these folders in this order, images img1.bmp .. img<count>.bmp each.
 FOLDERS = (("jp2k", 227), ("jpeg", 233), ("wn", 174), ("gblur", 174), ("fastfading", 174))
@@ -77,16 +87,7 @@ def load_live(
                     }
                 )
             entry += 1
-    features = Features(
-        {
-            "image": Image(),
-            "reference": Image(),
-            "mos": Value("float32"),
-            "mos_std": Value("float32"),
-            "image_id": Value("string"),
-            "distortion_type": Value("string"),
-        }
-    )
+    features = full_reference_features(with_level=False)
     if not np.isfinite([row["mos"] for row in rows]).all():
         raise INFO.error(f"{path} is malformed: DMOS of a distorted image is not a finite number")
     meta = {"label_column": "dmos_new" if dmos_file == "realigned" else "dmos"}

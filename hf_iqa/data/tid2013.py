@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import os
 
-from datasets import Dataset, DatasetDict, Features, Image, Value
+from datasets import Dataset, DatasetDict
 
-from .common import BenchmarkInfo, FileIndex, build, descend, find_file, require_root, to_float
+from .common import (
+    BenchmarkInfo,
+    FileIndex,
+    build,
+    descend,
+    find_file,
+    full_reference_features,
+    require_root,
+    to_float,
+)
 
 INFO = BenchmarkInfo(
     key="tid2013",
@@ -63,15 +72,5 @@ def load_tid2013(root: str | os.PathLike, split: str | None = None, **split_opti
                 "_group": parts[0][1:],
             }
         )
-    features = Features(
-        {
-            "image": Image(),
-            "reference": Image(),
-            "mos": Value("float32"),
-            "mos_std": Value("float32"),
-            "image_id": Value("string"),
-            "distortion_type": Value("string"),
-            "distortion_level": Value("int8"),
-        }
-    )
+    features = full_reference_features(with_level=True)
     return build(INFO, rows, features, split, **split_options)
