@@ -22,6 +22,8 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 from datasets import Sequence as SequenceFeature
 
+from hf_iqa.labels import LIQE_DISTORTIONS, LIQE_FINE_TO_COARSE, LIQE_SCENES  # noqa: F401  (re-exported)
+
 SPLIT_NAMES = ("train", "validation", "test")
 SPLIT_ALIASES = {
     "train": "train", "training": "train", "0": "train",
@@ -29,25 +31,6 @@ SPLIT_ALIASES = {
     "test": "test", "testing": "test", "2": "test",
 }  # fmt: skip
 SPLIT_SCHEMES = ("official", "random", "liqe", "file")
-
-# LIQE's label vocabulary (facts from its training script, `train_unique_clip_weight.py`): the 9 scenes, the 11
-# coarse distortion classes of its prompts, and the map from the 33 fine distortion names of its split files.
-LIQE_SCENES = ("animal", "cityscape", "human", "indoor", "landscape", "night", "plant", "still_life", "others")
-LIQE_DISTORTIONS = (
-    "jpeg2000 compression", "jpeg compression", "noise", "blur", "color", "contrast", "overexposure",
-    "underexposure", "spatial", "quantization", "other",
-)  # fmt: skip
-LIQE_FINE_TO_COARSE = {
-    "jpeg2000 compression": "jpeg2000 compression", "jpeg compression": "jpeg compression", "white noise": "noise",
-    "gaussian blur": "blur", "fastfading": "jpeg2000 compression", "fnoise": "noise", "contrast": "contrast",
-    "lens": "blur", "motion": "blur", "diffusion": "color", "shifting": "blur", "color quantization": "quantization",
-    "oversaturation": "color", "desaturation": "color", "white with color": "noise", "impulse": "noise",
-    "multiplicative": "noise", "white noise with denoise": "noise", "brighten": "overexposure",
-    "darken": "underexposure", "shifting the mean": "other", "jitter": "spatial", "noneccentricity patch": "spatial",
-    "pixelate": "spatial", "quantization": "quantization", "color blocking": "spatial", "sharpness": "contrast",
-    "realistic blur": "blur", "realistic noise": "noise", "underexposure": "underexposure",
-    "overexposure": "overexposure", "realistic contrast change": "contrast", "other realistic": "other",
-}  # fmt: skip
 
 
 class DatasetLayoutError(ValueError):
