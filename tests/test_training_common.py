@@ -288,7 +288,10 @@ from test_training_common import build_toy_task, toy_config
 from hf_iqa.training import common
 
 result = common.train(toy_config({output_dir!r}, max_steps=6, checkpointing_steps=3, eval_steps=3), build_toy_task)
-print(json.dumps({{"rank": int(os.environ["RANK"]), "world": int(os.environ["WORLD_SIZE"]), "losses": [h["loss"] for h in result.history if "loss" in h], "best": result.best_metric, "eval_items": [h["eval/num_items"] for h in result.history if "eval/num_items" in h]}}))
+report = {{"rank": int(os.environ["RANK"]), "world": int(os.environ["WORLD_SIZE"]), "losses": [h["loss"] for h in result.history if "loss" in h], "best": result.best_metric, "eval_items": [h["eval/num_items"] for h in result.history if "eval/num_items" in h]}}
+# one file per rank: two processes printing to one pipe can interleave their lines
+with open(os.path.join({output_dir!r}, "report_rank" + os.environ["RANK"] + ".json"), "w") as handle:
+    json.dump(report, handle)
 """
 
 
@@ -300,7 +303,7 @@ def test_two_process_cpu_run_with_torchrun(tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    reports = [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
+    reports = [json.loads((output_dir / f"report_rank{rank}.json").read_text()) for rank in (0, 1)]
     assert sorted(r["rank"] for r in reports) == [0, 1] and {r["world"] for r in reports} == {2}
     # logged losses are reduced across processes: identical on both ranks; validation gathered the full set
     assert reports[0]["losses"] == reports[1]["losses"] and len(reports[0]["losses"]) == 6
