@@ -37,7 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     if chosen is None:
         parser.print_help()
         return 0 if not argv else 2
-    return int(importlib.import_module(SUBCOMMANDS[chosen][0]).run(args) or 0)
+    from hf_iqa.zoo import ModelNotAvailableError
+
+    try:
+        return int(importlib.import_module(SUBCOMMANDS[chosen][0]).run(args) or 0)
+    except (ModelNotAvailableError, OSError) as error:  # a model or file that cannot be loaded: no traceback
+        print(f"hf-iqa {chosen}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -294,12 +294,19 @@ def _build_once(entry: ZooEntry, paths: list[Path], target: Path) -> str:
     return str(target)
 
 
+def _looks_like_local_path(name: str) -> bool:
+    """Hub ids are `name` or `org/name`; anything absolute, relative-marked or deeper is a local path."""
+    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+
+
 def resolve(name_or_path: str, revision: str | None = None) -> str:
     """A local folder or Hub id for `name_or_path` (see the module docstring for the order)."""
     if os.path.isdir(name_or_path):
         return name_or_path
     entry = get_entry(name_or_path)
     if entry is None:
+        if _looks_like_local_path(name_or_path):
+            raise ModelNotAvailableError(f"{name_or_path}: no such model folder")
         return name_or_path
     return _try_converted_repo(entry, revision) or _from_original(entry)
 

@@ -120,3 +120,18 @@ def test_cli_help_and_list(capsys):
     assert main([]) == 0
     assert main(["list"]) == 0
     assert "liqe" in capsys.readouterr().out
+
+
+def test_cli_model_that_cannot_be_loaded_is_a_clear_error(photo_dir, tmp_path, monkeypatch, capsys):
+    import huggingface_hub.constants as constants
+
+    image = str(photo_dir / "photo0.jpg")
+    assert main(["score", "--model", str(tmp_path / "missing-folder"), image, "--no-progress"]) == 2
+    assert "missing-folder: no such model folder" in capsys.readouterr().err
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_IQA_CACHE", str(tmp_path / "converted"))
+    assert main(["score", "--model", "liqe-mix", image, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "hf-iqa score: error:" in err and "hf-iqa convert liqe" in err and "Traceback" not in err
