@@ -40,7 +40,13 @@ def build_model(dtype: str):
     model = LiqeModel(LiqeConfig(clip_config=clip)).eval()
     with torch.no_grad():
         model.text_embeds.copy_(torch.nn.functional.normalize(torch.randn_like(model.text_embeds), dim=-1))
-    return model.to(getattr(torch, dtype))
+    if dtype == "float32":
+        return model
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:  # load as users do: `dtype=` keeps prompt embeddings in fp32
+        model.save_pretrained(folder)
+        return LiqeModel.from_pretrained(folder, dtype=getattr(torch, dtype)).eval()
 
 
 def make_images(size: str, count: int):

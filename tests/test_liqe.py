@@ -293,6 +293,7 @@ def test_bf16_inference_close_to_fp32(converted, images):
         fp32 = LiqeModel.from_pretrained(folder).eval()(**inputs).scores
         model = LiqeModel.from_pretrained(folder, dtype=torch.bfloat16).eval()
         assert model.clip.vision_model.embeddings.patch_embedding.weight.dtype == torch.bfloat16
+        assert model.text_embeds.dtype == model.clip.logit_scale.dtype == torch.float32  # kept exact
         bf16 = model(pixel_values=inputs["pixel_values"].bfloat16(), patch_mask=inputs["patch_mask"]).scores
     assert bf16.dtype == torch.float32
     assert (bf16 - fp32).abs().max() < 0.1

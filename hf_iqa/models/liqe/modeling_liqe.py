@@ -56,6 +56,9 @@ class LiqePreTrainedModel(PreTrainedModel):
     _no_split_modules = ["CLIPEncoderLayer", "CLIPTextEmbeddings", "CLIPVisionEmbeddings"]
     _supports_sdpa = True
     _supports_flash_attn = True
+    # Under `from_pretrained(dtype=bfloat16/float16)` the prompt embeddings and the logit scale stay fp32: the
+    # scale (100) amplifies their rounding error, and they cost nothing.
+    _keep_in_fp32_modules_strict = ["text_embeds", "logit_scale"]
 
     @torch.no_grad()
     def _init_weights(self, module: torch.nn.Module) -> None:
