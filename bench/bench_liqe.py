@@ -1,12 +1,17 @@
-"""LIQE speed and memory: hf_iqa vs a naive pyiqa-style baseline, measured in the same run.
+"""LIQE speed and memory: hf_iqa vs the pyiqa-style forward on the OpenAI CLIP code, measured in the same run.
 
-Baseline (what pyiqa does): normalise the whole image, materialise every 224x224 window with `unfold`, keep 15,
-encode them, one image at a time (prompt embeddings cached, as both do). hf_iqa: `LiqeImageProcessor` cuts out
-only the 15 windows, and all windows of a batch of images go through the vision tower in one forward.
+Baseline (what pyiqa runs): the OpenAI `clip/model.py` CLIP from the openai-clip package; normalise the whole
+image, materialise every 224x224 window with `unfold` (stride 32), keep 15 evenly spaced ones, `encode_image`
+them, one image at a time; prompt embeddings cached. hf_iqa: the same weights converted with
+`hf_iqa.conversion.liqe.build_model` (what `hf-iqa convert liqe` does), `LiqeImageProcessor` cutting out only the
+15 windows, all windows of a batch in one forward of the flat inference loop.
 
-Both use the same real-size ViT-B/32 with random weights (speed does not depend on weight values) and the
-`pyiqa` protocol (no resize, stride 32), so their scores must agree to 1e-5 in fp32.
-Each (method, size, dtype) runs in its own subprocess so that peak RSS is measured separately.
+Both use a real-size ViT-B/32 with random weights (speed does not depend on weight values) and the `pyiqa`
+protocol, so fp32 scores must agree to 1e-5. Each (method, size, dtype) runs in its own subprocess so that peak
+RSS is measured separately (the high-water mark during scoring: weights and activations, not
+loading). The first line measures this CPU's fp32 GEMM throughput through the BLAS (MKL, what
+`torch.matmul` uses) and through oneDNN, on the ViT-B/32 MLP shape, so the speed-ups can be read against what the
+hardware allows; "GFLOP/s" columns divide the baseline's FLOPs per image (15 full ViT-B/32 forwards) by the time.
 
     python bench/bench_liqe.py                     # all sizes, fp32 and bf16
     python bench/bench_liqe.py --sizes 512x384 --images 4 --dtypes float32
@@ -15,38 +20,52 @@ Each (method, size, dtype) runs in its own subprocess so that peak RSS is measur
 from __future__ import annotations
 
 import argparse
+import gc
+import importlib.util
 import json
+import math
 import os
-import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
 
+MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
+STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
+WIDTH, LAYERS, TOKENS, PATCH, WINDOWS = 768, 12, 50, 32, 15
 
-def build_model(dtype: str):
+
+def flops_per_image() -> float:
+    """Multiply-adds x 2 of 15 ViT-B/32 windows: patch embedding, 12 layers (projections, attention, MLP)."""
+    patch = (TOKENS - 1) * WIDTH * 3 * PATCH * PATCH
+    layer = TOKENS * 12 * WIDTH * WIDTH + 2 * TOKENS * TOKENS * WIDTH
+    return 2.0 * WINDOWS * (patch + LAYERS * layer + WIDTH * 512)
+
+
+def openai_model_module():
+    """`clip/model.py` of the openai-clip package, without its torchvision-importing `__init__`."""
+    spec = importlib.util.find_spec("clip")
+    if spec is None:
+        raise SystemExit("the baseline needs the openai-clip package: pip install -e '.[test]'")
+    path = os.path.join(spec.submodule_search_locations[0], "model.py")
+    file_spec = importlib.util.spec_from_file_location("_openai_clip_model", path)
+    module = importlib.util.module_from_spec(file_spec)
+    file_spec.loader.exec_module(module)
+    return module
+
+
+def write_weights(path: str) -> None:
+    """A random OpenAI-layout ViT-B/32 CLIP (LIQE's logit scale 100) plus 495 prompt embeddings."""
     import torch
-    from transformers import CLIPConfig
-
-    from hf_iqa.models.liqe import LiqeConfig, LiqeModel
 
     torch.manual_seed(0)
-    clip = CLIPConfig(
-        text_config={"hidden_act": "quick_gelu", "eos_token_id": 49407},
-        vision_config={"hidden_act": "quick_gelu", "patch_size": 32},
-        logit_scale_init_value=4.605170185988092,
-    )
-    model = LiqeModel(LiqeConfig(clip_config=clip)).eval()
-    with torch.no_grad():
-        model.text_embeds.copy_(torch.nn.functional.normalize(torch.randn_like(model.text_embeds), dim=-1))
-    if dtype == "float32":
-        return model
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as folder:  # load as users do: `dtype=` keeps prompt embeddings in fp32
-        model.save_pretrained(folder)
-        return LiqeModel.from_pretrained(folder, dtype=getattr(torch, dtype)).eval()
+    clip = openai_model_module().CLIP(512, 224, 12, 768, 32, 77, 49408, 512, 8, 12)
+    state = clip.state_dict()
+    state["logit_scale"] = torch.tensor(math.log(100.0))
+    prompts = torch.nn.functional.normalize(torch.randn(495, 512), dim=-1)
+    torch.save({"clip": state, "text_embeds": prompts}, path)
 
 
 def make_images(size: str, count: int):
@@ -57,54 +76,107 @@ def make_images(size: str, count: int):
     return [Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)) for _ in range(count)]
 
 
-def baseline_scores(model, images, dtype):
-    """pyiqa-style: materialise all windows, one image at a time."""
+def reset_peak_rss() -> None:
+    """Linux: writing 5 to clear_refs resets VmHWM, so the peak covers inference (weights included), not loading."""
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+
+
+def peak_rss_mb() -> float:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("VmHWM not found in /proc/self/status")
+
+
+def gemm_throughput(threads: int) -> dict:
+    """fp32 GFLOP/s of (750 x 768) @ (768 x 3072) (15 windows' MLP) through MKL and through oneDNN."""
     import torch
+    import torch.nn.functional as F
 
-    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(3, 1, 1)
-    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(3, 1, 1)
-    scores = []
-    for image in images:
-        x = torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float() / 255.0
-        x = (x - mean) / std
-        windows = x.unfold(1, 224, 32).unfold(2, 224, 32).permute(1, 2, 0, 3, 4).reshape(-1, 3, 224, 224)
-        step = max(1, windows.shape[0] // min(15, windows.shape[0]))
-        chosen = windows[torch.arange(min(15, windows.shape[0])) * step][None].to(getattr(torch, dtype))
-        scores.append(model(pixel_values=chosen).scores)
-    return torch.cat(scores)
+    torch.set_num_threads(threads)
+    x, w, b = torch.randn(750, 768), torch.randn(3072, 768), torch.randn(3072)
+    flops = 2.0 * 750 * 768 * 3072
+    paths = {"mkl": lambda: F.linear(x, w, b)}
+    if hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        paths["onednn"] = lambda: torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+    result = {}
+    for name, run in paths.items():
+        for _ in range(3):
+            run()
+        best = math.inf
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(10):
+                run()
+            best = min(best, (time.perf_counter() - start) / 10)
+        result[name] = flops / best / 1e9
+    return result
 
 
-def hf_iqa_scores(model, processor, images, dtype, batch_size):
+def worker(method: str, size: str, dtype: str, count: int, batch_size: int, weights: str) -> dict:
     import torch
-
-    scores = []
-    for start in range(0, len(images), batch_size):
-        inputs = processor(images[start : start + batch_size], return_tensors="pt")
-        inputs["pixel_values"] = inputs["pixel_values"].to(getattr(torch, dtype))
-        scores.append(model(**inputs).scores)
-    return torch.cat(scores)
-
-
-def worker(method: str, size: str, dtype: str, count: int, batch_size: int) -> dict:
-    import torch
-
-    from hf_iqa.models.liqe import LiqeImageProcessor
+    import torch.nn.functional as F
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1)))
-    model = build_model(dtype)
+    torch_dtype = getattr(torch, dtype)
+    saved = torch.load(weights, weights_only=True)
+    prompts = saved["text_embeds"]
+    if method == "baseline":
+        module = openai_model_module()
+        clip = module.CLIP(512, 224, 12, 768, 32, 77, 49408, 512, 8, 12)
+        clip.load_state_dict(saved["clip"])
+        visual = clip.visual.eval().to(torch_dtype)
+        for norm in visual.modules():  # OpenAI's LayerNorm computes in fp32 (as in its `convert_weights`)
+            if isinstance(norm, torch.nn.LayerNorm):
+                norm.float()
+        scale = float(saved["clip"]["logit_scale"].exp())
+        mean, std = torch.from_numpy(MEAN).view(3, 1, 1), torch.from_numpy(STD).view(3, 1, 1)
+
+        def run(images):
+            scores = []
+            for image in images:  # pyiqa: one image at a time, every window materialised
+                x = (torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float() / 255.0 - mean) / std
+                windows = x.unfold(1, 224, 32).unfold(2, 224, 32).permute(1, 2, 0, 3, 4).reshape(-1, 3, 224, 224)
+                keep = min(WINDOWS, windows.shape[0])
+                chosen = windows[torch.arange(keep) * (windows.shape[0] // keep)]
+                embeds = F.normalize(visual(chosen.to(torch_dtype)).float(), dim=-1)
+                probs = (scale * embeds @ prompts.t()).mean(0).softmax(-1)
+                quality = probs.view(5, 9, 11).sum(dim=(1, 2))
+                scores.append((quality * torch.arange(1, 6)).sum()[None])
+            return torch.cat(scores)
+
+    else:
+        from hf_iqa.conversion.liqe import build_model
+        from hf_iqa.models.liqe import LiqeImageProcessor, LiqeModel
+
+        model = build_model(saved["clip"], "mix", "pyiqa")
+        model.text_embeds.copy_(prompts)
+        if dtype != "float32":  # load as users do: `dtype=` keeps the prompt embeddings and logit scale in fp32
+            with tempfile.TemporaryDirectory() as folder:
+                model.save_pretrained(folder)
+                model = LiqeModel.from_pretrained(folder, dtype=torch_dtype).eval()
+        processor = LiqeImageProcessor(protocol="pyiqa")
+
+        def run(images):
+            scores = []
+            for start in range(0, len(images), batch_size):
+                inputs = processor(images[start : start + batch_size], return_tensors="pt")
+                inputs["pixel_values"] = inputs["pixel_values"].to(torch_dtype)
+                scores.append(model(**inputs).scores)
+            return torch.cat(scores)
+
+    del saved
+    gc.collect()
     images = make_images(size, count)
-    processor = LiqeImageProcessor(protocol="pyiqa")
     with torch.inference_mode():
-        run = (lambda imgs: baseline_scores(model, imgs, dtype)) if method == "baseline" else (
-            lambda imgs: hf_iqa_scores(model, processor, imgs, dtype, batch_size)
-        )
         run(images[:1])  # warm-up
+        reset_peak_rss()
         start = time.perf_counter()
         scores = run(images)
         elapsed = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"method": method, "size": size, "dtype": dtype, "seconds_per_image": elapsed / count,
-            "peak_rss_mb": peak_mb, "scores": scores.float().tolist()}  # fmt: skip
+    return {"seconds_per_image": elapsed / count, "peak_rss_mb": peak_rss_mb(), "scores": scores.float().tolist()}
 
 
 def main() -> None:
@@ -113,30 +185,46 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--images", type=int, default=4, help="timed images per configuration")
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        method, size, dtype, count, batch = args.worker
-        print(json.dumps(worker(method, size, dtype, int(count), int(batch))))
+        method, size, dtype, count, batch, weights = args.worker
+        print(json.dumps(worker(method, size, dtype, int(count), int(batch), weights)))
         return
 
-    def measure(method: str, size: str, dtype: str) -> dict:
-        command = [sys.executable, __file__, "--worker", method, size, dtype, str(args.images), str(args.batch_size)]
-        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-        return json.loads(output.strip().splitlines()[-1])
+    threads = int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1))
+    gemm = gemm_throughput(threads)
+    flops = flops_per_image()
+    print(f"threads={threads} load={os.getloadavg()[0]:.1f} images={args.images} batch={args.batch_size}")
+    print("fp32 GEMM throughput (750x768 @ 768x3072): "
+          + ", ".join(f"{name} {value:.0f} GFLOP/s" for name, value in gemm.items())
+          + f"; one image = {flops / 1e9:.0f} GFLOP")  # fmt: skip
+    print(
+        f"{'size':>10} {'dtype':>9} | {'baseline s/img':>14} {'hf_iqa s/img':>12} {'speed-up':>8} | "
+        f"{'GFLOP/s base':>12} {'hf_iqa':>7} | {'base RSS MB':>11} {'hf_iqa RSS MB':>13} | {'max|Δscore|':>11}"
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        weights = os.path.join(folder, "clip_vit_b32.pt")
+        write_weights(weights)
 
-    print(f"threads={os.environ.get('BENCH_THREADS', os.cpu_count())} load={os.getloadavg()[0]:.1f}")
-    print(f"{'size':>10} {'dtype':>9} | {'baseline s/img':>14} {'hf_iqa s/img':>12} {'speed-up':>8} | "
-          f"{'base RSS MB':>11} {'hf_iqa RSS MB':>13} | {'max|Δscore|':>11}")  # fmt: skip
-    for size in args.sizes:
-        reference = measure("baseline", size, "float32")
-        for dtype in args.dtypes:
-            base = reference if dtype == "float32" else measure("baseline", size, dtype)
-            ours = measure("hf_iqa", size, dtype)
-            delta = max(abs(a - b) for a, b in zip(ours["scores"], reference["scores"]))
-            print(f"{size:>10} {dtype:>9} | {base['seconds_per_image']:>14.3f} {ours['seconds_per_image']:>12.3f} "
-                  f"{reference['seconds_per_image'] / ours['seconds_per_image']:>7.2f}x | "
-                  f"{base['peak_rss_mb']:>11.0f} {ours['peak_rss_mb']:>13.0f} | {delta:>11.2e}", flush=True)  # fmt: skip
+        def measure(method: str, size: str, dtype: str) -> dict:
+            command = [sys.executable, __file__, "--worker", method, size, dtype, str(args.images),
+                       str(args.batch_size), weights]  # fmt: skip
+            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            return json.loads(output.strip().splitlines()[-1])
+
+        for size in args.sizes:
+            reference = measure("baseline", size, "float32")
+            for dtype in args.dtypes:
+                base = reference if dtype == "float32" else measure("baseline", size, dtype)
+                ours = measure("hf_iqa", size, dtype)
+                delta = max(abs(a - b) for a, b in zip(ours["scores"], reference["scores"]))
+                print(f"{size:>10} {dtype:>9} | {base['seconds_per_image']:>14.3f} "
+                      f"{ours['seconds_per_image']:>12.3f} "
+                      f"{reference['seconds_per_image'] / ours['seconds_per_image']:>7.2f}x | "
+                      f"{flops / base['seconds_per_image'] / 1e9:>12.0f} "
+                      f"{flops / ours['seconds_per_image'] / 1e9:>7.0f} | "
+                      f"{base['peak_rss_mb']:>11.0f} {ours['peak_rss_mb']:>13.0f} | {delta:>11.2e}", flush=True)  # fmt: skip
     print("speed-up = fp32 baseline time / hf_iqa time (bf16 rows: against the fp32 baseline); "
           "Δscore against the fp32 baseline")  # fmt: skip
 

@@ -29,17 +29,39 @@ from .configuration_qualiclip import ClipResNetConfig, QualiClipConfig
 
 
 # --- ClipResNet tower: copied verbatim into models/uniqa (keep the copies identical) -------------------------------
-def conv_batch_norm(x: torch.Tensor, conv: nn.Conv2d, norm: nn.BatchNorm2d, fold: bool) -> torch.Tensor:
-    """`norm(conv(x))`. In eval mode with `fold`, one convolution whose weights absorb the BatchNorm.
-
-    The folded weights are made on the fly, one layer at a time (cheap next to the convolution itself), so nothing
-    is cached, the state dict keeps the original layout and a dtype/device change needs no bookkeeping.
-    """
-    if not fold or norm.training:
-        return norm(conv(x))
+def fold_batch_norm(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of the one convolution equal to `norm(conv(x))` with the running statistics."""
     scale = norm.weight.float() * torch.rsqrt(norm.running_var.float() + norm.eps)
     weight = (conv.weight.float() * scale.view(-1, 1, 1, 1)).to(conv.weight.dtype)
     bias = (norm.bias.float() - norm.running_mean.float() * scale).to(conv.weight.dtype)
+    return weight, bias
+
+
+def conv_batch_norm(x: torch.Tensor, conv: nn.Conv2d, norm: nn.BatchNorm2d, fold: bool) -> torch.Tensor:
+    """`norm(conv(x))`. In eval mode with `fold`, one convolution whose weights absorb the BatchNorm.
+
+    Without gradients the folded weights are cached on the BatchNorm module, keyed by the storage and version
+    counter of every tensor they come from, so an in-place update (`load_state_dict`, an optimiser step), a
+    `.to(dtype/device)` or new statistics all refold; the state dict keeps the original layout. With gradients
+    they are folded on the fly so that the gradients reach the original parameters.
+    """
+    if not fold or norm.training:
+        return norm(conv(x))
+    sources = (conv.weight, norm.weight, norm.bias, norm.running_mean, norm.running_var)
+    if torch.is_grad_enabled() or any(t.is_inference() for t in sources):
+        weight, bias = fold_batch_norm(conv, norm)
+    else:
+        key = (norm.eps, x.is_contiguous(memory_format=torch.channels_last)) + tuple(
+            (t.data_ptr(), t._version, t.dtype, t.device) for t in sources
+        )
+        cached = norm.__dict__.get("_folded_conv")
+        if cached is None or cached[0] != key:
+            with torch.inference_mode():
+                weight, bias = fold_batch_norm(conv, norm)
+                if key[1]:  # weights in the activations' layout: no reordering at every call
+                    weight = weight.contiguous(memory_format=torch.channels_last)
+            cached = norm.__dict__["_folded_conv"] = (key, weight, bias)
+        weight, bias = cached[1], cached[2]
     return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
@@ -87,8 +109,10 @@ class ClipResNetBottleneck(nn.Module):
 class ClipResNetAttentionPool(nn.Module):
     """Multi-head attention pooling over `[mean token] + HxW tokens`, with the mean token as the only query.
 
-    Equal to OpenAI's full self-attention followed by taking token 0, at a fraction of the cost: keys and values
-    are still computed for every token, but there is one query per image instead of HxW + 1.
+    Equal to OpenAI's full self-attention followed by taking token 0, at a fraction of the cost. With one query
+    per head, no key or value needs projecting: `q_h . (W_k,h t + b_k,h) = (W_k,h^T q_h) . t + const`, and the
+    constant cancels in the softmax; `sum_j a_j (W_v,h t_j + b_v,h) = W_v,h (sum_j a_j t_j) + b_v,h` since the
+    weights sum to 1. The cost drops from two (HW+1) x C x C projections to a few heads x C x (HW+1) products.
     """
 
     def __init__(self, config: ClipResNetConfig):
@@ -124,12 +148,16 @@ class ClipResNetAttentionPool(nn.Module):
         tokens = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1)  # (N, HW + 1, C)
         if self.config.position_embedding_mode != "none":
             tokens = tokens + self.position_embedding(tokens.shape[1]).to(tokens.dtype)
-        head_dim = channels // self.num_heads
-        query = self.q_proj(tokens[:, :1]).view(batch, 1, self.num_heads, head_dim).transpose(1, 2)
-        key = self.k_proj(tokens).view(batch, -1, self.num_heads, head_dim).transpose(1, 2)
-        value = self.v_proj(tokens).view(batch, -1, self.num_heads, head_dim).transpose(1, 2)
-        pooled = F.scaled_dot_product_attention(query, key, value)  # (N, heads, 1, head_dim)
-        return self.c_proj(pooled.transpose(1, 2).reshape(batch, channels))
+        heads, head_dim = self.num_heads, channels // self.num_heads
+        query = self.q_proj(tokens[:, 0]).view(batch, heads, head_dim) * head_dim**-0.5
+        # keys folded into the query: (N, heads, C) . (N, C, HW + 1) -> attention logits per head
+        key_query = torch.einsum("nhd,hdc->nhc", query, self.k_proj.weight.view(heads, head_dim, channels))
+        weights = torch.bmm(key_query, tokens.transpose(1, 2)).softmax(dim=-1, dtype=torch.float32)
+        # values after the weighted sum: the mix of tokens each head sees, then its slice of the value projection
+        mixed = torch.bmm(weights.to(tokens.dtype), tokens)  # (N, heads, C)
+        value_weight = self.v_proj.weight.view(heads, head_dim, channels)
+        pooled = torch.einsum("nhc,hdc->nhd", mixed, value_weight).reshape(batch, channels) + self.v_proj.bias
+        return self.c_proj(pooled)
 
 
 class ClipResNetPreTrainedModel(PreTrainedModel):
