@@ -19,6 +19,24 @@ import torch
 from PIL import Image
 
 
+def random_liqe():
+    """A real-size LIQE (OpenAI ViT-B/32 shapes, quick_gelu, logit scale 100) with random weights."""
+    from transformers import CLIPConfig
+
+    from hf_iqa.models.liqe import LiqeConfig, LiqeModel
+
+    torch.manual_seed(0)
+    clip = CLIPConfig(
+        text_config={"hidden_act": "quick_gelu", "eos_token_id": 49407},
+        vision_config={"hidden_act": "quick_gelu", "patch_size": 32},
+        logit_scale_init_value=4.605170185988092,
+    )
+    model = LiqeModel(LiqeConfig(clip_config=clip)).eval()
+    with torch.no_grad():
+        model.text_embeds.copy_(torch.nn.functional.normalize(torch.randn_like(model.text_embeds), dim=-1))
+    return model
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=32)
@@ -30,13 +48,6 @@ def main() -> None:
     import hf_iqa
     from hf_iqa.commands.score import collate, score_files
     from hf_iqa.io import find_images
-
-    sys_path = Path(__file__).resolve().parent
-    import sys
-
-    sys.path.insert(0, str(sys_path))
-    from bench_liqe import build_model
-
     from hf_iqa.models.liqe import LiqeImageProcessor
 
     width, height = (int(v) for v in args.size.split("x"))
@@ -47,7 +58,7 @@ def main() -> None:
         Image.fromarray(base).resize((width, height), Image.BICUBIC).save(folder / f"{i:04d}.jpg", quality=90)
     files = find_images([folder])
 
-    model = build_model("float32")
+    model = random_liqe()
     pipe = hf_iqa.pipeline(model=model, image_processor=LiqeImageProcessor())
 
     with torch.inference_mode():
