@@ -156,13 +156,14 @@ class LiqeImageProcessor(PilBackend):
                 picks = rng.integers(0, rows * cols, size=num_patches)
                 corners = [(int(p) // cols * stride, int(p) % cols * stride) for p in picks]
             for slot, (y, x) in enumerate(corners):
-                window = image[:, y : y + patch_size, x : x + patch_size].astype(np.float32)
-                if do_rescale:  # divide like ToTensor does, so pixels match the originals bit for bit
-                    window = window / np.float32(1.0 / rescale_factor)
-                if do_normalize:
-                    window = (window - mean) / std
-                pixel_values[index, slot] = window
+                pixel_values[index, slot] = image[:, y : y + patch_size, x : x + patch_size]
                 patch_mask[index, slot] = 1
+            windows = pixel_values[index, : len(corners)]  # in place, padding slots stay zero
+            if do_rescale:  # divide like ToTensor does, so pixels match the originals bit for bit
+                windows /= np.float32(1.0 / rescale_factor)
+            if do_normalize:
+                windows -= mean
+                windows /= std
         return BatchFeature({"pixel_values": pixel_values, "patch_mask": patch_mask}, tensor_type=return_tensors)
 
 
