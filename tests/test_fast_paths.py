@@ -202,3 +202,24 @@ def test_single_query_attention_pool_matches_multihead_attention(mode):
         expected = pool.c_proj(attention(tokens, tokens, tokens, need_weights=False)[0][:, 0])
         actual = pool(features)
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_onednn_switch_and_failure_fall_back_to_plain_linear(monkeypatch):
+    """`torch.backends.mkldnn.flags(enabled=False)` is honoured, and an op that fails (another PyTorch) is given up
+    for good, with the plain result returned."""
+    from unittest import mock
+
+    layer = nn.Linear(16, 8)
+    x = torch.randn(4, 16)
+    monkeypatch.setattr(modeling_liqe, "ONEDNN_LINEAR", True)
+    with torch.no_grad():
+        expected = layer(x)
+        never = mock.patch.object(torch.ops.mkldnn, "_linear_pointwise", side_effect=AssertionError("called"))
+        with never, torch.backends.mkldnn.flags(enabled=False):
+            torch.testing.assert_close(modeling_liqe.linear(x, layer.weight, layer.bias), expected)
+        failing = mock.patch.object(torch.ops.mkldnn, "_linear_pointwise", side_effect=RuntimeError("no such op"))
+        with failing as op:
+            torch.testing.assert_close(modeling_liqe.linear(x, layer.weight, layer.bias), expected)
+            torch.testing.assert_close(modeling_liqe.linear(x, layer.weight, layer.bias), expected)
+        assert op.call_count == 1
+    assert modeling_liqe.ONEDNN_LINEAR is False

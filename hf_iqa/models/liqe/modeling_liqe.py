@@ -37,10 +37,11 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, sil
     180 GFLOP/s where oneDNN, PyTorch's own CPU kernel library (its convolutions and bf16 matmuls), reached 380
     (bench/bench_liqe.py prints both). Fusing the activation saves a pass over the widest tensor of the layer.
     Same maths, another summation order (~1e-7 relative). The op is internal to PyTorch (its compiler uses it),
-    so any failure switches to the plain path for good.
+    so any failure switches to the plain path for good; `torch.backends.mkldnn.flags(enabled=False)` turns it off.
     """
     global ONEDNN_LINEAR
-    if ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16):
+    usable = ONEDNN_LINEAR and torch.backends.mkldnn.enabled  # the user's switch, read at call time
+    if usable and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16):
         try:
             return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "swish" if silu else "none", [], "")
         except (RuntimeError, TypeError):
