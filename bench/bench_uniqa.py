@@ -1,0 +1,158 @@
+"""UniQA speed: hf_iqa vs the upstream forward on the OpenAI CLIP code, measured in the same run.
+
+Baseline (upstream `random_crop_test`, one image at a time as its test loader does): the OpenAI `clip/model.py`
+ViT-B/16 from the openai-clip package; 10 crops of 224x224 from the [0, 1] image, normalised, stacked and encoded
+in one forward, zero-shot head (softmax over the 5 level prompts, weighted by the levels), mean over crops.
+hf_iqa: the same weights converted with `hf_iqa.conversion.uniqa.build_model`, `UniQaImageProcessor` and
+`UniQaModel` (flat inference loop: oneDNN linears, fused quick_gelu, class-token-only last layer), batches of
+images. Both cut the same crops (the processor's seeded positions), so fp32 scores must agree to ~1e-5.
+
+    python bench/bench_uniqa.py                     # 512x384, fp32 and bf16
+    python bench/bench_uniqa.py --sizes 512x384 1024x768 --images 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+from bench_liqe import make_images, openai_model_module, peak_rss_mb, reset_peak_rss
+
+MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32).reshape(3, 1, 1)
+STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32).reshape(3, 1, 1)
+LEVELS = [0.2, 0.4, 0.6, 0.8, 1.0]
+
+
+def openai_clip():
+    return openai_model_module().CLIP(512, 224, 12, 768, 16, 77, 49408, 512, 8, 12)  # ViT-B/16
+
+
+def write_weights(path: str) -> None:
+    import torch
+
+    torch.manual_seed(0)
+    state = openai_clip().state_dict()
+    state["logit_scale"] = torch.tensor(math.log(100.0))
+    prompts = torch.nn.functional.normalize(torch.randn(5, 512), dim=-1)
+    torch.save({"clip": state, "prompts": prompts}, path)
+
+
+def worker(method: str, size: str, dtype: str, count: int, batch_size: int, weights: str) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from hf_iqa.models.uniqa import UniQaImageProcessor
+    from hf_iqa.models.uniqa.image_processing_uniqa import crop_positions
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1)))
+    torch_dtype = getattr(torch, dtype)
+    saved = torch.load(weights, weights_only=True)
+    prompts = saved["prompts"]
+    processor = UniQaImageProcessor()
+    if method == "baseline":
+        clip = openai_clip()
+        clip.load_state_dict(saved["clip"])
+        visual = clip.visual.eval().to(torch_dtype)
+        for norm in visual.modules():  # OpenAI's LayerNorm computes in fp32 (as in its `convert_weights`)
+            if isinstance(norm, torch.nn.LayerNorm):
+                norm.float()
+        scale = float(saved["clip"]["logit_scale"].exp())
+        levels = torch.tensor(LEVELS)
+
+        def run(images):
+            scores = []
+            for image in images:
+                array = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0
+                height, width = array.shape[1:]
+                positions = crop_positions(height, width, 224, processor.num_crops, "random", processor.crop_seed)
+                crops = np.stack([array[:, t : t + 224, left : left + 224] for t, left in positions])
+                x = torch.from_numpy((crops - MEAN) / STD).to(torch_dtype)
+                embeds = F.normalize(visual(x).float(), dim=-1)
+                probs = (scale * embeds @ prompts.t()).softmax(dim=-1)
+                scores.append((probs * levels).sum(dim=-1).mean()[None])
+            return torch.cat(scores)
+
+    else:
+        from hf_iqa.conversion.uniqa import build_model
+        from hf_iqa.models.uniqa import UniQaModel
+
+        model = build_model(saved["clip"], "vit")
+        model.heads["quality"].prompt_text_features.copy_(prompts)
+        if dtype != "float32":
+            with tempfile.TemporaryDirectory() as folder:
+                model.save_pretrained(folder)
+                model = UniQaModel.from_pretrained(folder, dtype=torch_dtype).eval()
+
+        def run(images):
+            scores = []
+            for start in range(0, len(images), batch_size):
+                inputs = processor(images[start : start + batch_size], return_tensors="pt")
+                inputs["pixel_values"] = inputs["pixel_values"].to(torch_dtype)
+                scores.append(model(**inputs).scores.float())
+            return torch.cat(scores)
+
+    del saved
+    gc.collect()
+    images = make_images(size, count)
+    with torch.inference_mode():
+        run(images[:1])  # warm-up
+        reset_peak_rss()
+        start = time.perf_counter()
+        scores = run(images)
+        elapsed = time.perf_counter() - start
+    return {"seconds_per_image": elapsed / count, "peak_rss_mb": peak_rss_mb(), "scores": scores.float().tolist()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=["512x384"])
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--images", type=int, default=4, help="timed images per configuration")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        method, size, dtype, count, batch, weights = args.worker
+        print(json.dumps(worker(method, size, dtype, int(count), int(batch), weights)))
+        return
+
+    threads = int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1))
+    print(f"threads={threads} load={os.getloadavg()[0]:.1f} images={args.images} batch={args.batch_size}")
+    print(
+        f"{'size':>10} {'dtype':>9} | {'baseline s/img':>14} {'hf_iqa s/img':>12} {'speed-up':>8} | "
+        f"{'base RSS MB':>11} {'hf_iqa RSS MB':>13} | {'max|Δscore|':>11}"
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        weights = os.path.join(folder, "clip_vit_b16.pt")
+        write_weights(weights)
+
+        def measure(method: str, size: str, dtype: str) -> dict:
+            command = [sys.executable, __file__, "--worker", method, size, dtype, str(args.images),
+                       str(args.batch_size), weights]  # fmt: skip
+            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            return json.loads(output.strip().splitlines()[-1])
+
+        for size in args.sizes:
+            reference = measure("baseline", size, "float32")
+            for dtype in args.dtypes:
+                base = reference if dtype == "float32" else measure("baseline", size, dtype)
+                ours = measure("hf_iqa", size, dtype)
+                delta = max(abs(a - b) for a, b in zip(ours["scores"], reference["scores"]))
+                print(f"{size:>10} {dtype:>9} | {base['seconds_per_image']:>14.3f} "
+                      f"{ours['seconds_per_image']:>12.3f} "
+                      f"{reference['seconds_per_image'] / ours['seconds_per_image']:>7.2f}x | "
+                      f"{base['peak_rss_mb']:>11.0f} {ours['peak_rss_mb']:>13.0f} | {delta:>11.2e}", flush=True)  # fmt: skip
+    print("speed-up = fp32 baseline time / hf_iqa time (bf16 rows: against the fp32 baseline); "
+          "Δscore against the fp32 baseline")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
