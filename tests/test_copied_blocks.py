@@ -1,6 +1,6 @@
 """Code shared between model folders is copied (model folders are flat Hub units): the CLIP ResNet tower from
-QualiCLIP into UniQA, and the fast CLIP vision inference loop from LIQE into UniQA. These tests fail when a copy in
-models/uniqa drifts from its original."""
+QualiCLIP into UniQA, the fast CLIP vision inference loop from LIQE into UniQA, and the checkpoint memory-map fix
+from LIQE into QualiCLIP and UniQA. These tests fail when a copy drifts from its original."""
 
 from __future__ import annotations
 
@@ -15,20 +15,23 @@ from hf_iqa.models.uniqa import configuration_uniqa, modeling_uniqa
 
 RESNET = "# --- ClipResNet tower"
 FAST_VISION = "# --- fast CLIP vision inference"
+MEMORY_MAP = "# --- checkpoint memory map"
 PAIRS = [
     (configuration_qualiclip, configuration_uniqa, RESNET),
     (modeling_qualiclip, modeling_uniqa, RESNET),
     (modeling_liqe, modeling_uniqa, FAST_VISION),
+    (modeling_liqe, modeling_qualiclip, MEMORY_MAP),
+    (modeling_liqe, modeling_uniqa, MEMORY_MAP),
 ]
-IDS = ["resnet-configuration", "resnet-modeling", "fast-clip-vision"]
+IDS = ["resnet-configuration", "resnet-modeling", "fast-clip-vision", "memory-map-qualiclip", "memory-map-uniqa"]
 END_MARKER = "# --- end of the copied block"
 
 
 def copied_block(module, marker: str) -> str:
-    """The text from the block's marker line ('... copied verbatim into models/uniqa ...') to the end marker."""
+    """The text from the block's marker line ('... copied verbatim into models/...') to the end marker."""
     source = inspect.getsource(module)
     start = source.index(marker)
-    assert "copied verbatim into models/uniqa" in source[start : source.index("\n", start)]
+    assert "copied verbatim into models/" in source[start : source.index("\n", start)]
     return source[start : source.index(END_MARKER, start)]
 
 

@@ -223,3 +223,37 @@ def test_onednn_switch_and_failure_fall_back_to_plain_linear(monkeypatch):
             torch.testing.assert_close(modeling_liqe.linear(x, layer.weight, layer.bias), expected)
         assert op.call_count == 1
     assert modeling_liqe.ONEDNN_LINEAR is False
+
+
+# --- memory ----------------------------------------------------------------------------------------------------------
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/maps"), reason="reads /proc/self/maps (Linux)")
+@pytest.mark.parametrize("family", ["liqe", "qualiclip", "uniqa-resnet"])
+def test_loading_in_bf16_releases_the_checkpoint_memory_map(family, tmp_path):
+    """The tensors `dtype=bfloat16` does not convert (kept in fp32, BatchNorm's integer counters) would otherwise be
+    views into the safetensors memory map and keep the whole file resident (LIQE ViT-B/32: +580 MB)."""
+    if family == "liqe":
+        from hf_iqa.models.liqe import LiqeConfig as Config
+        from hf_iqa.models.liqe import LiqeModel as Model
+
+        config = Config(clip_config=tiny_clip().config)
+    elif family == "qualiclip":
+        from hf_iqa.models.qualiclip import QualiClipConfig as Config
+        from hf_iqa.models.qualiclip import QualiClipModel as Model
+
+        config = Config(vision_config=dict(layers=[1, 1, 1, 1], width=8, image_size=64), projection_dim=32)
+    else:
+        from hf_iqa.models.uniqa import UniQaConfig as Config
+        from hf_iqa.models.uniqa import UniQaModel as Model
+
+        text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+        resnet = dict(layers=[1, 1, 1, 1], width=8, image_size=64, projection_dim=32)
+        clip = CLIPConfig(text_config=text, projection_dim=32)
+        config = Config(backbone_type="resnet", clip_config=clip, resnet_config=resnet)
+    Model(config).save_pretrained(tmp_path)
+    model = Model.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    with open("/proc/self/maps") as handle:
+        mapped = [line for line in handle if str(tmp_path) in line]
+    assert not mapped, f"the checkpoint is still mapped: {mapped}"
+    kept = [t for n, t in [*model.named_parameters(), *model.named_buffers()] if t.dtype != torch.bfloat16]
+    assert kept, "every tensor was converted: the test no longer tests anything"
+    assert all(t.dtype == torch.bfloat16 for n, t in model.named_parameters() if "proj" in n and "prompt" not in n)

@@ -47,8 +47,11 @@ def register_all() -> dict[str, dict]:
         try:
             module = importlib.import_module(f"{__name__}.{info.name}")
         except Exception as error:  # one broken or incomplete model folder must not disable the others
-            warnings.warn(f"hf_iqa: model folder {info.name!r} could not be imported and is not registered: "
-                          f"{type(error).__name__}: {error}", stacklevel=2)
+            warnings.warn(
+                f"hf_iqa: model folder {info.name!r} could not be imported and is not registered: "
+                f"{type(error).__name__}: {error}",
+                stacklevel=2,
+            )
             continue
         classes = getattr(module, "AUTO_CLASSES", None)
         if classes is None:

@@ -52,9 +52,7 @@ def load_chat_template(name_or_path: str, tokenizer=None, revision: str | None =
 
     for filename in ("chat_template.jinja", "chat_template.json"):
         try:
-            path = cached_file(
-                name_or_path, filename, revision=revision, _raise_exceptions_for_missing_entries=False
-            )
+            path = cached_file(name_or_path, filename, revision=revision, _raise_exceptions_for_missing_entries=False)
         except OSError:
             path = None
         if path:

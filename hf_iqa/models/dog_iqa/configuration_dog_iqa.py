@@ -16,9 +16,7 @@ DEFAULT_SYSTEM_PROMPT = (
     "                    The higher the image quality, the higher the score should be.\n"
     "                    Please strictly follow the USER's format, otherwise the result will be invalid."
 )
-DEFAULT_QUERY_PROMPT = (
-    "Please evaluate the quality of the image and score in quality. Only tell me the number. Do not analysis the image."
-)
+DEFAULT_QUERY_PROMPT = "Please evaluate the quality of the image and score in quality. Only tell me the number. Do not analysis the image."
 # The single user turn of the released code: one space, the standards, the image, the query (20-space indents).
 DEFAULT_USER_TEMPLATE = " {system}\n                    {image}\n                    {query}"
 # Level k (1..7) is named LEVEL_NAMES[k - 1]; note that "Bad" (3) ranks above "Poor" (2) in the original.
@@ -164,7 +162,9 @@ class DogIqaConfig(PreTrainedConfig):
             if value not in allowed:
                 raise ValueError(f"DogIqaConfig: {name}={value!r} is not one of {list(allowed)}")
         if not 2 <= len(self.level_names) <= 9:
-            raise ValueError(f"DogIqaConfig: level_names needs 2 to 9 levels (digits 1..K), got {len(self.level_names)}")
+            raise ValueError(
+                f"DogIqaConfig: level_names needs 2 to 9 levels (digits 1..K), got {len(self.level_names)}"
+            )
         if "{image}" not in self.user_template:
             raise ValueError("DogIqaConfig: user_template must contain the {image} placeholder")
         for name in ("points_per_side", "points_per_batch", "view_batch_size", "segmenter_batch_size"):

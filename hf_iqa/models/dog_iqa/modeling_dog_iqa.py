@@ -211,7 +211,9 @@ class DogIqaModel(DogIqaPreTrainedModel):
         dtype = kwargs.pop("dtype", kwargs.pop("torch_dtype", None))
         segmenter_dtype = kwargs.pop("segmenter_dtype", dtype)
         device_map = kwargs.pop("device_map", None)
-        mllm_kwargs = {k: kwargs.pop(k) for k in ("attn_implementation", "quantization_config", "max_memory") if k in kwargs}
+        mllm_kwargs = {
+            k: kwargs.pop(k) for k in ("attn_implementation", "quantization_config", "max_memory") if k in kwargs
+        }
         for bits in ("load_in_8bit", "load_in_4bit"):
             if kwargs.pop(bits, False):
                 from transformers import BitsAndBytesConfig

@@ -260,7 +260,10 @@ class Sam2PointGridMaskGenerator:
             chunk = images[start : start + cfg.segmenter_batch_size]
             inputs = [
                 preprocess_for_sam2(
-                    img, self.image_size, cfg.segmenter_image_mean, cfg.segmenter_image_std,
+                    img,
+                    self.image_size,
+                    cfg.segmenter_image_mean,
+                    cfg.segmenter_image_std,
                     cfg.segmenter_resize,
                 )
                 for img in chunk

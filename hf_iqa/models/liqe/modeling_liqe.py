@@ -122,6 +122,30 @@ def clip_vision_features(clip: CLIPModel, pixel_values: torch.Tensor) -> torch.T
 # --- end of the copied block ---------------------------------------------------------------------------------------
 
 
+# --- checkpoint memory map: copied verbatim into models/qualiclip and models/uniqa (keep the copies identical) ------
+def own_unconverted_tensors(model: torch.nn.Module) -> None:
+    """Give the tensors that `from_pretrained(dtype=...)` did not convert (kept in fp32, integer buffers) memory of
+    their own. As loaded they are views into the checkpoint's memory map, which then stays resident although every
+    other weight was copied (+580 MB for LIQE loaded in bf16)."""
+    numel: dict[torch.dtype, int] = {}
+    for parameter in model.parameters():
+        numel[parameter.dtype] = numel.get(parameter.dtype, 0) + parameter.numel()
+    bulk = max(numel, key=numel.get)  # the dtype the weights were loaded in
+    with torch.no_grad():
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+            if tensor.dtype == bulk or tensor.device.type != "cpu":
+                continue
+            owner, _, attr = name.rpartition(".")
+            module = model.get_submodule(owner)
+            if isinstance(tensor, torch.nn.Parameter):
+                setattr(module, attr, torch.nn.Parameter(tensor.clone(), requires_grad=tensor.requires_grad))
+            else:
+                module.register_buffer(attr, tensor.clone(), persistent=attr not in module._non_persistent_buffers_set)
+
+
+# --- end of the copied block ---------------------------------------------------------------------------------------
+
+
 @dataclass
 class LiqeOutput(ModelOutput):
     """hf_iqa output contract: `scores` first, higher is better; extras have the batch on dim 0.
@@ -156,6 +180,12 @@ class LiqePreTrainedModel(PreTrainedModel):
     # Under `from_pretrained(dtype=bfloat16/float16)` the prompt embeddings and the logit scale stay fp32: the
     # scale (100) amplifies their rounding error, and they cost nothing.
     _keep_in_fp32_modules_strict = ["text_embeds", "logit_scale"]
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        loaded = super().from_pretrained(*args, **kwargs)
+        own_unconverted_tensors(loaded[0] if isinstance(loaded, tuple) else loaded)
+        return loaded
 
     @torch.no_grad()
     def _init_weights(self, module: torch.nn.Module) -> None:
