@@ -113,11 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     views = stats["views"]
     print(f"device cpu, {args.family} tiny, {n} images {args.width}x{args.height}, {views} views "
           f"({views / n:.2f}/image), view batch {args.batch_size}")  # fmt: skip
-    print(f"released procedure: {n / min(rel_times):8.2f} images/s (MLLM side)   MLLM forward passes/image {released_passes / n:.2f}")
+    print(
+        f"released procedure: {n / min(rel_times):8.2f} images/s (MLLM side)   MLLM forward passes/image {released_passes / n:.2f}"
+    )
     print(f"hf_iqa Dog-IQA    : {n / min(hf_times):8.2f} images/s (MLLM side)   MLLM forward passes/image "
           f"{stats['mllm_forward_passes'] / n:.2f} (unique views {stats['scored_views']})")  # fmt: skip
-    print(f"speed-up, MLLM side: {min(rel_times) / min(hf_times):.2f}x; end to end with SAM2 "
-          f"({seg_seconds / n * 1000:.0f} ms/image): {(min(rel_times) + seg_seconds) / (min(hf_times) + seg_seconds):.2f}x")
+    print(
+        f"speed-up, MLLM side: {min(rel_times) / min(hf_times):.2f}x; end to end with SAM2 "
+        f"({seg_seconds / n * 1000:.0f} ms/image): {(min(rel_times) + seg_seconds) / (min(hf_times) + seg_seconds):.2f}x"
+    )
     return 0
 
 

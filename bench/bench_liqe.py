@@ -21,39 +21,26 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import json
 import math
 import os
-import subprocess
-import sys
 import tempfile
 import time
 
 import numpy as np
+from common import CLIP_MEAN, CLIP_STD, make_images, openai_model_module, peak_rss_mb, reset_peak_rss, run_worker
 
-MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
-STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 WIDTH, LAYERS, TOKENS, PATCH, WINDOWS = 768, 12, 50, 32, 15
 
 
-def flops_per_image() -> float:
-    """Multiply-adds x 2 of 15 ViT-B/32 windows: patch embedding, 12 layers (projections, attention, MLP)."""
+def flops_per_image(size: str = "512x384") -> float:
+    """Multiply-adds x 2 of the image's ViT-B/32 windows (15, or fewer on a small image, `pyiqa` protocol): patch
+    embedding, 12 layers (projections, attention, MLP)."""
+    width, height = (int(v) for v in size.split("x"))
+    windows = min(WINDOWS, ((height - 224) // 32 + 1) * ((width - 224) // 32 + 1))
     patch = (TOKENS - 1) * WIDTH * 3 * PATCH * PATCH
     layer = TOKENS * 12 * WIDTH * WIDTH + 2 * TOKENS * TOKENS * WIDTH
-    return 2.0 * WINDOWS * (patch + LAYERS * layer + WIDTH * 512)
-
-
-def openai_model_module():
-    """`clip/model.py` of the openai-clip package, without its torchvision-importing `__init__`."""
-    spec = importlib.util.find_spec("clip")
-    if spec is None:
-        raise SystemExit("the baseline needs the openai-clip package: pip install -e '.[test]'")
-    path = os.path.join(spec.submodule_search_locations[0], "model.py")
-    file_spec = importlib.util.spec_from_file_location("_openai_clip_model", path)
-    module = importlib.util.module_from_spec(file_spec)
-    file_spec.loader.exec_module(module)
-    return module
+    return 2.0 * windows * (patch + LAYERS * layer + WIDTH * 512)
 
 
 def write_weights(path: str) -> None:
@@ -66,28 +53,6 @@ def write_weights(path: str) -> None:
     state["logit_scale"] = torch.tensor(math.log(100.0))
     prompts = torch.nn.functional.normalize(torch.randn(495, 512), dim=-1)
     torch.save({"clip": state, "text_embeds": prompts}, path)
-
-
-def make_images(size: str, count: int):
-    from PIL import Image
-
-    width, height = (int(v) for v in size.split("x"))
-    rng = np.random.default_rng(0)
-    return [Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)) for _ in range(count)]
-
-
-def reset_peak_rss() -> None:
-    """Linux: writing 5 to clear_refs resets VmHWM, so the peak covers inference (weights included), not loading."""
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")
-
-
-def peak_rss_mb() -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("VmHWM not found in /proc/self/status")
 
 
 def gemm_throughput(threads: int) -> dict:
@@ -132,7 +97,7 @@ def worker(method: str, size: str, dtype: str, count: int, batch_size: int, weig
             if isinstance(norm, torch.nn.LayerNorm):
                 norm.float()
         scale = float(saved["clip"]["logit_scale"].exp())
-        mean, std = torch.from_numpy(MEAN).view(3, 1, 1), torch.from_numpy(STD).view(3, 1, 1)
+        mean, std = torch.from_numpy(CLIP_MEAN).view(3, 1, 1), torch.from_numpy(CLIP_STD).view(3, 1, 1)
 
         def run(images):
             scores = []
@@ -194,7 +159,7 @@ def main() -> None:
 
     threads = int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1))
     gemm = gemm_throughput(threads)
-    flops = flops_per_image()
+    flops = flops_per_image()  # at 512x384 and larger
     print(f"threads={threads} load={os.getloadavg()[0]:.1f} images={args.images} batch={args.batch_size}")
     print("fp32 GEMM throughput (750x768 @ 768x3072): "
           + ", ".join(f"{name} {value:.0f} GFLOP/s" for name, value in gemm.items())
@@ -208,10 +173,7 @@ def main() -> None:
         write_weights(weights)
 
         def measure(method: str, size: str, dtype: str) -> dict:
-            command = [sys.executable, __file__, "--worker", method, size, dtype, str(args.images),
-                       str(args.batch_size), weights]  # fmt: skip
-            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            return json.loads(output.strip().splitlines()[-1])
+            return run_worker(__file__, method, size, dtype, args.images, args.batch_size, weights)
 
         for size in args.sizes:
             reference = measure("baseline", size, "float32")
@@ -222,8 +184,8 @@ def main() -> None:
                 print(f"{size:>10} {dtype:>9} | {base['seconds_per_image']:>14.3f} "
                       f"{ours['seconds_per_image']:>12.3f} "
                       f"{reference['seconds_per_image'] / ours['seconds_per_image']:>7.2f}x | "
-                      f"{flops / base['seconds_per_image'] / 1e9:>12.0f} "
-                      f"{flops / ours['seconds_per_image'] / 1e9:>7.0f} | "
+                      f"{flops_per_image(size) / base['seconds_per_image'] / 1e9:>12.0f} "
+                      f"{flops_per_image(size) / ours['seconds_per_image'] / 1e9:>7.0f} | "
                       f"{base['peak_rss_mb']:>11.0f} {ours['peak_rss_mb']:>13.0f} | {delta:>11.2e}", flush=True)  # fmt: skip
     print("speed-up = fp32 baseline time / hf_iqa time (bf16 rows: against the fp32 baseline); "
           "Δscore against the fp32 baseline")  # fmt: skip

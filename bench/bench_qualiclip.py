@@ -18,30 +18,15 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 
 import numpy as np
+from common import CLIP_MEAN, CLIP_STD, make_images, openai_model_module, peak_rss_mb, reset_peak_rss, run_worker
 
-MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
-STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
-
-
-def openai_model_module():
-    """`clip/model.py` of the openai-clip package, without its torchvision-importing `__init__`."""
-    spec = importlib.util.find_spec("clip")
-    if spec is None:
-        raise SystemExit("the baseline needs the openai-clip package: pip install -e '.[test]'")
-    path = os.path.join(spec.submodule_search_locations[0], "model.py")
-    file_spec = importlib.util.spec_from_file_location("_openai_clip_model", path)
-    module = importlib.util.module_from_spec(file_spec)
-    file_spec.loader.exec_module(module)
-    return module
+MEAN, STD = CLIP_MEAN, CLIP_STD
 
 
 def write_weights(path: str) -> None:
@@ -59,28 +44,6 @@ def write_weights(path: str) -> None:
                 bn.running_var.uniform_(0.5, 2.0)
     features = torch.nn.functional.normalize(torch.randn(14, 1024), dim=-1)
     torch.save({"visual": resnet.state_dict(), "prompts_features": features}, path)
-
-
-def make_images(size: str, count: int):
-    from PIL import Image
-
-    width, height = (int(v) for v in size.split("x"))
-    rng = np.random.default_rng(0)
-    return [Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)) for _ in range(count)]
-
-
-def reset_peak_rss() -> None:
-    """Linux: writing 5 to clear_refs resets VmHWM, so the peak covers inference only."""
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")
-
-
-def peak_rss_mb() -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("VmHWM not found")
 
 
 def worker(method: str, size: str, dtype: str, count: int, batch_size: int, warmup: int, weights: str) -> dict:
@@ -157,10 +120,7 @@ def main() -> None:
         write_weights(weights)
 
         def measure(method: str, size: str, dtype: str) -> dict:
-            command = [sys.executable, __file__, "--worker", method, size, dtype, str(args.images),
-                       str(args.batch_size), str(args.warmup), weights]  # fmt: skip
-            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            return json.loads(output.strip().splitlines()[-1])
+            return run_worker(__file__, method, size, dtype, args.images, args.batch_size, args.warmup, weights)
 
         print(f"threads={os.environ.get('BENCH_THREADS', os.cpu_count())} load={os.getloadavg()[0]:.1f} "
               f"images={args.images}")  # fmt: skip

@@ -18,16 +18,13 @@ import gc
 import json
 import math
 import os
-import subprocess
-import sys
 import tempfile
 import time
 
 import numpy as np
-from bench_liqe import make_images, openai_model_module, peak_rss_mb, reset_peak_rss
+from common import CLIP_MEAN, CLIP_STD, make_images, openai_model_module, peak_rss_mb, reset_peak_rss, run_worker
 
-MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32).reshape(3, 1, 1)
-STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32).reshape(3, 1, 1)
+MEAN, STD = CLIP_MEAN.reshape(3, 1, 1), CLIP_STD.reshape(3, 1, 1)
 LEVELS = [0.2, 0.4, 0.6, 0.8, 1.0]
 
 
@@ -135,10 +132,7 @@ def main() -> None:
         write_weights(weights)
 
         def measure(method: str, size: str, dtype: str) -> dict:
-            command = [sys.executable, __file__, "--worker", method, size, dtype, str(args.images),
-                       str(args.batch_size), weights]  # fmt: skip
-            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            return json.loads(output.strip().splitlines()[-1])
+            return run_worker(__file__, method, size, dtype, args.images, args.batch_size, weights)
 
         for size in args.sizes:
             reference = measure("baseline", size, "float32")

@@ -1,0 +1,57 @@
+"""Helpers shared by the bench scripts: the OpenAI CLIP reference code, synthetic images, peak-RSS measurement and
+the one-subprocess-per-configuration runner (so that each configuration's peak RSS is its own)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
+CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
+
+
+def openai_model_module():
+    """`clip/model.py` of the openai-clip package, without its torchvision-importing `__init__`."""
+    spec = importlib.util.find_spec("clip")
+    if spec is None:
+        raise SystemExit("the baseline needs the openai-clip package: pip install -e '.[test]'")
+    path = os.path.join(spec.submodule_search_locations[0], "model.py")
+    file_spec = importlib.util.spec_from_file_location("_openai_clip_model", path)
+    module = importlib.util.module_from_spec(file_spec)
+    file_spec.loader.exec_module(module)
+    return module
+
+
+def make_images(size: str, count: int):
+    """`count` random RGB PIL images of `size` = "WxH" (seeded)."""
+    from PIL import Image
+
+    width, height = (int(v) for v in size.split("x"))
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)) for _ in range(count)]
+
+
+def reset_peak_rss() -> None:
+    """Linux: writing 5 to clear_refs resets VmHWM, so the peak covers scoring (weights included), not loading."""
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+
+
+def peak_rss_mb() -> float:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("VmHWM not found in /proc/self/status")
+
+
+def run_worker(script: str, *arguments: object) -> dict:
+    """Run `script --worker arguments...` in a fresh interpreter and return the JSON its last line prints."""
+    command = [sys.executable, script, "--worker", *(str(a) for a in arguments)]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
