@@ -33,9 +33,9 @@ QUICK_GELU_ALPHA = 1.702  # quick_gelu(h) = h * sigmoid(1.702 h) = silu(1.702 h)
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, silu: bool = False) -> torch.Tensor:
     """`F.linear` (then SiLU when `silu`) for inference; on CPU in fp32/bf16, one oneDNN call with the SiLU fused.
 
-    PyTorch sends fp32 CPU matmuls to MKL, which runs its AVX2 code on AMD CPUs: on a Zen 5 guest that reached
-    180 GFLOP/s where oneDNN, PyTorch's own CPU kernel library (its convolutions and bf16 matmuls), reached 380
-    (bench/bench_liqe.py prints both). Fusing the activation saves a pass over the widest tensor of the layer.
+    PyTorch sends fp32 CPU matmuls to MKL, which runs its AVX2 code on AMD CPUs: on a 2-core Zen 5 guest that
+    reached ~200 GFLOP/s where oneDNN, PyTorch's own CPU kernel library (its convolutions and bf16 matmuls),
+    reached 400-490 (bench/bench_liqe.py prints both). Fusing the activation saves a pass over the widest tensor of the layer.
     Same maths, another summation order (~1e-7 relative). The op is internal to PyTorch (its compiler uses it),
     so any failure switches to the plain path for good; `torch.backends.mkldnn.flags(enabled=False)` turns it off.
     """
@@ -77,8 +77,8 @@ def clip_vision_embeddings(embeddings: torch.nn.Module, pixel_values: torch.Tens
     conv = embeddings.patch_embedding
     batch, channels, height, width = pixel_values.shape
     size = conv.kernel_size[0]
-    if conv.stride != conv.kernel_size or height % size or width % size:
-        return embeddings(pixel_values)
+    if conv.stride != conv.kernel_size or height != embeddings.image_size or width != embeddings.image_size:
+        return embeddings(pixel_values)  # transformers' path, and its error for a wrong input size
     grid_h, grid_w = height // size, width // size
     patches = pixel_values.to(conv.weight.dtype).view(batch, channels, grid_h, size, grid_w, size)
     patches = patches.permute(0, 2, 4, 1, 3, 5).reshape(batch, grid_h * grid_w, channels * size * size)
@@ -91,8 +91,9 @@ def clip_vision_features(clip: CLIPModel, pixel_values: torch.Tensor) -> torch.T
     """`clip.get_image_features(pixel_values)` for inference (no autograd): the same layers, run as one flat loop.
 
     Faster than the transformers forward and equal up to summation order: the patch embedding, the linear
-    layers and quick_gelu go through `linear` above, and the last layer runs its query, output projection and MLP for the class token
-    only, since the embedding reads nothing else (keys and values still cover every token).
+    layers and quick_gelu go through `linear` above, and the last layer runs its query, output projection and
+    MLP for the class token only, since the embedding reads nothing else (keys and values still cover every
+    token).
     """
     vision = clip.vision_model
     hidden = vision.pre_layrnorm(clip_vision_embeddings(vision.embeddings, pixel_values))
