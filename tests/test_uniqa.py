@@ -437,3 +437,107 @@ def test_labels_give_the_mse_training_loss(clip_pair, make_image):
         output = model(**inputs, labels=labels)
     torch.testing.assert_close(output.loss, ((output.scores - labels) ** 2).mean())
     assert output.crop_scores.shape == (2, 1) and output.level_probs.shape == (2, 5)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Prompt ensembles and five crops (upstream's `..._PromptEs` heads and `random_5crop_test`)
+# ----------------------------------------------------------------------------------------------------------------
+ENSEMBLE_GROUPS = [  # UniQA_Adapter_Patchtest_PromptEs, verbatim
+    QUALITY_PROMPTS,
+    ["extremely blurry image", "blurry image", "fair image", "sharp image", "extremely sharp image"],
+    ["extremely noisy image", "noisy image", "fair image", "noise-free image", "extremely noise-free image"],
+    [
+        "extremely low-quality image",
+        "low-quality image",
+        "fair image",
+        "high-quality image",
+        "extremely high-quality image",
+    ],
+]
+
+
+@torch.no_grad()
+def upstream_five_crop_ensemble_scores(clip_model, tokenizer, images, groups, size, levels=LEVELS):
+    """`random_5crop_test` + the PromptEs head: centre, top-left, top-right, bottom-left, bottom-right crops (its
+    coordinate arithmetic), one softmax per prompt group, expected level per group, mean over groups and crops."""
+    batch = torch.stack([to_tensor(image) for image in images])
+    height, width = batch.shape[-2:]
+    left, upper = (width - size) // 2, (height - size) // 2
+    crops = [
+        batch[:, :, upper : upper + size, left : left + size],
+        batch[:, :, 0:size, 0:size],
+        batch[:, :, 0:size, width - size : width],
+        batch[:, :, height - size : height, 0:size],
+        batch[:, :, height - size : height, width - size : width],
+    ]
+    crops = (torch.cat(crops) - CLIP_MEAN) / CLIP_STD
+    image_features = clip_model.encode_image(crops).float()
+    prompts = [prompt for group in groups for prompt in group]
+    text_features = clip_model.encode_text(openai_token_ids(tokenizer, prompts)).float()
+    image_features = image_features / image_features.norm(dim=-1, keepdim=True)
+    text_features = text_features / text_features.norm(dim=-1, keepdim=True)
+    logits = clip_model.logit_scale.exp() * image_features @ text_features.t()
+    probs = logits.reshape(len(crops), len(groups), 5).softmax(dim=-1)
+    return (probs * levels).sum(dim=-1).mean(dim=-1).reshape(5, len(images)).mean(dim=0)
+
+
+def test_prompt_ensemble_and_five_crop_parity_with_openai_clip(
+    clip_pair, openai_simple_tokenizer, hf_tokenizer, make_image
+):
+    clip_model, shared_model, size = clip_pair
+    model = copy.deepcopy(shared_model)
+    features = model.set_prompt_groups("quality", "uniqa", hf_tokenizer)
+    assert features.shape[0] == 20 and model.config.prompts("quality")[5:10] == ENSEMBLE_GROUPS[1]
+    images = [make_image(size * 2 + 7, size + 13, seed) for seed in range(3)]  # odd sizes: centre rounding shows
+    inputs = processor_for(size, crop_mode="five_crop")(images, return_tensors="pt")
+    assert inputs["pixel_values"].shape[1] == 5
+    expected = upstream_five_crop_ensemble_scores(clip_model, openai_simple_tokenizer, images, ENSEMBLE_GROUPS, size)
+    with torch.no_grad():
+        output = model(**inputs, task="quality")
+    torch.testing.assert_close(output.scores, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(output.level_probs.sum(dim=-1), torch.ones(3))
+    single = upstream_five_crop_ensemble_scores(clip_model, openai_simple_tokenizer, images, [QUALITY_PROMPTS], size)
+    assert (expected - single).abs().max() > 1e-4, "the ensemble should change the scores"
+    with torch.no_grad():  # the aesthetics head keeps its single group
+        torch.testing.assert_close(
+            model(**inputs, task="aesthetics").scores, shared_model(**inputs, task="aesthetics").scores
+        )
+
+
+def test_prompt_groups_survive_saving_and_can_be_reset(clip_pair, hf_tokenizer, make_image, tmp_path):
+    _, shared_model, size = clip_pair
+    model = copy.deepcopy(shared_model)
+    model.set_prompt_groups("quality", "uniqa_agiqa", hf_tokenizer)
+    inputs = processor_for(size, num_crops=2)([make_image(size + 30, size + 9, 0)], return_tensors="pt")
+    with torch.no_grad():
+        before = model(**inputs).scores
+    model.save_pretrained(tmp_path)
+    reloaded = UniQaModel.from_pretrained(tmp_path).eval()
+    assert reloaded.config.prompt_groups["quality"][1][0] == "bad content"
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**inputs).scores, before, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="one prompt per level"):
+        reloaded.set_prompt_groups("quality", [["only", "four", "prompts", "here"]], hf_tokenizer)
+    assert len(reloaded.config.prompts("quality")) == 10  # unchanged by the refused call
+    with pytest.raises(ValueError, match="unknown ensemble"):
+        reloaded.set_prompt_groups("quality", "nope", hf_tokenizer)
+    reloaded.set_prompt_groups("quality", None, hf_tokenizer)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**inputs).scores, shared_model(**inputs).scores, atol=1e-6, rtol=0)
+
+
+def test_conversion_with_prompt_ensemble(openai_clip_model, openai_simple_tokenizer, make_image, tmp_path):
+    clip_model = make_openai_clip(openai_clip_model, "vit", seed=2)
+    torch.save(clip_model.state_dict(), tmp_path / "UniQA_weight.pt")
+    output = tmp_path / "converted"
+    arguments = ["--checkpoint", str(tmp_path / "UniQA_weight.pt"), "--output-dir", str(output)]
+    assert uniqa_conversion.main([*arguments, "--prompt-ensemble", "uniqa"]) == 0
+    config = json.loads((output / "config.json").read_text())
+    assert config["prompt_groups"]["quality"] == ENSEMBLE_GROUPS
+    assert "extremely noise-free image" in (output / "README.md").read_text()
+    model = UniQaModel.from_pretrained(output).eval()
+    images = [make_image(70, 45, seed) for seed in range(2)]
+    inputs = processor_for(32, crop_mode="five_crop")(images, return_tensors="pt")
+    expected = upstream_five_crop_ensemble_scores(clip_model, openai_simple_tokenizer, images, ENSEMBLE_GROUPS, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs).scores, expected, atol=1e-5, rtol=0)

@@ -158,6 +158,7 @@ def convert_resnet_vision_keys(state: Mapping[str, torch.Tensor]) -> dict[str, t
     """OpenAI `visual.*` ResNet keys -> `vision_model.*` (the key map shared with QualiCLIP)."""
     return {"vision_model." + key: tensor.contiguous() for key, tensor in convert_resnet_state_dict(state).items()}
 
+
 def build_model(state: Mapping[str, torch.Tensor], backbone: str, task: str = "quality"):
     """UniQaModel with the converted CLIP weights (prompt features not yet computed)."""
     from transformers import CLIPConfig
@@ -233,15 +234,20 @@ def reference_head_scores(
     levels: torch.Tensor,
     adapter: tuple[torch.Tensor, torch.Tensor] | None,
 ) -> torch.Tensor:
-    """Upstream's head, written out on raw tensors: (N, D) crop embeddings -> (N,) crop scores."""
+    """Upstream's heads, written out on raw tensors: (N, D) crop embeddings -> (N,) crop scores. With G groups of
+    prompts (`UniQA_Adapter_Patchtest_PromptEs`), one softmax per group and the mean of the group scores."""
     features = image_embeds.float()
     if adapter is not None:
         hidden = torch.relu(features @ adapter[0].float().t())
         features = features + torch.relu(hidden @ adapter[1].float().t())
     features = features / features.norm(dim=-1, keepdim=True)
     text = text_features.float() / text_features.float().norm(dim=-1, keepdim=True)
-    probs = (logit_scale.float().exp() * features @ text.t()).softmax(dim=-1)
-    return (probs * levels.float()).sum(dim=-1)
+    logits = logit_scale.float().exp() * features @ text.t()
+    group_scores = [
+        (logits[:, start : start + len(levels)].softmax(dim=-1) * levels.float()).sum(dim=-1)
+        for start in range(0, logits.shape[1], len(levels))
+    ]
+    return torch.stack(group_scores).mean(dim=0)
 
 
 @torch.no_grad()
@@ -270,7 +276,7 @@ def check_parity(
         "image embeddings", model.get_image_features(crops), reference_embeds, atol
     )
     for task in TASKS:
-        prompts = [config.prompt_templates[task].format(level) for level in config.quality_levels]
+        prompts = config.prompts(task)
         reference_text = encode_text(state, openai_tokenize(tokenizer, prompts))
         differences[f"{task}_text"] = assert_parity(
             f"{task} prompt features",
@@ -302,8 +308,10 @@ def convert(
     license: str = "cc-by-nc-sa-4.0",
     overwrite: bool = False,
     atol: float = 1e-5,
+    prompt_ensemble: str | None = None,
 ) -> ConversionResult:
-    """Original UniQA CLIP checkpoint (+ optional trained heads) -> verified Hub-ready folder."""
+    """Original UniQA CLIP checkpoint (+ optional trained heads) -> verified Hub-ready folder. `prompt_ensemble`
+    ("uniqa", "uniqa_agiqa") scores the quality head against that upstream prompt ensemble."""
     from hf_iqa.models import register_all
     from hf_iqa.models.uniqa import UniQaImageProcessor
 
@@ -330,6 +338,11 @@ def convert(
             except ValueError as error:
                 raise ConversionError(f"{path}: {error}") from None
     tokenizer = build_clip_tokenizer()
+    if prompt_ensemble is not None:
+        try:
+            model.set_prompt_groups("quality", prompt_ensemble, tokenizer)
+        except ValueError as error:
+            raise ConversionError(str(error)) from None
     model.compute_prompt_features(tokenizer)
     size = model.config.image_size
     processor = UniQaImageProcessor(crop_size={"height": size, "width": size})
@@ -370,8 +383,17 @@ def render_uniqa_card(config, source_file: str, fp16_roundtrip_weights: bool, tr
         else "not applied: the weights are used as stored in the file"
     )
     low, high = config.task_score_ranges[config.task]
+    if "quality" in config.prompt_groups:
+        groups = config.prompt_groups["quality"]
+        quality_prompts = (
+            f"upstream's prompt ensemble, {len(groups)} groups of five (one softmax per group, group scores "
+            "averaged): " + "; ".join(", ".join(f"`{p}`" for p in group) for group in groups)
+        )
+    else:
+        quality_prompts = "`bad image`, `poor image`, `fair image`, `good image`, `perfect image` (upstream, verbatim)"
     return render_model_card(
         "uniqa",
+        quality_prompts=quality_prompts,
         license=license,
         backbone=describe_backbone(config),
         source_file=source_file,
@@ -385,6 +407,8 @@ def render_uniqa_card(config, source_file: str, fp16_roundtrip_weights: bool, tr
 
 
 def main(argv: list[str] | None = None) -> int:
+    from hf_iqa.models.uniqa.configuration_uniqa import PROMPT_ENSEMBLES
+
     parser = argparse.ArgumentParser(
         prog="convert_uniqa", description="Convert the released UniQA checkpoint into a Hub-ready hf_iqa folder."
     )
@@ -398,6 +422,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", default="quality", choices=TASKS, help="head used by default (config.task)")
     parser.add_argument("--quality-head", help="trained quality head (pyiqa net_g_*.pth or safetensors)")
     parser.add_argument("--aesthetics-head", help="trained aesthetics head (pyiqa net_g_*.pth or safetensors)")
+    parser.add_argument(
+        "--prompt-ensemble",
+        choices=sorted(PROMPT_ENSEMBLES),
+        help="score the quality head against this upstream prompt ensemble (4 groups: quality, blur, noise, "
+        "low/high quality; or image + content for AI-generated images) instead of the five 'bad ... perfect image'",
+    )
     parser.add_argument("--license", default="cc-by-nc-sa-4.0", help="licence id for the model card")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     parser.add_argument("--atol", type=float, default=1e-5, help="parity tolerance against the reference (fp32)")
@@ -415,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
             license=args.license,
             overwrite=args.overwrite,
             atol=args.atol,
+            prompt_ensemble=args.prompt_ensemble,
         )
     except ConversionError as error:
         parser.exit(1, f"convert_uniqa: error: {error}\n")

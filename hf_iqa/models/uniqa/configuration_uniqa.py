@@ -79,6 +79,26 @@ QUALITY_LEVELS = ["bad", "poor", "fair", "good", "perfect"]
 # aesthetics prompt; "{} aesthetic image" is this package's counterpart for IAA (an hf_iqa choice, configurable).
 PROMPT_TEMPLATES = {"quality": "{} image", "aesthetics": "{} aesthetic image"}
 SCORE_LEVELS_INIT = [0.2, 0.4, 0.6, 0.8, 1.0]  # upstream `score_level` initial value (learnable in adapter mode)
+# Upstream's prompt ensembles (`UniQA_Adapter_Patchtest_PromptEs` and `..._PromptEs_AGIQA`): groups of five level
+# prompts, worst first; the softmax runs within each group and the group scores are averaged.
+PROMPT_ENSEMBLES = {
+    "uniqa": [
+        ["bad image", "poor image", "fair image", "good image", "perfect image"],
+        ["extremely blurry image", "blurry image", "fair image", "sharp image", "extremely sharp image"],
+        ["extremely noisy image", "noisy image", "fair image", "noise-free image", "extremely noise-free image"],
+        [
+            "extremely low-quality image",
+            "low-quality image",
+            "fair image",
+            "high-quality image",
+            "extremely high-quality image",
+        ],
+    ],
+    "uniqa_agiqa": [
+        ["bad image", "poor image", "fair image", "good image", "perfect image"],
+        ["bad content", "poor content", "fair content", "good content", "perfect content"],
+    ],
+}
 
 
 class UniQaConfig(PreTrainedConfig):
@@ -98,6 +118,10 @@ class UniQaConfig(PreTrainedConfig):
         score_levels_init (`list[float]`): initial value of each head's learnable level values.
         adapter_tasks (`list[str]`): tasks whose head has the residual adapter; empty = zero-shot model.
         adapter_hidden_size (`int`, *optional*): adapter bottleneck, `projection_dim // 2` by default (512 -> 256).
+        prompt_groups (`dict[str, list[list[str]] | str]`, *optional*): per task, groups of level prompts (worst
+            first, one per level) replacing the single templated group; the softmax runs within each group and the
+            group scores are averaged. A name from `PROMPT_ENSEMBLES` ("uniqa", "uniqa_agiqa") stands for its groups.
+            Changing it needs new prompt features: `UniQaModel.set_prompt_groups`.
         task_score_ranges (`dict[str, list[float]]`): per task, [min, max] of the head's level values, i.e. the
             native score range (kept in sync by `UniQaModel.save_pretrained` and `UniQaModel.load_task_head`).
         higher_is_better (`bool`): always True.
@@ -118,6 +142,7 @@ class UniQaConfig(PreTrainedConfig):
     score_levels_init: list[float] | None = None
     adapter_tasks: list[str] | None = None
     adapter_hidden_size: int | None = None
+    prompt_groups: dict[str, list[list[str]] | str] | None = None
     task_score_ranges: dict[str, list[float]] | None = None
     higher_is_better: bool = True
 
@@ -137,6 +162,12 @@ class UniQaConfig(PreTrainedConfig):
         levels = SCORE_LEVELS_INIT if self.score_levels_init is None else self.score_levels_init
         self.score_levels_init = [float(v) for v in levels]
         self.adapter_tasks = [str(task) for task in (self.adapter_tasks or [])]
+        self.prompt_groups = {
+            task: [list(g) for g in PROMPT_ENSEMBLES[groups]]
+            if isinstance(groups, str) and groups in PROMPT_ENSEMBLES
+            else groups
+            for task, groups in (self.prompt_groups or {}).items()
+        }
         if self.adapter_hidden_size is None:
             self.adapter_hidden_size = self.projection_dim // 2
         default_range = [min(self.score_levels_init), max(self.score_levels_init)]
@@ -160,6 +191,17 @@ class UniQaConfig(PreTrainedConfig):
             raise ValueError(
                 f"UniQaConfig: {len(self.score_levels_init)} score_levels_init for {len(self.quality_levels)} levels"
             )
+        for task, groups in self.prompt_groups.items():
+            if task not in TASKS:
+                raise ValueError(f"UniQaConfig.prompt_groups has unknown task {task!r}; valid: {TASKS}")
+            if isinstance(groups, str):
+                raise ValueError(f"UniQaConfig.prompt_groups[{task!r}]: unknown ensemble {groups!r}; known: "
+                                 f"{sorted(PROMPT_ENSEMBLES)}")  # fmt: skip
+            if not groups or any(len(group) != len(self.quality_levels) for group in groups):
+                raise ValueError(
+                    f"UniQaConfig.prompt_groups[{task!r}]: every group needs one prompt per level "
+                    f"({len(self.quality_levels)}), got group sizes {[len(group) for group in groups]}"
+                )
         for task in TASKS:
             if self.prompt_templates[task].count("{}") != 1:
                 raise ValueError(f"UniQaConfig.prompt_templates[{task!r}] needs exactly one '{{}}' placeholder")
@@ -192,9 +234,20 @@ class UniQaConfig(PreTrainedConfig):
         return {"level_probs": list(self.quality_levels)}
 
     def prompts(self, task: str | None = None) -> list[str]:
-        """The level prompts of `task` (default: the active task), worst first."""
-        template = self.prompt_templates[task or self.task]
+        """The level prompts of `task` (default: the active task), worst first, group after group."""
+        task = task or self.task
+        if task in self.prompt_groups:
+            return [prompt for group in self.prompt_groups[task] for prompt in group]
+        template = self.prompt_templates[task]
         return [template.format(level) for level in self.quality_levels]
 
 
-__all__ = ["UniQaConfig", "ClipResNetConfig", "TASKS", "QUALITY_LEVELS", "PROMPT_TEMPLATES", "SCORE_LEVELS_INIT"]
+__all__ = [
+    "UniQaConfig",
+    "ClipResNetConfig",
+    "TASKS",
+    "QUALITY_LEVELS",
+    "PROMPT_TEMPLATES",
+    "PROMPT_ENSEMBLES",
+    "SCORE_LEVELS_INIT",
+]

@@ -8,6 +8,8 @@ positions are a pure function of (`crop_seed`, height, width, crop index):
 - "random" (default): a local `torch.Generator` seeded with `crop_seed` draws, for crop k = 0..N-1, the top then
   the left offset with `torch.randint` — the order upstream draws them in. So an image always gets the same crops,
   whatever the batch or the global RNG state, and they equal upstream's after `torch.manual_seed(crop_seed)`.
+- "five_crop": the centre then the top-left, top-right, bottom-left and bottom-right corners, in the order of
+  upstream's (unused) `random_5crop_test`; always 5 crops, whatever `num_crops`.
 - "grid": no randomness: an r x c grid (r * c = `num_crops`, the factorisation whose shape best matches the
   image's aspect ratio) of evenly spaced crops from corner to corner.
 
@@ -30,7 +32,7 @@ from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
 from transformers.processing_utils import ImagesKwargs
 
-CROP_MODES = ("random", "grid")
+CROP_MODES = ("random", "grid", "five_crop")
 
 
 class UniQaImageProcessorKwargs(ImagesKwargs, total=False):
@@ -49,6 +51,9 @@ def crop_positions(height: int, width: int, size: int, num_crops: int, mode: str
             left = int(torch.randint(0, width - size + 1, (1,), generator=generator))
             positions.append((top, left))
         return positions
+    if mode == "five_crop":
+        bottom, right = height - size, width - size
+        return [(bottom // 2, right // 2), (0, 0), (0, right), (bottom, 0), (bottom, right)]
     if mode == "grid":
         shapes = [(rows, num_crops // rows) for rows in range(1, num_crops + 1) if num_crops % rows == 0]
         rows, cols = min(shapes, key=lambda rc: (abs(math.log(rc[1] / rc[0] * height / width)), rc[0]))
@@ -63,7 +68,8 @@ class UniQaImageProcessor(PilBackend):
     Args:
         crop_size (`dict`, defaults to `{"height": 224, "width": 224}`): crop side (square).
         num_crops (`int`, defaults to 10): crops per image; the model averages their scores.
-        crop_mode (`str`, defaults to "random"): "random" (upstream protocol, seeded) or "grid" (deterministic).
+        crop_mode (`str`, defaults to "random"): "random" (upstream protocol, seeded), "grid" or "five_crop"
+            (deterministic; "five_crop" always gives 5 crops).
         crop_seed (`int`, defaults to 0): seed of the "random" positions.
     """
 
@@ -138,13 +144,14 @@ class UniQaImageProcessor(PilBackend):
         size = self._check(crop_size, num_crops, crop_mode, crop_seed)
         mean = np.asarray(image_mean, dtype=np.float32).reshape(3, 1, 1)
         std = np.asarray(image_std, dtype=np.float32).reshape(3, 1, 1)
-        pixel_values = np.zeros((len(images), num_crops, 3, size, size), dtype=np.float32)
+        count = 5 if crop_mode == "five_crop" else num_crops
+        pixel_values = np.zeros((len(images), count, 3, size, size), dtype=np.float32)
         for index, image in enumerate(images):
             if image.shape[0] != 3:
                 raise ValueError(f"UniQaImageProcessor expects RGB images, got {image.shape[0]} channels")
             image = self.upsample_small(image, size, resample if resample is not None else self.resample)
             _, height, width = image.shape
-            for slot, (top, left) in enumerate(crop_positions(height, width, size, num_crops, crop_mode, crop_seed)):
+            for slot, (top, left) in enumerate(crop_positions(height, width, size, count, crop_mode, crop_seed)):
                 crop = image[:, top : top + size, left : left + size].astype(np.float32)
                 if do_rescale:  # divide like ToTensor does, so pixels match the original bit for bit
                     crop = crop / np.float32(1.0 / rescale_factor)

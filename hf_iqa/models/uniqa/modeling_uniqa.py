@@ -29,7 +29,7 @@ from transformers import CLIPModel, CLIPTextModel, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
-from .configuration_uniqa import TASKS, ClipResNetConfig, UniQaConfig
+from .configuration_uniqa import PROMPT_ENSEMBLES, TASKS, ClipResNetConfig, UniQaConfig
 
 try:  # transformers >= 5: init functions that respect already-loaded weights
     from transformers import initialization as init
@@ -193,24 +193,30 @@ class UniQaAdapter(nn.Module):
 
 
 class UniQaHead(nn.Module):
-    """One task's head: optional adapter, stored prompt features and the level values."""
+    """One task's head: optional adapter, stored prompt features (one or more groups of level prompts) and the level
+    values."""
 
-    def __init__(self, config: UniQaConfig, use_adapter: bool):
+    def __init__(self, config: UniQaConfig, use_adapter: bool, num_prompts: int | None = None):
         super().__init__()
         dim = config.projection_dim
         self.adapter = UniQaAdapter(dim, config.adapter_hidden_size) if use_adapter else None
         self.score_level = nn.Parameter(torch.tensor(config.score_levels_init, dtype=torch.float32))
-        self.register_buffer("prompt_text_features", torch.zeros(len(config.quality_levels), dim), persistent=True)
+        num_prompts = len(config.quality_levels) if num_prompts is None else num_prompts
+        self.register_buffer("prompt_text_features", torch.zeros(num_prompts, dim), persistent=True)
 
     def forward(self, image_embeds: torch.Tensor, logit_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, D) unnormalised image embeddings -> (N,) scores and (N, levels) probabilities."""
+        """(N, D) unnormalised image embeddings -> (N,) scores and (N, levels) probabilities (the mean over prompt
+        groups of each group's softmax; one group is upstream's single softmax)."""
         if self.adapter is not None:  # run in the adapter's dtype (bf16 models), add in the embeddings' dtype
             adapted = self.adapter(image_embeds.to(self.adapter.fc[0].weight.dtype))
             image_embeds = image_embeds + adapted.to(image_embeds.dtype)
         image_embeds = image_embeds / image_embeds.norm(dim=-1, keepdim=True)
         text = self.prompt_text_features.to(image_embeds.dtype)
-        probs = (logit_scale * image_embeds @ text.t()).softmax(dim=-1)
-        return (probs * self.score_level.to(probs.dtype)).sum(dim=-1), probs
+        levels = self.score_level.shape[0]
+        logits = (logit_scale * image_embeds @ text.t()).view(len(image_embeds), -1, levels)  # (N, groups, levels)
+        probs = logits.softmax(dim=-1)
+        scores = (probs * self.score_level.to(probs.dtype)).sum(dim=-1).mean(dim=-1)
+        return scores, probs.mean(dim=1)
 
 
 # --- ClipResNet tower: copied verbatim into models/uniqa (keep the copies identical) -------------------------------
@@ -485,7 +491,9 @@ class UniQaModel(UniQaPreTrainedModel):
             self.clip = CLIPModel(config.clip_config)
         else:
             self.clip = UniQaResNetCLIP(config)
-        self.heads = nn.ModuleDict({task: UniQaHead(config, task in config.adapter_tasks) for task in TASKS})
+        self.heads = nn.ModuleDict(
+            {task: UniQaHead(config, task in config.adapter_tasks, len(config.prompts(task))) for task in TASKS}
+        )
         self.post_init()
 
     # ------------------------------------------------------------------------------------------------------------
@@ -519,6 +527,34 @@ class UniQaModel(UniQaPreTrainedModel):
             self.heads[task].prompt_text_features.copy_(features)
             stored[task] = features
         return stored
+
+    @torch.no_grad()
+    def set_prompt_groups(self, task: str, groups: list[list[str]] | str | None, tokenizer) -> torch.Tensor:
+        """Score `task` against other level prompts: groups of one prompt per level, worst first, or the name of an
+        upstream ensemble ("uniqa": 4 groups of quality, blur, noise and low/high-quality prompts, the paper's
+        ensemble; "uniqa_agiqa": image + content); None restores the single templated group. Encodes them with
+        the text tower (kept in every converted UniQA folder) and stores the features; `save_pretrained` keeps
+        the choice."""
+        if task not in TASKS:
+            raise ValueError(f"set_prompt_groups: task must be one of {TASKS}, got {task!r}")
+        if isinstance(groups, str):
+            if groups not in PROMPT_ENSEMBLES:
+                raise ValueError(f"set_prompt_groups: unknown ensemble {groups!r}; known: {sorted(PROMPT_ENSEMBLES)}")
+            groups = PROMPT_ENSEMBLES[groups]
+        previous = self.config.prompt_groups
+        self.config.prompt_groups = {key: value for key, value in previous.items() if key != task}
+        if groups is not None:
+            self.config.prompt_groups[task] = [list(group) for group in groups]
+        try:
+            self.config.validate_uniqa()
+        except ValueError:
+            self.config.prompt_groups = previous
+            raise
+        head = self.heads[task]
+        features = head.prompt_text_features
+        shape = (len(self.config.prompts(task)), features.shape[1])
+        head.register_buffer("prompt_text_features", features.new_zeros(shape), persistent=True)
+        return self.compute_prompt_features(tokenizer, (task,))[task]
 
     # ------------------------------------------------------------------------------------------------------------
     # Heads
