@@ -541,3 +541,54 @@ def test_conversion_with_prompt_ensemble(openai_clip_model, openai_simple_tokeni
     expected = upstream_five_crop_ensemble_scores(clip_model, openai_simple_tokenizer, images, ENSEMBLE_GROUPS, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(**inputs).scores, expected, atol=1e-5, rtol=0)
+
+
+def without_vit_positions(clip_model):
+    """The OpenAI CLIP with a zero position table: what upstream's `pos_embedding=False` computes."""
+    clone = copy.deepcopy(clip_model)
+    with torch.no_grad():
+        clone.visual.positional_embedding.zero_()
+    return clone
+
+
+def test_vit_without_position_embedding_matches_upstream(openai_clip_model, openai_simple_tokenizer, make_image):
+    clip_model = make_openai_clip(openai_clip_model, "vit", seed=3)
+    state = uniqa_conversion.openai_state_dict(clip_model.state_dict(), "test")
+    model = uniqa_conversion.build_model(state, "vit")
+    model.config.use_position_embedding = False
+    model.compute_prompt_features(build_clip_tokenizer())
+    images = [make_image(70, 45, seed) for seed in range(2)]
+    inputs = processor_for(32, crop_mode="five_crop")(images, return_tensors="pt")
+    oracle = without_vit_positions(clip_model)
+    expected = upstream_five_crop_ensemble_scores(oracle, openai_simple_tokenizer, images, [QUALITY_PROMPTS], 32)
+    with torch.no_grad():  # the flat inference loop
+        fast = model(**inputs).scores
+    plain = model(**inputs).scores.detach()  # autograd on: transformers' layers without the position embedding
+    torch.testing.assert_close(fast, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(plain, expected, atol=1e-5, rtol=0)
+    with_positions = upstream_five_crop_ensemble_scores(
+        clip_model, openai_simple_tokenizer, images, [QUALITY_PROMPTS], 32
+    )
+    assert (expected - with_positions).abs().max() > 1e-4, "the position embedding should matter"
+
+
+def test_conversion_without_position_embedding(openai_clip_model, openai_simple_tokenizer, make_image, tmp_path):
+    clip_model = make_openai_clip(openai_clip_model, "vit", seed=4)
+    torch.save(clip_model.state_dict(), tmp_path / "UniQA_weight.pt")
+    output = tmp_path / "converted"
+    arguments = ["--checkpoint", str(tmp_path / "UniQA_weight.pt"), "--output-dir", str(output)]
+    assert uniqa_conversion.main([*arguments, "--no-position-embedding", "--prompt-ensemble", "uniqa"]) == 0
+    assert "no position embedding" in (output / "README.md").read_text()
+    model = UniQaModel.from_pretrained(output).eval()
+    assert model.config.use_position_embedding is False
+    images = [make_image(64, 40, seed) for seed in range(2)]
+    inputs = processor_for(32, crop_mode="five_crop")(images, return_tensors="pt")
+    oracle = without_vit_positions(clip_model)
+    expected = upstream_five_crop_ensemble_scores(oracle, openai_simple_tokenizer, images, ENSEMBLE_GROUPS, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs).scores, expected, atol=1e-5, rtol=0)
+    with pytest.raises(SystemExit):  # ResNet backbones take resnet_config.position_embedding_mode instead
+        resnet = make_openai_clip(openai_clip_model, "resnet")
+        torch.save(resnet.state_dict(), tmp_path / "rn.pt")
+        uniqa_conversion.main(["--checkpoint", str(tmp_path / "rn.pt"), "--output-dir", str(tmp_path / "rn"),
+                               "--no-position-embedding"])  # fmt: skip

@@ -198,9 +198,10 @@ def describe_backbone(config) -> str:
     """A short human-readable architecture name, for the log and the model card."""
     if config.backbone_type == "vit":
         vision = config.clip_config.vision_config
+        positions = "" if config.use_position_embedding else ", no position embedding (upstream pos_embedding=False)"
         return (
             f"ViT (width {vision.hidden_size}, {vision.num_hidden_layers} layers, patch {vision.patch_size}, "
-            f"{vision.image_size} px, embed {config.projection_dim})"
+            f"{vision.image_size} px, embed {config.projection_dim}{positions})"
         )
     resnet = config.resnet_config
     return (
@@ -269,6 +270,8 @@ def check_parity(
     batch, num_crops = pixel_values.shape[:2]
     crops = pixel_values.flatten(0, 1)
     if config.backbone_type == "vit":
+        if not config.use_position_embedding:  # upstream's pos_embedding=False adds nothing: a zero table
+            state = {**state, "visual.positional_embedding": torch.zeros_like(state["visual.positional_embedding"])}
         reference_embeds = encode_image_vit(state, crops)
     else:
         reference_embeds = encode_image_resnet(state, crops, position_embedding="legacy_1d")
@@ -309,9 +312,11 @@ def convert(
     overwrite: bool = False,
     atol: float = 1e-5,
     prompt_ensemble: str | None = None,
+    position_embedding: bool = True,
 ) -> ConversionResult:
     """Original UniQA CLIP checkpoint (+ optional trained heads) -> verified Hub-ready folder. `prompt_ensemble`
-    ("uniqa", "uniqa_agiqa") scores the quality head against that upstream prompt ensemble."""
+    ("uniqa", "uniqa_agiqa") scores the quality head against that upstream prompt ensemble; `position_embedding=False`
+    runs the ViT without position embeddings, as upstream's ensemble heads do."""
     from hf_iqa.models import register_all
     from hf_iqa.models.uniqa import UniQaImageProcessor
 
@@ -327,6 +332,11 @@ def convert(
         state, rounded = fp16_roundtrip(state)
         logger.info("fp16 round trip applied to %d tensors (as upstream's loader does)", len(rounded))
     model = build_model(state, backbone, task)
+    model.config.use_position_embedding = position_embedding
+    try:
+        model.config.validate_uniqa()
+    except ValueError as error:
+        raise ConversionError(str(error)) from None
     logger.info("%s: %s", checkpoint, describe_backbone(model.config))
 
     heads = {}
@@ -428,6 +438,12 @@ def main(argv: list[str] | None = None) -> int:
         help="score the quality head against this upstream prompt ensemble (4 groups: quality, blur, noise, "
         "low/high quality; or image + content for AI-generated images) instead of the five 'bad ... perfect image'",
     )
+    parser.add_argument(
+        "--no-position-embedding",
+        action="store_true",
+        help="ViT without position embeddings, as upstream's prompt-ensemble heads run (pos_embedding=False); "
+        "needed for heads trained that way",
+    )
     parser.add_argument("--license", default="cc-by-nc-sa-4.0", help="licence id for the model card")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     parser.add_argument("--atol", type=float, default=1e-5, help="parity tolerance against the reference (fp32)")
@@ -446,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
             atol=args.atol,
             prompt_ensemble=args.prompt_ensemble,
+            position_embedding=not args.no_position_embedding,
         )
     except ConversionError as error:
         parser.exit(1, f"convert_uniqa: error: {error}\n")

@@ -71,23 +71,29 @@ def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.view(batch, tokens, heads, width // heads).transpose(1, 2)
 
 
-def clip_vision_embeddings(embeddings: torch.nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+def clip_vision_embeddings(
+    embeddings: torch.nn.Module, pixel_values: torch.Tensor, position_embedding: bool = True
+) -> torch.Tensor:
     """`embeddings(pixel_values)` of a CLIP vision tower, its stride = kernel patch convolution run as `linear`
-    over the flattened patches (twice as fast on CPU: a 3-channel convolution uses oneDNN poorly)."""
+    over the flattened patches (twice as fast on CPU: a 3-channel convolution uses oneDNN poorly). Without
+    `position_embedding`, the tokens get none (UniQA's ensemble heads)."""
     conv = embeddings.patch_embedding
     batch, channels, height, width = pixel_values.shape
     size = conv.kernel_size[0]
     if conv.stride != conv.kernel_size or height != embeddings.image_size or width != embeddings.image_size:
-        return embeddings(pixel_values)  # transformers' path, and its error for a wrong input size
+        if position_embedding:
+            return embeddings(pixel_values)  # transformers' path, and its error for a wrong input size
+        raise ValueError(f"expected {embeddings.image_size}x{embeddings.image_size} inputs, got {height}x{width}")
     grid_h, grid_w = height // size, width // size
     patches = pixel_values.to(conv.weight.dtype).view(batch, channels, grid_h, size, grid_w, size)
     patches = patches.permute(0, 2, 4, 1, 3, 5).reshape(batch, grid_h * grid_w, channels * size * size)
     tokens = linear(patches, conv.weight.view(conv.out_channels, -1), conv.bias)
     class_token = embeddings.class_embedding.to(tokens.dtype).expand(batch, 1, -1)
-    return torch.cat([class_token, tokens], dim=1) + embeddings.position_embedding(embeddings.position_ids)
+    tokens = torch.cat([class_token, tokens], dim=1)
+    return tokens + embeddings.position_embedding(embeddings.position_ids) if position_embedding else tokens
 
 
-def clip_vision_features(clip: CLIPModel, pixel_values: torch.Tensor) -> torch.Tensor:
+def clip_vision_features(clip: CLIPModel, pixel_values: torch.Tensor, position_embedding: bool = True) -> torch.Tensor:
     """`clip.get_image_features(pixel_values)` for inference (no autograd): the same layers, run as one flat loop.
 
     Faster than the transformers forward and equal up to summation order: the patch embedding, the linear
@@ -96,7 +102,7 @@ def clip_vision_features(clip: CLIPModel, pixel_values: torch.Tensor) -> torch.T
     token).
     """
     vision = clip.vision_model
-    hidden = vision.pre_layrnorm(clip_vision_embeddings(vision.embeddings, pixel_values))
+    hidden = vision.pre_layrnorm(clip_vision_embeddings(vision.embeddings, pixel_values, position_embedding))
     layers = vision.encoder.layers
     for index, layer in enumerate(layers):
         attention = layer.self_attn

@@ -122,6 +122,10 @@ class UniQaConfig(PreTrainedConfig):
             first, one per level) replacing the single templated group; the softmax runs within each group and the
             group scores are averaged. A name from `PROMPT_ENSEMBLES` ("uniqa", "uniqa_agiqa") stands for its groups.
             Changing it needs new prompt features: `UniQaModel.set_prompt_groups`.
+        use_position_embedding (`bool`): ViT backbones only: add the position embedding to the tokens (True, like
+            CLIP and upstream's `UniQA_Adapter_Patchtest`) or not (upstream's prompt-ensemble heads run with
+            `pos_embedding=False`; heads trained that way need it). ResNet backbones set
+            `resnet_config.position_embedding_mode` instead.
         task_score_ranges (`dict[str, list[float]]`): per task, [min, max] of the head's level values, i.e. the
             native score range (kept in sync by `UniQaModel.save_pretrained` and `UniQaModel.load_task_head`).
         higher_is_better (`bool`): always True.
@@ -143,6 +147,7 @@ class UniQaConfig(PreTrainedConfig):
     adapter_tasks: list[str] | None = None
     adapter_hidden_size: int | None = None
     prompt_groups: dict[str, list[list[str]] | str] | None = None
+    use_position_embedding: bool = True
     task_score_ranges: dict[str, list[float]] | None = None
     higher_is_better: bool = True
 
@@ -182,6 +187,11 @@ class UniQaConfig(PreTrainedConfig):
             raise ValueError(f"UniQaConfig.backbone_type must be 'vit' or 'resnet', got {self.backbone_type!r}")
         if self.backbone_type == "resnet" and self.resnet_config is None:
             raise ValueError("UniQaConfig: backbone_type 'resnet' needs resnet_config")
+        if self.backbone_type == "resnet" and not self.use_position_embedding:
+            raise ValueError(
+                "UniQaConfig: use_position_embedding applies to ViT backbones; for the ResNet tower set "
+                "resnet_config.position_embedding_mode='none'"
+            )
         if self.task not in TASKS:
             raise ValueError(f"UniQaConfig.task must be one of {TASKS}, got {self.task!r}")
         unknown = set(self.adapter_tasks) - set(TASKS)

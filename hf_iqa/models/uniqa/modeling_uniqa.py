@@ -83,23 +83,29 @@ def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.view(batch, tokens, heads, width // heads).transpose(1, 2)
 
 
-def clip_vision_embeddings(embeddings: torch.nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+def clip_vision_embeddings(
+    embeddings: torch.nn.Module, pixel_values: torch.Tensor, position_embedding: bool = True
+) -> torch.Tensor:
     """`embeddings(pixel_values)` of a CLIP vision tower, its stride = kernel patch convolution run as `linear`
-    over the flattened patches (twice as fast on CPU: a 3-channel convolution uses oneDNN poorly)."""
+    over the flattened patches (twice as fast on CPU: a 3-channel convolution uses oneDNN poorly). Without
+    `position_embedding`, the tokens get none (UniQA's ensemble heads)."""
     conv = embeddings.patch_embedding
     batch, channels, height, width = pixel_values.shape
     size = conv.kernel_size[0]
     if conv.stride != conv.kernel_size or height != embeddings.image_size or width != embeddings.image_size:
-        return embeddings(pixel_values)  # transformers' path, and its error for a wrong input size
+        if position_embedding:
+            return embeddings(pixel_values)  # transformers' path, and its error for a wrong input size
+        raise ValueError(f"expected {embeddings.image_size}x{embeddings.image_size} inputs, got {height}x{width}")
     grid_h, grid_w = height // size, width // size
     patches = pixel_values.to(conv.weight.dtype).view(batch, channels, grid_h, size, grid_w, size)
     patches = patches.permute(0, 2, 4, 1, 3, 5).reshape(batch, grid_h * grid_w, channels * size * size)
     tokens = linear(patches, conv.weight.view(conv.out_channels, -1), conv.bias)
     class_token = embeddings.class_embedding.to(tokens.dtype).expand(batch, 1, -1)
-    return torch.cat([class_token, tokens], dim=1) + embeddings.position_embedding(embeddings.position_ids)
+    tokens = torch.cat([class_token, tokens], dim=1)
+    return tokens + embeddings.position_embedding(embeddings.position_ids) if position_embedding else tokens
 
 
-def clip_vision_features(clip: CLIPModel, pixel_values: torch.Tensor) -> torch.Tensor:
+def clip_vision_features(clip: CLIPModel, pixel_values: torch.Tensor, position_embedding: bool = True) -> torch.Tensor:
     """`clip.get_image_features(pixel_values)` for inference (no autograd): the same layers, run as one flat loop.
 
     Faster than the transformers forward and equal up to summation order: the patch embedding, the linear
@@ -108,7 +114,7 @@ def clip_vision_features(clip: CLIPModel, pixel_values: torch.Tensor) -> torch.T
     token).
     """
     vision = clip.vision_model
-    hidden = vision.pre_layrnorm(clip_vision_embeddings(vision.embeddings, pixel_values))
+    hidden = vision.pre_layrnorm(clip_vision_embeddings(vision.embeddings, pixel_values, position_embedding))
     layers = vision.encoder.layers
     for index, layer in enumerate(layers):
         attention = layer.self_attn
@@ -501,11 +507,22 @@ class UniQaModel(UniQaPreTrainedModel):
     # ------------------------------------------------------------------------------------------------------------
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) CLIP-normalised pixels -> (N, D) unnormalised image embeddings."""
-        if self.config.backbone_type == "vit" and not torch.is_grad_enabled():
-            if self.clip.vision_model.config._attn_implementation == "sdpa":
-                return clip_vision_features(self.clip, pixel_values)  # inference: faster, equal to ~1e-7
-        features = self.clip.get_image_features(pixel_values=pixel_values)
-        return getattr(features, "pooler_output", features)
+        if self.config.backbone_type != "vit":
+            return self.clip.get_image_features(pixel_values=pixel_values)
+        positions = self.config.use_position_embedding
+        vision = self.clip.vision_model
+        if not torch.is_grad_enabled() and vision.config._attn_implementation == "sdpa":
+            return clip_vision_features(self.clip, pixel_values, positions)  # inference: faster, equal to ~1e-7
+        if positions:
+            features = self.clip.get_image_features(pixel_values=pixel_values)
+            return getattr(features, "pooler_output", features)
+        # transformers' layers, minus the position embedding (upstream's `pos_embedding=False`)
+        embeddings = vision.embeddings
+        patches = embeddings.patch_embedding(pixel_values.to(embeddings.patch_embedding.weight.dtype))
+        patches = patches.flatten(2).transpose(1, 2)
+        tokens = torch.cat([embeddings.class_embedding.expand(len(patches), 1, -1), patches], dim=1)
+        hidden = vision.encoder(inputs_embeds=vision.pre_layrnorm(tokens)).last_hidden_state
+        return self.clip.visual_projection(vision.post_layernorm(hidden[:, 0]))
 
     def get_text_features(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(P, L) token ids, OpenAI layout (end-of-text = the largest id) -> (P, D) unnormalised text embeddings."""
