@@ -592,3 +592,28 @@ def test_conversion_without_position_embedding(openai_clip_model, openai_simple_
         torch.save(resnet.state_dict(), tmp_path / "rn.pt")
         uniqa_conversion.main(["--checkpoint", str(tmp_path / "rn.pt"), "--output-dir", str(tmp_path / "rn"),
                                "--no-position-embedding"])  # fmt: skip
+
+
+def test_adapter_training_on_the_frozen_backbone_uses_the_fast_loop(
+    openai_clip_model, hf_tokenizer, make_image, monkeypatch
+):
+    from hf_iqa.models.uniqa import modeling_uniqa
+
+    state = uniqa_conversion.openai_state_dict(make_openai_clip(openai_clip_model, "vit", seed=5).state_dict(), "t")
+    model = uniqa_conversion.build_model(state, "vit")
+    model.compute_prompt_features(hf_tokenizer)
+    size = model.config.image_size
+    inputs = processor_for(size, num_crops=2)([make_image(size + 20, size + 5, 1)], return_tensors="pt")
+    model.load_task_head("quality", {"adapter.fc.0.weight": torch.randn(16, 32) * 0.1,
+                                     "adapter.fc.2.weight": torch.randn(32, 16) * 0.1})  # fmt: skip
+    plain = model(**inputs).scores.detach()  # everything trainable: transformers' layers
+    calls = []
+    original = modeling_uniqa.clip_vision_features
+    monkeypatch.setattr(modeling_uniqa, "clip_vision_features", lambda *a: calls.append(1) or original(*a))
+    model.requires_grad_(False)
+    model.heads["quality"].requires_grad_(True)  # what hf_iqa.training.uniqa does
+    scores = model(**inputs).scores
+    scores.sum().backward()
+    assert calls, "the frozen backbone should go through the flat loop"
+    assert model.heads["quality"].adapter.fc[0].weight.grad is not None
+    torch.testing.assert_close(scores.detach(), plain, atol=1e-6, rtol=0)

@@ -511,8 +511,11 @@ class UniQaModel(UniQaPreTrainedModel):
             return self.clip.get_image_features(pixel_values=pixel_values)
         positions = self.config.use_position_embedding
         vision = self.clip.vision_model
-        if not torch.is_grad_enabled() and vision.config._attn_implementation == "sdpa":
-            return clip_vision_features(self.clip, pixel_values, positions)  # inference: faster, equal to ~1e-7
+        frozen = not pixel_values.requires_grad and not any(p.requires_grad for p in vision.parameters())
+        if (frozen or not torch.is_grad_enabled()) and vision.config._attn_implementation == "sdpa":
+            # inference, or adapter training on the frozen backbone: the flat loop, faster and equal to ~1e-7
+            with torch.no_grad():
+                return clip_vision_features(self.clip, pixel_values, positions)
         if positions:
             features = self.clip.get_image_features(pixel_values=pixel_values)
             return getattr(features, "pooler_output", features)
