@@ -58,9 +58,10 @@ def clip_mlp_residual(hidden: torch.Tensor, layer: torch.nn.Module) -> torch.Ten
         inner = mlp.activation_fn(linear(norm(hidden), mlp.fc1.weight, mlp.fc1.bias))
         return hidden + linear(inner, mlp.fc2.weight, mlp.fc2.bias)
     alpha = QUICK_GELU_ALPHA
-    scaled = F.layer_norm(
-        hidden, norm.normalized_shape, norm.weight.float() * alpha, norm.bias.float() * alpha, norm.eps
-    )
+    weight, bias = norm.weight.float() * alpha, norm.bias.float() * alpha  # fp32: no rounding of the scaled affine
+    if hidden.device.type != "cpu":  # only the CPU kernel takes fp32 affine parameters with bf16/fp16 inputs
+        weight, bias = weight.to(hidden.dtype), bias.to(hidden.dtype)
+    scaled = F.layer_norm(hidden, norm.normalized_shape, weight, bias, norm.eps)
     inner = linear(scaled, mlp.fc1.weight, mlp.fc1.bias * alpha, silu=True)  # = 1.702 * quick_gelu(fc1(x))
     return hidden.add(linear(inner, mlp.fc2.weight, mlp.fc2.bias * alpha), alpha=1 / alpha)
 
