@@ -204,6 +204,7 @@ def test_single_query_attention_pool_matches_multihead_attention(mode):
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")  # torch.backends.mkldnn.flags
 def test_onednn_switch_and_failure_fall_back_to_plain_linear(monkeypatch):
     """`torch.backends.mkldnn.flags(enabled=False)` is honoured, and an op that fails (another PyTorch) is given up
     for good, with the plain result returned."""
