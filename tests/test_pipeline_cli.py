@@ -135,3 +135,10 @@ def test_cli_model_that_cannot_be_loaded_is_a_clear_error(photo_dir, tmp_path, m
     assert main(["score", "--model", "liqe-mix", image, "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "hf-iqa score: error:" in err and "hf-iqa convert liqe" in err and "Traceback" not in err
+
+
+def test_cli_rejected_model_or_processor_argument_is_a_clear_error(liqe_dir, photo_dir, capsys):
+    image = str(photo_dir / "photo0.jpg")
+    assert main(["score", "--model", str(liqe_dir), image, "--processor-arg", "protocol=nope", "--no-progress"]) == 2
+    error = capsys.readouterr().err
+    assert "cannot load" in error and "protocol" in error and "Traceback" not in error

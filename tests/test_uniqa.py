@@ -521,6 +521,8 @@ def test_prompt_groups_survive_saving_and_can_be_reset(clip_pair, hf_tokenizer, 
     assert len(reloaded.config.prompts("quality")) == 10  # unchanged by the refused call
     with pytest.raises(ValueError, match="unknown ensemble"):
         reloaded.set_prompt_groups("quality", "nope", hf_tokenizer)
+    with pytest.raises(ValueError, match="prompt_ensemble"):  # a name reaching a built config: point at the API
+        UniQaModel.from_pretrained(tmp_path, prompt_groups={"quality": "uniqa"})
     reloaded.set_prompt_groups("quality", None, hf_tokenizer)
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**inputs).scores, shared_model(**inputs).scores, atol=1e-6, rtol=0)
@@ -617,3 +619,20 @@ def test_adapter_training_on_the_frozen_backbone_uses_the_fast_loop(
     assert calls, "the frozen backbone should go through the flat loop"
     assert model.heads["quality"].adapter.fc[0].weight.grad is not None
     torch.testing.assert_close(scores.detach(), plain, atol=1e-6, rtol=0)
+
+
+def test_prompt_ensemble_chosen_at_load_time(converted_vit, hf_tokenizer, make_image):
+    """`from_pretrained(..., prompt_ensemble=...)`, also through the pipeline's model_kwargs, re-encodes the prompts."""
+    _, folder = converted_vit
+    image = make_image(50, 40, 3)
+    expected = UniQaModel.from_pretrained(folder).eval()
+    expected.set_prompt_groups("quality", "uniqa", hf_tokenizer)
+    inputs = UniQaImageProcessor.from_pretrained(folder)([image], return_tensors="pt")
+    with torch.no_grad():
+        target = expected(**inputs).scores
+    model = UniQaModel.from_pretrained(folder, prompt_ensemble="uniqa").eval()
+    assert len(model.config.prompts("quality")) == 20
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs).scores, target, atol=1e-6, rtol=0)
+    result = hf_iqa.pipeline(model=str(folder), model_kwargs={"prompt_ensemble": "uniqa"})(image)
+    assert result["score"] == pytest.approx(float(target[0]), abs=1e-6)

@@ -206,13 +206,17 @@ def run(args: argparse.Namespace) -> int:
     device = args.device
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    pipe = hf_iqa.pipeline(
-        model=args.model,
-        device=device,
-        dtype=getattr(torch, DTYPES[args.dtype]),
-        processor_kwargs=parse_key_values(args.processor_arg),
-        model_kwargs=parse_key_values(args.model_arg),
-    )
+    try:
+        pipe = hf_iqa.pipeline(
+            model=args.model,
+            device=device,
+            dtype=getattr(torch, DTYPES[args.dtype]),
+            processor_kwargs=parse_key_values(args.processor_arg),
+            model_kwargs=parse_key_values(args.model_arg),
+        )
+    except (ValueError, TypeError) as error:  # e.g. a --model-arg / --processor-arg the model rejects
+        print(f"hf-iqa score: error: cannot load {args.model}: {error}", file=sys.stderr)
+        return 2
     visualizations = Path(args.save_visualizations) if args.save_visualizations else None
     if visualizations:
         visualizations.mkdir(parents=True, exist_ok=True)

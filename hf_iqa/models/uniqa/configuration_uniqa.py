@@ -205,8 +205,11 @@ class UniQaConfig(PreTrainedConfig):
             if task not in TASKS:
                 raise ValueError(f"UniQaConfig.prompt_groups has unknown task {task!r}; valid: {TASKS}")
             if isinstance(groups, str):
-                raise ValueError(f"UniQaConfig.prompt_groups[{task!r}]: unknown ensemble {groups!r}; known: "
-                                 f"{sorted(PROMPT_ENSEMBLES)}")  # fmt: skip
+                raise ValueError(
+                    f"UniQaConfig.prompt_groups[{task!r}] = {groups!r}: give the groups (names of PROMPT_ENSEMBLES, "
+                    f"{sorted(PROMPT_ENSEMBLES)}, are resolved only when a config is built). To change the prompts "
+                    "of a saved model: from_pretrained(path, prompt_ensemble=...) or model.set_prompt_groups(...)"
+                )
             if not groups or any(len(group) != len(self.quality_levels) for group in groups):
                 raise ValueError(
                     f"UniQaConfig.prompt_groups[{task!r}]: every group needs one prompt per level "

@@ -471,9 +471,19 @@ class UniQaPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        loaded = super().from_pretrained(*args, **kwargs)
-        own_unconverted_tensors(loaded[0] if isinstance(loaded, tuple) else loaded)
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, prompt_ensemble: str | None = None, **kwargs):
+        """transformers' loader; `prompt_ensemble="uniqa"` (or "uniqa_agiqa") then scores the quality head against
+        that upstream prompt ensemble, encoded with the folder's tokenizer and text tower (`set_prompt_groups`).
+        Not a config field, so it also passes through `AutoModel` and the pipeline's `model_kwargs`."""
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        own_unconverted_tensors(model)
+        if prompt_ensemble is not None:
+            from transformers import AutoTokenizer
+
+            hub = {key: kwargs[key] for key in ("revision", "token", "cache_dir", "local_files_only") if key in kwargs}
+            tokenizer = AutoTokenizer.from_pretrained(pretrained_model_name_or_path, **hub)
+            model.set_prompt_groups("quality", prompt_ensemble, tokenizer)
         return loaded
 
     @torch.no_grad()
