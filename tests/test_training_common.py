@@ -377,3 +377,33 @@ def test_example_yaml_lists_every_common_option_with_its_default():
 
     assert set(yaml.safe_load(path.read_text())) == {f.name for f in dataclasses.fields(TrainingConfig)}
     assert common.load_config(TrainingConfig, path) == TrainingConfig()
+
+
+def test_grouped_validation_averages_per_group_correlations():
+    """`predict` returning group ids: SRCC/PLCC per group, their mean for model selection, the pooled values too."""
+    from accelerate import Accelerator
+
+    from hf_iqa.metrics import plcc, srcc
+
+    rng = np.random.default_rng(0)
+    targets = rng.normal(size=40)
+    scores = targets + rng.normal(scale=[0.2] * 20 + [2.0] * 20)  # group 0 agrees well, group 1 poorly
+    groups = np.repeat([0, 1], 20)
+    batches = [
+        {
+            "s": torch.tensor(scores[i : i + 8]),
+            "t": torch.tensor(targets[i : i + 8]),
+            "g": torch.tensor(groups[i : i + 8]),
+        }
+        for i in range(0, 40, 8)
+    ]
+    metrics = common.evaluate(
+        Accelerator(cpu=True), torch.nn.Linear(1, 1), batches, lambda m, b: (b["s"], b["t"], b["g"]), ["good", "bad"]
+    )
+    good, bad = srcc(scores[:20], targets[:20]), srcc(scores[20:], targets[20:])
+    assert metrics["srcc_good"] == pytest.approx(good) and metrics["srcc_bad"] == pytest.approx(bad)
+    assert metrics["srcc"] == pytest.approx((good + bad) / 2)
+    assert metrics["plcc"] == pytest.approx((plcc(scores[:20], targets[:20]) + plcc(scores[20:], targets[20:])) / 2)
+    assert metrics["srcc_pooled"] == pytest.approx(srcc(scores, targets)) and metrics["num_items"] == 40
+    plain = common.evaluate(Accelerator(cpu=True), torch.nn.Linear(1, 1), batches, lambda m, b: (b["s"], b["t"]))
+    assert set(plain) == {"srcc", "plcc", "num_items"} and plain["srcc"] == pytest.approx(srcc(scores, targets))

@@ -252,6 +252,12 @@ def test_multitask_training_lowers_the_losses_and_saves_fresh_text_embeddings(tm
     assert (tmp_path / "run" / "last" / "tokenizer.json").is_file()
     assert "liqe" in (tmp_path / "run" / "last" / "README.md").read_text()
 
+    # validation: each dataset's SRCC, and their mean (the paper's selection) as eval/srcc
+    evals = [h for h in result.history if "eval/srcc" in h]
+    assert evals and all({"eval/srcc_a_train", "eval/srcc_b_train", "eval/srcc_pooled"} <= set(h) for h in evals)
+    for h in evals:
+        assert h["eval/srcc"] == pytest.approx((h["eval/srcc_a_train"] + h["eval/srcc_b_train"]) / 2)
+
     # the folder scores through the pipeline, with the training-time validation preprocessing
     images = [str(p) for p in sorted((splits[0].parent).glob("*.png"))[:3]]
     scorer = pipeline("image-quality", model=str(tmp_path / "run" / "last"))

@@ -374,7 +374,9 @@ class TrainingTask:
     """What a recipe hands to `train`.
 
     compute_loss(model, batch) -> loss, or (loss, {name: value}) for extra logged values.
-    predict(model, batch) -> (scores, targets), 1-D tensors; validation correlates them (SRCC/PLCC).
+    predict(model, batch) -> (scores, targets), 1-D tensors; validation correlates them (SRCC/PLCC). It may
+    return (scores, targets, groups) with integer group ids (e.g. the dataset of each image): SRCC/PLCC are then
+    the means of the per-group values (as papers average per-dataset results), named after `eval_group_names`.
     save_extra(directory): write anything else into a saved model folder (e.g. the model card).
     """
 
@@ -388,6 +390,7 @@ class TrainingTask:
     image_processor: Any = None
     tokenizer: Any = None
     save_extra: Callable[[str], None] | None = None
+    eval_group_names: Sequence[str] | None = None  # names of the group ids `predict` returns, for the logs
 
 
 class TrainState:
@@ -453,30 +456,56 @@ def _split_loss(output: Any) -> tuple[torch.Tensor, dict[str, Any]]:
     return output, {}
 
 
-def evaluate(accelerator, model: torch.nn.Module, loader, predict: Callable) -> dict[str, float]:
+def evaluate(
+    accelerator, model: torch.nn.Module, loader, predict: Callable, group_names: Sequence[str] | None = None
+) -> dict[str, float]:
     """SRCC and PLCC (raw, no fit) of `predict`'s scores against its targets over the whole validation set (all
-    processes; the padding of the last batch is dropped). NaN when undefined (e.g. constant predictions)."""
-    from hf_iqa.metrics import MetricInputError, plcc, srcc
-
+    processes; the padding of the last batch is dropped). NaN when undefined (e.g. constant predictions). When
+    `predict` also returns group ids, "srcc"/"plcc" are the means over the groups, each group is reported as
+    "srcc_<name>"/"plcc_<name>", and the pooled values as "srcc_pooled"/"plcc_pooled"."""
     was_training = model.training
     model.eval()
-    scores, targets = [], []
+    scores, targets, groups = [], [], []
     with torch.no_grad():
         for batch in loader:
             with accelerator.autocast():
-                batch_scores, batch_targets = predict(model, batch)
-            batch_scores = batch_scores.detach().float().reshape(-1).contiguous()
-            batch_targets = batch_targets.detach().float().reshape(-1).to(batch_scores.device).contiguous()
-            batch_scores, batch_targets = accelerator.gather_for_metrics((batch_scores, batch_targets))
-            scores.append(batch_scores.cpu())
-            targets.append(batch_targets.cpu())
+                predicted = predict(model, batch)
+            gathered = [
+                value.detach().reshape(-1).to(predicted[0].device).contiguous() for value in predicted
+            ]  # scores, targets[, groups]
+            gathered[0], gathered[1] = gathered[0].float(), gathered[1].float()
+            gathered = accelerator.gather_for_metrics(tuple(gathered))
+            scores.append(gathered[0].cpu())
+            targets.append(gathered[1].cpu())
+            if len(gathered) == 3:
+                groups.append(gathered[2].cpu())
     model.train(was_training)
     pred, mos = torch.cat(scores).numpy(), torch.cat(targets).numpy()
+    pooled = _correlations(pred, mos)
+    if not groups:
+        return pooled | {"num_items": len(pred)}
+    ids = torch.cat(groups).numpy()
+    metrics: dict[str, float] = {"num_items": len(pred)}
+    per_group = []
+    for group in sorted(set(ids.tolist())):
+        name = group_names[group] if group_names is not None and group < len(group_names) else str(group)
+        values = _correlations(pred[ids == group], mos[ids == group])
+        per_group.append(values)
+        metrics |= {f"srcc_{name}": values["srcc"], f"plcc_{name}": values["plcc"]}
+    for key in ("srcc", "plcc"):
+        metrics[key] = float(np.mean([values[key] for values in per_group]))  # NaN if any group is undefined
+        metrics[f"{key}_pooled"] = pooled[key]
+    return metrics
+
+
+def _correlations(pred, mos) -> dict[str, float]:
+    from hf_iqa.metrics import MetricInputError, plcc, srcc
+
     try:
-        return {"srcc": srcc(pred, mos), "plcc": plcc(pred, mos), "num_items": len(pred)}
+        return {"srcc": srcc(pred, mos), "plcc": plcc(pred, mos)}
     except MetricInputError as error:
-        warnings.warn(f"validation metrics undefined: {error}", stacklevel=2)
-        return {"srcc": math.nan, "plcc": math.nan, "num_items": len(pred)}
+        warnings.warn(f"validation metrics undefined: {error}", stacklevel=3)
+        return {"srcc": math.nan, "plcc": math.nan}
 
 
 def save_model_folder(accelerator, model: torch.nn.Module, directory: str | os.PathLike, task: TrainingTask) -> None:
@@ -569,7 +598,7 @@ def train(config: TrainingConfig, build_task: Callable[[TrainingConfig, Any], Tr
         accelerator.log(values, step=state.global_step)
 
     def validate() -> None:
-        metrics = evaluate(accelerator, model, eval_loader, task.predict)
+        metrics = evaluate(accelerator, model, eval_loader, task.predict, task.eval_group_names)
         value = metrics[config.metric_for_best_model]
         improved = not math.isnan(value) and value > state.best_metric
         if improved:

@@ -213,10 +213,11 @@ class RandomCropImages(SeededDataset):
 
 
 class ProcessedImages(Dataset):
-    """Validation images through the model's own image processor (the inference preprocessing)."""
+    """Validation images through the model's own image processor (the inference preprocessing). With `group`,
+    every item carries it as "group" (e.g. the dataset's index, for per-dataset validation metrics)."""
 
-    def __init__(self, records: Sequence[ImageRecord], processor: Callable):
-        self.records, self.processor = list(records), processor
+    def __init__(self, records: Sequence[ImageRecord], processor: Callable, group: int | None = None):
+        self.records, self.processor, self.group = list(records), processor, group
 
     def __len__(self) -> int:
         return len(self.records)
@@ -225,7 +226,10 @@ class ProcessedImages(Dataset):
         record = self.records[index]
         inputs = self.processor(images=load_image(record.path), return_tensors="pt")
         item = {key: (value[0] if isinstance(value, (list, torch.Tensor)) else value) for key, value in inputs.items()}
-        return item | {"mos": torch.tensor(record.mos)}
+        item["mos"] = torch.tensor(record.mos)
+        if self.group is not None:
+            item["group"] = torch.tensor(self.group)
+        return item
 
 
 def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:

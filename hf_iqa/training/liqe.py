@@ -29,8 +29,8 @@ Hyperparameters. The paper's (liqe.md §9): AdamW, lr 5e-6, weight decay 1e-3, c
 SRCC. Ours, where we deviate or the paper is silent: the schedule is one cosine decay over `max_steps` (the
 original steps `CosineAnnealingLR(T_max=5)` per epoch and never resets it, i.e. a cosine with a 10-epoch period);
 training runs in fp32 or bf16 autocast (the original keeps fp16 weights between steps); no gradient clipping;
-validation pools every dataset's validation images on MOS normalised to [0, 1] (the paper averages per-dataset
-SRCCs; use a single validation dataset to reproduce that selection); under several processes each process draws
+validation reports each dataset's SRCC/PLCC (`eval/srcc_<name>`) and selects on their mean, as the paper does
+(the pooled values are logged as `eval/srcc_pooled`); under several processes each process draws
 its own sub-batches, so the effective batch is `num_processes` times larger.
 
 The saved folders (best/, last/) hold `text_embeds` recomputed from the trained text tower (padded to 77 tokens
@@ -337,11 +337,12 @@ def build_task(config: LiqeTrainingConfig, accelerator) -> TrainingTask:
     steps = MultiDatasetSteps(
         train_sets, batch_sizes, config.steps_per_epoch, train_processor, config.num_train_patches, config.seed
     )
+    validated = [index for index, spec in enumerate(config.datasets) if has_validation(spec)]
     eval_sets = [
-        ProcessedImages(load_records(spec, "validation", w), processor)
-        for spec, w in zip(config.datasets, where)
-        if has_validation(spec)
+        ProcessedImages(load_records(config.datasets[index], "validation", where[index]), processor, group=group)
+        for group, index in enumerate(validated)
     ]
+    eval_names = [dataset_name(config.datasets[index], index) for index in validated]
     if config.num_epochs is not None:
         config.max_steps = epochs_to_steps(
             config.num_epochs, config.steps_per_epoch, config, accelerator.num_processes
@@ -365,15 +366,13 @@ def build_task(config: LiqeTrainingConfig, accelerator) -> TrainingTask:
         extras = {f"loss_{name}": loss.detach() for name, loss in zip(tasks, losses)}
         return total, extras | {f"weight_{name}": w for name, w in zip(tasks, weights)}
 
-    def predict(model, batch):
+    def predict(model, batch):  # per-dataset groups: the selection SRCC is the mean over datasets, as the paper's
         output = model(pixel_values=batch["pixel_values"], patch_mask=batch["patch_mask"], input_ids=input_ids)
-        return output.scores, batch["mos"]
+        return output.scores, batch["mos"], batch["group"]
 
     def save_extra(directory: str) -> None:
         kind = "multitask (quality x scene x distortion)" if model.config.multitask else "quality-only"
-        names = ", ".join(
-            str(spec.get("name", spec.get("benchmark", spec.get("train_file")))) for spec in config.datasets
-        )
+        names = ", ".join(dataset_name(spec, index) for index, spec in enumerate(config.datasets))
         notes = (
             f"A {kind} LIQE model (Zhang et al., CVPR 2023) trained on {names}. Scores are the expected quality level "
             "in [1, 5]. The prompt embeddings in the weights were recomputed from the trained text tower."
@@ -390,7 +389,13 @@ def build_task(config: LiqeTrainingConfig, accelerator) -> TrainingTask:
         image_processor=processor,
         tokenizer=tokenizer,
         save_extra=save_extra,
+        eval_group_names=eval_names,
     )
+
+
+def dataset_name(spec: dict, index: int) -> str:
+    """A short name for a dataset mapping of the config (logs, model card)."""
+    return str(spec.get("name", spec.get("benchmark", spec.get("train_file", f"dataset{index}"))))
 
 
 def main(argv: list[str] | None = None) -> int:
