@@ -373,3 +373,29 @@ def test_two_process_cpu_run_reduces_dwa_statistics_across_processes(tmp_path, s
     assert reports[0]["weights"][:4] == [1.0] * 4 and reports[0]["weights"][4] != 1.0  # epoch 2 = steps 5, 6
     assert isinstance(reports[0]["best"], float)
     assert AutoModel.from_pretrained(output_dir / "last").text_embeds.shape == (495, 16)
+
+
+def test_epoch_cosine_follows_the_original_loop_with_torch_cosine_annealing():
+    """The oracle is torch's CosineAnnealingLR(T_max=5) driven the original way: stepped at each epoch's end, and
+    once more when an epoch would start at lr 0."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=5)
+    expected = []
+    optimizer.step()  # (no gradients: changes nothing, keeps torch's step-order check quiet)
+    for _ in range(32):
+        if optimizer.param_groups[0]["lr"] == 0:
+            scheduler.step()
+        expected.append(optimizer.param_groups[0]["lr"])
+        scheduler.step()
+    actual = [liqe.epoch_cosine_factor(epoch, 5) for epoch in range(32)]
+    np.testing.assert_allclose(actual, expected, atol=1e-12)
+    assert min(actual) > 0 and max(actual[1:]) < 1.0 + 1e-12  # no epoch at lr 0; the cycle restarts
+
+
+def test_epoch_cosine_schedule_in_a_training_run(tmp_path, splits):
+    config = liqe_config(tmp_path / "run", splits, max_steps=12, eval_steps=0, lr_scheduler="epoch_cosine",
+                         cosine_period_epochs=2)  # fmt: skip
+    result = common.train(config, liqe.build_task)
+    rates = [h["lr"] for h in result.history if "lr" in h]
+    expected = [1e-3 * liqe.epoch_cosine_factor(step // 4, 2) for step in range(1, 13)]  # lr after each step
+    np.testing.assert_allclose(rates, expected, rtol=1e-6)

@@ -391,6 +391,7 @@ class TrainingTask:
     tokenizer: Any = None
     save_extra: Callable[[str], None] | None = None
     eval_group_names: Sequence[str] | None = None  # names of the group ids `predict` returns, for the logs
+    lr_lambda: Callable[[int], float] | None = None  # lr multiplier by optimizer step; replaces config.lr_scheduler
 
 
 class TrainState:
@@ -544,12 +545,16 @@ def train(config: TrainingConfig, build_task: Callable[[TrainingConfig, Any], Tr
     )
     optimizer = _build_optimizer(config, parameters)
     # accelerate steps a prepared scheduler once per process per optimizer step, hence the num_processes factor
-    scheduler = get_scheduler(
-        config.lr_scheduler,
-        optimizer,
-        num_warmup_steps=config.warmup_steps * accelerator.num_processes,
-        num_training_steps=config.max_steps * accelerator.num_processes,
-    )
+    if task.lr_lambda is not None:  # a recipe's own schedule (e.g. LIQE's per-epoch cosine)
+        processes = accelerator.num_processes
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: task.lr_lambda(step // processes))
+    else:
+        scheduler = get_scheduler(
+            config.lr_scheduler,
+            optimizer,
+            num_warmup_steps=config.warmup_steps * accelerator.num_processes,
+            num_training_steps=config.max_steps * accelerator.num_processes,
+        )
     # the loader's own generator keeps DataLoader iterator creation off the global torch RNG, which the model's
     # dropout uses: needed for a bit-identical resume
     train_loader = DataLoader(

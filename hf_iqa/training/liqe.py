@@ -26,8 +26,9 @@ the quality loss alone, one dataset (batch 32 in the paper).
 Hyperparameters. The paper's (liqe.md §9): AdamW, lr 5e-6, weight decay 1e-3, cosine schedule; 3 train windows,
 15 grid windows for validation; per-dataset batches LIVE/CSIQ/BID/CLIVE 4, KonIQ/KADID 16; 200 steps per epoch,
 80 epochs (multitask) or 6 (KonIQ-only, batch 32); DWA with T = 2; seed 20200626; best checkpoint by validation
-SRCC. Ours, where we deviate or the paper is silent: the schedule is one cosine decay over `max_steps` (the
-original steps `CosineAnnealingLR(T_max=5)` per epoch and never resets it, i.e. a cosine with a 10-epoch period);
+SRCC. Ours, where we deviate or the paper is silent: the default schedule is one cosine decay over `max_steps`;
+`lr_scheduler: epoch_cosine` is the original's (`CosineAnnealingLR(T_max=5)` stepped per epoch and never reset, a
+cosine with a 10-epoch period, epochs that would run at lr 0 skipped);
 training runs in fp32 or bf16 autocast (the original keeps fp16 weights between steps); no gradient clipping;
 validation reports each dataset's SRCC/PLCC (`eval/srcc_<name>`) and selects on their mean, as the paper does
 (the pooled values are logged as `eval/srcc_pooled`); under several processes each process draws
@@ -85,7 +86,10 @@ class LiqeTrainingConfig(TrainingConfig):
     # the paper's optimisation; TrainingConfig defaults overridden
     learning_rate: float = 5e-6
     weight_decay: float = 1e-3
+    # "epoch_cosine" is the original's schedule (CosineAnnealingLR(T_max=cosine_period_epochs) stepped per epoch,
+    # never reset, epochs at lr 0 skipped); any transformers scheduler name works too
     lr_scheduler: str = "cosine"
+    cosine_period_epochs: int = 5
     train_batch_size: int = 1  # multi-dataset steps per process per optimizer step (keep 1)
     max_grad_norm: float | None = None
     seed: int = 20200626
@@ -100,6 +104,8 @@ class LiqeTrainingConfig(TrainingConfig):
             raise ConfigError(f"protocol must be 'official' or 'pyiqa', got {self.protocol!r}")
         if self.num_train_patches < 1 or self.steps_per_epoch < 1:
             raise ConfigError("num_train_patches and steps_per_epoch must be >= 1")
+        if self.cosine_period_epochs < 1:
+            raise ConfigError(f"cosine_period_epochs must be >= 1, got {self.cosine_period_epochs}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -277,6 +283,18 @@ def collate_steps(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def epoch_cosine_factor(epoch: int, period: int = 5) -> float:
+    """The original's learning-rate multiplier during `epoch` (0-based): `CosineAnnealingLR(T_max=period)` stepped
+    once per epoch and never reset, i.e. (1 + cos(pi s / period)) / 2 at scheduler step s; an epoch that would start
+    at exactly 0 steps the scheduler once more (the original's check), so s skips the odd multiples of `period`."""
+    step = 0
+    for _ in range(epoch + 1):
+        if step % (2 * period) == period:  # the rate would be 0 at the start of this epoch: skipped
+            step += 1
+        current, step = step, step + 1
+    return (1 + math.cos(math.pi * current / period)) / 2
+
+
 def build_model(config: LiqeTrainingConfig):
     """A LIQE model from an hf_iqa LIQE folder, from a transformers CLIP checkpoint (LIQE's starting point: OpenAI
     ViT-B/32) or randomly initialised from `clip_config`."""
@@ -366,6 +384,9 @@ def build_task(config: LiqeTrainingConfig, accelerator) -> TrainingTask:
         extras = {f"loss_{name}": loss.detach() for name, loss in zip(tasks, losses)}
         return total, extras | {f"weight_{name}": w for name, w in zip(tasks, weights)}
 
+    def epoch_schedule(step: int) -> float:  # one "epoch" = steps_per_epoch optimizer steps
+        return epoch_cosine_factor(step // config.steps_per_epoch, config.cosine_period_epochs)
+
     def predict(model, batch):  # per-dataset groups: the selection SRCC is the mean over datasets, as the paper's
         output = model(pixel_values=batch["pixel_values"], patch_mask=batch["patch_mask"], input_ids=input_ids)
         return output.scores, batch["mos"], batch["group"]
@@ -390,6 +411,7 @@ def build_task(config: LiqeTrainingConfig, accelerator) -> TrainingTask:
         tokenizer=tokenizer,
         save_extra=save_extra,
         eval_group_names=eval_names,
+        lr_lambda=epoch_schedule if config.lr_scheduler == "epoch_cosine" else None,
     )
 
 
