@@ -323,7 +323,7 @@ def test_example_yamls_load():
     folder = Path(__file__).parent.parent / "examples" / "training"
     for name in ("liqe_multitask.yaml", "liqe_koniq.yaml"):
         config = common.load_config(liqe.LiqeTrainingConfig, folder / name)
-        assert config.learning_rate == 5e-6 and config.weight_decay == 1e-3 and config.lr_scheduler == "cosine"
+        assert config.learning_rate == 5e-6 and config.weight_decay == 1e-3 and config.lr_scheduler == "epoch_cosine"
 
 
 TORCHRUN_SCRIPT = """
