@@ -154,6 +154,17 @@ def test_folded_weights_are_cached_and_refolded_on_change():
     assert not any("folded" in key for key in tower.state_dict())
 
 
+def test_moving_or_casting_drops_the_fold_cache():
+    tower = random_tower()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        tower(x)
+        assert "_folded_conv" in tower.bn1.__dict__
+        tower.half().float()  # values rounded; freed memory may be reused, so the pointer alone cannot tell
+        assert not any("_folded_conv" in module.__dict__ for module in tower.modules())
+        torch.testing.assert_close(tower(x).pooler_output, unfolded(tower, x), atol=1e-5, rtol=1e-5)
+
+
 def test_folding_with_gradients_reaches_the_parameters():
     tower = random_tower()
     x = torch.randn(1, 3, 64, 64, requires_grad=True)

@@ -410,6 +410,13 @@ class ClipResNetVisionModel(ClipResNetPreTrainedModel):
         self.attnpool = ClipResNetAttentionPool(config)
         self.post_init()
 
+    def _apply(self, fn, recurse: bool = True):
+        """`.to()`, `.half()`, `.cuda()`... drop the folded-BatchNorm caches: a round trip such as `.half().float()`
+        could reuse the freed memory, so the storage pointer in the cache key would not tell the change."""
+        for module in self.modules():
+            module.__dict__.pop("_folded_conv", None)
+        return super()._apply(fn, recurse)
+
     def forward(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
         if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
             raise ValueError(
