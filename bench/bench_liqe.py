@@ -28,7 +28,16 @@ import tempfile
 import time
 
 import numpy as np
-from common import CLIP_MEAN, CLIP_STD, make_images, openai_model_module, peak_rss_mb, reset_peak_rss, run_worker
+from common import (
+    CLIP_MEAN,
+    CLIP_STD,
+    compare,
+    make_images,
+    openai_model_module,
+    peak_rss_mb,
+    reset_peak_rss,
+    run_worker,
+)
 
 WIDTH, LAYERS, TOKENS, PATCH, WINDOWS = 768, 12, 50, 32, 15
 
@@ -175,18 +184,13 @@ def main() -> None:
         def measure(method: str, size: str, dtype: str) -> dict:
             return run_worker(__file__, method, size, dtype, args.images, args.batch_size, weights)
 
-        for size in args.sizes:
-            reference = measure("baseline", size, "float32")
-            for dtype in args.dtypes:
-                base = reference if dtype == "float32" else measure("baseline", size, dtype)
-                ours = measure("hf_iqa", size, dtype)
-                delta = max(abs(a - b) for a, b in zip(ours["scores"], reference["scores"]))
-                print(f"{size:>10} {dtype:>9} | {base['seconds_per_image']:>14.3f} "
-                      f"{ours['seconds_per_image']:>12.3f} "
-                      f"{reference['seconds_per_image'] / ours['seconds_per_image']:>7.2f}x | "
-                      f"{flops_per_image(size) / base['seconds_per_image'] / 1e9:>12.0f} "
-                      f"{flops_per_image(size) / ours['seconds_per_image'] / 1e9:>7.0f} | "
-                      f"{base['peak_rss_mb']:>11.0f} {ours['peak_rss_mb']:>13.0f} | {delta:>11.2e}", flush=True)  # fmt: skip
+        for size, dtype, reference, base, ours, delta in compare(measure, args.sizes, args.dtypes):
+            print(f"{size:>10} {dtype:>9} | {base['seconds_per_image']:>14.3f} "
+                  f"{ours['seconds_per_image']:>12.3f} "
+                  f"{reference['seconds_per_image'] / ours['seconds_per_image']:>7.2f}x | "
+                  f"{flops_per_image(size) / base['seconds_per_image'] / 1e9:>12.0f} "
+                  f"{flops_per_image(size) / ours['seconds_per_image'] / 1e9:>7.0f} | "
+                  f"{base['peak_rss_mb']:>11.0f} {ours['peak_rss_mb']:>13.0f} | {delta:>11.2e}", flush=True)  # fmt: skip
     print("speed-up = fp32 baseline time / hf_iqa time (bf16 rows: against the fp32 baseline); "
           "Δscore against the fp32 baseline")  # fmt: skip
 

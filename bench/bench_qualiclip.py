@@ -24,7 +24,16 @@ import tempfile
 import time
 
 import numpy as np
-from common import CLIP_MEAN, CLIP_STD, make_images, openai_model_module, peak_rss_mb, reset_peak_rss, run_worker
+from common import (
+    CLIP_MEAN,
+    CLIP_STD,
+    compare,
+    make_images,
+    openai_model_module,
+    peak_rss_mb,
+    reset_peak_rss,
+    run_worker,
+)
 
 MEAN, STD = CLIP_MEAN, CLIP_STD
 
@@ -126,17 +135,12 @@ def main() -> None:
               f"images={args.images}")  # fmt: skip
         print(f"{'size':>10} {'dtype':>9} | {'base img/s':>10} {'hf_iqa img/s':>12} {'speed-up':>8} {'cpu-time':>8} | "
               f"{'base peak MB':>12} {'hf_iqa peak MB':>14} {'ratio':>6} | {'max|Δscore|':>11}")  # fmt: skip
-        for size in args.sizes:
-            reference = measure("baseline", size, "float32")
-            for dtype in args.dtypes:
-                base = reference if dtype == "float32" else measure("baseline", size, dtype)
-                ours = measure("hf_iqa", size, dtype)
-                delta = max(abs(a - b) for a, b in zip(ours["scores"], reference["scores"]))
-                print(f"{size:>10} {dtype:>9} | {base['images_per_second']:>10.3f} {ours['images_per_second']:>12.3f} "
-                      f"{ours['images_per_second'] / base['images_per_second']:>7.2f}x "
-                      f"{base['cpu_seconds_per_image'] / ours['cpu_seconds_per_image']:>7.2f}x | "
-                      f"{base['peak_rss_mb']:>12.0f} {ours['peak_rss_mb']:>14.0f} "
-                      f"{ours['peak_rss_mb'] / base['peak_rss_mb']:>6.2f} | {delta:>11.2e}", flush=True)  # fmt: skip
+        for size, dtype, _, base, ours, delta in compare(measure, args.sizes, args.dtypes):
+            print(f"{size:>10} {dtype:>9} | {base['images_per_second']:>10.3f} {ours['images_per_second']:>12.3f} "
+                  f"{ours['images_per_second'] / base['images_per_second']:>7.2f}x "
+                  f"{base['cpu_seconds_per_image'] / ours['cpu_seconds_per_image']:>7.2f}x | "
+                  f"{base['peak_rss_mb']:>12.0f} {ours['peak_rss_mb']:>14.0f} "
+                  f"{ours['peak_rss_mb'] / base['peak_rss_mb']:>6.2f} | {delta:>11.2e}", flush=True)  # fmt: skip
     print(
         "speed-up (wall clock, and CPU time which is steadier on a shared machine) and memory ratio against the "
         "baseline in the same dtype; Δscore against the fp32 baseline"

@@ -55,3 +55,15 @@ def run_worker(script: str, *arguments: object) -> dict:
     command = [sys.executable, script, "--worker", *(str(a) for a in arguments)]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return json.loads(output.strip().splitlines()[-1])
+
+
+def compare(measure, sizes: list[str], dtypes: list[str]):
+    """For each size and dtype: (size, dtype, fp32 baseline, baseline in dtype, hf_iqa in dtype, max |Δscore|
+    against the fp32 baseline), `measure(method, size, dtype)` giving each worker's JSON."""
+    for size in sizes:
+        reference = measure("baseline", size, "float32")
+        for dtype in dtypes:
+            base = reference if dtype == "float32" else measure("baseline", size, dtype)
+            ours = measure("hf_iqa", size, dtype)
+            delta = max(abs(a - b) for a, b in zip(ours["scores"], reference["scores"]))
+            yield size, dtype, reference, base, ours, delta
