@@ -33,7 +33,7 @@ from hf_iqa.models.mplug_owl3 import (
     render_chat,
     select_grid,
 )
-from hf_iqa.models.mplug_owl3.modeling_mplug_owl3 import QUANTIZATION_SKIP_MODULES, visible_tiles
+from hf_iqa.models.mplug_owl3.modeling_mplug_owl3 import CACHE_NAME, QUANTIZATION_SKIP_MODULES, visible_tiles
 
 ATOL = 1e-5
 CASES = ("two_images", "dogiqa_single")
@@ -183,7 +183,7 @@ def test_cached_prefix_with_inner_padding(model, inputs, expected):
     assert torch.equal(rows[0][:prefix_length], rows[1][:prefix_length])
     with torch.no_grad():
         prefix = rows[0][None, :prefix_length]
-        cache = model(input_ids=prefix, use_cache=True).past_key_values
+        cache = getattr(model(input_ids=prefix, use_cache=True), CACHE_NAME)
     rests = [row[prefix_length:] for row in rows]
     rest_ids, rest_mask = left_pad(rests)
     mask = torch.cat([torch.ones(2, prefix_length, dtype=torch.long), rest_mask], dim=1)
@@ -195,7 +195,7 @@ def test_cached_prefix_with_inner_padding(model, inputs, expected):
             input_ids=rest_ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=cache,
+            cache=cache,
             pixel_values=torch.cat([inputs[f"{case}.pixel_values"] for case in CASES]),
             logits_to_keep=1,
         ).logits

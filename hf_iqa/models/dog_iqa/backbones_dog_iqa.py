@@ -21,7 +21,11 @@ import json
 import numpy as np
 import torch
 from PIL import Image
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
+# transformers 5.24 renamed the KV cache argument and output field from `past_key_values` to `cache` (the old name
+# warns until 5.40); the installed version's name.
+CACHE_NAME = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 BACKBONE_ADAPTERS: dict[str, type[BackboneAdapter]] = {}
 
 
@@ -185,7 +189,7 @@ class BackboneAdapter:
                 use_cache=True,
                 logits_to_keep=1,
             )
-            self._prefix_cache = out.past_key_values
+            self._prefix_cache = getattr(out, CACHE_NAME)
         return self._prefix_cache
 
     @torch.no_grad()
@@ -225,8 +229,8 @@ class BackboneAdapter:
                 input_ids=fed,
                 attention_mask=attention_mask,
                 position_ids=position_ids[..., prefix_len:],
-                past_key_values=cache,
                 use_cache=True,
+                **{CACHE_NAME: cache},
                 logits_to_keep=1,
                 **self.model_inputs(fed, image_inputs),
             )

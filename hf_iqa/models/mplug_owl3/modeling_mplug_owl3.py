@@ -52,6 +52,12 @@ from .configuration_mplug_owl3 import MplugOwl3Config
 # Module names kept in bf16/fp16 when loading 8/4-bit: the vision tower, the projector and the output head.
 QUANTIZATION_SKIP_MODULES = ["vision_model", "vision2text_model", "lm_head"]
 
+# transformers 5.24 renamed the KV cache from `past_key_values` to `cache`, as an argument (generate passes it under
+# the new name; the old one warns until its removal in 5.40) and as an output field (generate reads it from there).
+# Inside this file the cache is handed on positionally (same position in both versions); only the names that
+# generate sees depend on the version.
+CACHE_NAME = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
 
 class MediaContext(NamedTuple):
     """Per-forward image inputs of the hyper layers, padded per sample.
@@ -92,7 +98,7 @@ class MplugOwl3HyperAttention(Qwen2Attention):
         hidden_states: torch.Tensor,
         position_embeddings: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor | None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         media: MediaContext | None = None,
         media_states: torch.Tensor | None = None,
         **kwargs,
@@ -104,8 +110,8 @@ class MplugOwl3HyperAttention(Qwen2Attention):
         value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         cos, sin = position_embeddings
         query, key = apply_rotary_pos_emb(query, key, cos, sin)
-        if past_key_values is not None:
-            key, value = past_key_values.update(key, value, self.layer_idx)
+        if cache is not None:
+            key, value = cache.update(key, value, self.layer_idx)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -174,7 +180,7 @@ class MplugOwl3DecoderLayer(GradientCheckpointingLayer):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor],
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         media: MediaContext | None = None,
     ) -> torch.Tensor:
         residual = hidden_states
@@ -184,13 +190,8 @@ class MplugOwl3DecoderLayer(GradientCheckpointingLayer):
             device = hidden_states.device  # layers may sit on different devices with device_map
             media = MediaContext(*(tensor.to(device) for tensor in media))
             media_kwargs = {"media": media, "media_states": self.input_layernorm(media.embeds)}
-        hidden_states, _ = self.self_attn(
-            hidden_states=hidden_states,
-            position_embeddings=position_embeddings,
-            attention_mask=attention_mask,
-            past_key_values=past_key_values,
-            **media_kwargs,
-        )
+        # positional: Qwen2Attention names its cache argument `past_key_values` before transformers 5.24, `cache` after
+        hidden_states, _ = self.self_attn(hidden_states, position_embeddings, attention_mask, cache, **media_kwargs)
         hidden_states = residual + hidden_states
         residual = hidden_states
         hidden_states = self.mlp(self.post_attention_layernorm(hidden_states))
@@ -215,23 +216,18 @@ class MplugOwl3TextModel(nn.Module):
         input_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         media_embeds: torch.Tensor | None = None,
         media_positions: torch.LongTensor | None = None,
         output_hidden_states: bool = False,
     ) -> BaseModelOutputWithPast:
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
-        mask_kwargs = {
-            "config": self.config,
-            "inputs_embeds": inputs_embeds,
-            "attention_mask": attention_mask,
-            "past_key_values": past_key_values,
-            "position_ids": position_ids,
-        }
-        masks = {"full_attention": create_causal_mask(**mask_kwargs)}
+        # positional: the cache argument is `past_key_values` before transformers 5.24, `cache` after
+        mask_args = (self.config, inputs_embeds, attention_mask, cache, position_ids)
+        masks = {"full_attention": create_causal_mask(*mask_args)}
         if "sliding_attention" in self.config.layer_types:
-            masks["sliding_attention"] = create_sliding_window_causal_mask(**mask_kwargs)
+            masks["sliding_attention"] = create_sliding_window_causal_mask(*mask_args)
 
         hidden_states = inputs_embeds
         position_embeddings = self.rotary_emb(hidden_states, position_ids)
@@ -249,7 +245,7 @@ class MplugOwl3TextModel(nn.Module):
                 hidden_states,
                 attention_mask=masks[self.config.layer_types[index]],
                 position_embeddings=position_embeddings,
-                past_key_values=past_key_values,
+                cache=cache,
                 media=media,
             )
         hidden_states = self.norm(hidden_states)
@@ -257,8 +253,8 @@ class MplugOwl3TextModel(nn.Module):
             all_hidden_states.append(hidden_states)
         return BaseModelOutputWithPast(
             last_hidden_state=hidden_states,
-            past_key_values=past_key_values,
             hidden_states=tuple(all_hidden_states) if output_hidden_states else None,
+            **{CACHE_NAME: cache},
         )
 
 
@@ -284,7 +280,7 @@ class MplugOwl3PreTrainedModel(PreTrainedModel):
         "SiglipVisionEmbeddings",
         "SiglipMultiheadAttentionPoolingHead",
     ]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache", "past_key_values"]
     _supports_sdpa = True
 
 
@@ -380,7 +376,7 @@ class MplugOwl3ForConditionalGeneration(MplugOwl3PreTrainedModel, GenerationMixi
         pixel_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         image_embeds: torch.Tensor | None = None,
         media_embeds: torch.Tensor | None = None,
@@ -389,6 +385,7 @@ class MplugOwl3ForConditionalGeneration(MplugOwl3PreTrainedModel, GenerationMixi
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         output_hidden_states: bool | None = None,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         r"""
@@ -400,16 +397,21 @@ class MplugOwl3ForConditionalGeneration(MplugOwl3PreTrainedModel, GenerationMixi
             The per-row layout from `prepare_media`; `generate` passes them to every decoding step.
         logits_to_keep (`int`, *optional*):
             Compute logits for the last `logits_to_keep` positions only (1 for single-forward scoring).
+        cache, past_key_values (`Cache`, *optional*):
+            The KV cache; `past_key_values` is the name `generate` uses before transformers 5.24. The returned
+            output carries it under the installed version's name (`CACHE_NAME`).
         """
+        if cache is None:
+            cache = past_key_values
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         query_length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
         if use_cache is None:
             use_cache = self.config.use_cache
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
         if position_ids is None:
-            past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+            past_length = cache.get_seq_length() if cache is not None else 0
             position_ids = self.position_ids_from_mask(attention_mask, query_length, past_length, self.device)
         if media_embeds is None:
             media_embeds, media_positions = self.prepare_media(input_ids, position_ids, pixel_values, image_embeds)
@@ -419,7 +421,7 @@ class MplugOwl3ForConditionalGeneration(MplugOwl3PreTrainedModel, GenerationMixi
             input_ids=input_ids,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             media_embeds=media_embeds,
             media_positions=media_positions,
             output_hidden_states=bool(output_hidden_states or self.config.output_hidden_states),
@@ -433,8 +435,8 @@ class MplugOwl3ForConditionalGeneration(MplugOwl3PreTrainedModel, GenerationMixi
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=past_key_values if use_cache else None,
             hidden_states=outputs.hidden_states,
+            **{CACHE_NAME: cache if use_cache else None},
         )
 
     @torch.no_grad()

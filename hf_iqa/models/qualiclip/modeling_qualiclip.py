@@ -427,9 +427,8 @@ class QualiClipModel(QualiClipPreTrainedModel):
             raise ValueError("this checkpoint has no QualiCLIP+ prompt learner (config.use_prompt_learner=False)")
         prompt_embeds, eos_positions = self.prompt_learner()
         hidden = self.text_model.embeddings(inputs_embeds=prompt_embeds)
-        mask = create_causal_mask(
-            config=self.text_model.config, inputs_embeds=hidden, attention_mask=None, past_key_values=None
-        )
+        # positional: the 4th argument (no cache here) is `past_key_values` before transformers 5.24, `cache` after
+        mask = create_causal_mask(self.text_model.config, hidden, None, None)
         hidden = self.text_model.encoder(inputs_embeds=hidden, attention_mask=mask, is_causal=True).last_hidden_state
         hidden = self.text_model.final_layer_norm(hidden)
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), eos_positions]
