@@ -151,7 +151,8 @@ class DynamicWeightAverage:
 
     `update(epoch, losses)` accumulates per-process sums; at the first call of a new epoch the finished epoch's
     means are averaged over processes (`reduce`, a collective every process reaches at the same step). Saved in
-    checkpoints (`register_for_checkpointing`), so a resumed run weights its losses exactly as the original."""
+    every checkpoint, per process (`TrainingTask.checkpoint_state`), so a resumed run weights its losses exactly as
+    the original."""
 
     def __init__(self, num_tasks: int, temperature: float = 2.0, reduce=None):
         self.num_tasks, self.temperature, self.reduce = num_tasks, temperature, reduce
@@ -370,7 +371,6 @@ def build_task(config: LiqeTrainingConfig, accelerator) -> TrainingTask:
     dwa = DynamicWeightAverage(
         len(tasks), config.dwa_temperature, reduce=lambda t: accelerator.reduce(t.to(accelerator.device), "mean").cpu()
     )
-    accelerator.register_for_checkpointing(dwa)
 
     def compute_loss(model, batch):
         output = model(pixel_values=batch["pixel_values"], patch_mask=batch["patch_mask"], input_ids=input_ids)
@@ -412,6 +412,7 @@ def build_task(config: LiqeTrainingConfig, accelerator) -> TrainingTask:
         save_extra=save_extra,
         eval_group_names=eval_names,
         lr_lambda=epoch_schedule if config.lr_scheduler == "epoch_cosine" else None,
+        checkpoint_state={"dwa": dwa},
     )
 
 
