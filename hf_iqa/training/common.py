@@ -5,29 +5,31 @@ building a `TrainingTask` (model, datasets, loss, validation scores) and `main(a
 
     @dataclass
     class MyConfig(TrainingConfig):
-        data_dir: str = ""
+        data_dir: str = option("", help="where the images are")
 
     def build_task(config: MyConfig, accelerator) -> TrainingTask: ...
 
-    def main(argv=None) -> int:
-        config = parse_config(MyConfig, argv, description="...")
-        train(config, build_task)
-        return 0
+    def main(argv=None, prog="accelerate launch -m hf_iqa.training.<name>") -> int:
+        return run_recipe(MyConfig, build_task, argv, prog=prog, description="...")
 
-It then runs as `accelerate launch -m hf_iqa.training.<name> --config FILE.yaml [--key value ...]` (any number of
-GPUs or processes) and as `hf-iqa train <name> --config FILE.yaml [--key value ...]`.
+Options are declared with `option(default, help=...)`, which `--help` lists. The recipe then runs as
+`accelerate launch -m hf_iqa.training.<name> --config FILE.yaml [--key value ...]` (any number of GPUs or
+processes) and as `hf-iqa train <name> --config FILE.yaml [--key value ...]`.
 
-What `train` does: seeds everything; builds the `Accelerator` (mixed precision, gradient accumulation,
-`ProjectConfiguration` checkpoints in `<output_dir>/checkpoints/checkpoint_<step>` with `save_state`, trackers);
-runs `max_steps` optimizer steps; validates SRCC/PLCC every `eval_steps` and keeps the best model in
-`<output_dir>/best`; writes the final weights to `<output_dir>/last`. Both are `save_pretrained` folders (config,
-safetensors weights, processor, the model's code for `trust_remote_code`), loadable with `AutoModel`.
+What `train` does: seeds everything; builds the `Accelerator` (mixed precision, gradient accumulation, trackers);
+runs `max_steps` optimizer steps with a progress bar on the main process (step, loss, learning rate, ETA;
+`--no-progress` or HF_IQA_NO_PROGRESS=1 hides it); validates SRCC/PLCC every `eval_steps` (printed) and keeps the
+best model in `<output_dir>/best`; saves resumable checkpoints in `<output_dir>/checkpoints/checkpoint_<step>`;
+writes the final weights to `<output_dir>/last`. best/ and last/ are `save_pretrained` folders (config, safetensors
+weights, processor, the model's code for `trust_remote_code`), loadable with `AutoModel`.
 
-Exact resume (`resume_from_checkpoint: latest` or a checkpoint folder): `load_state` restores weights, optimizer,
-scheduler, scaler, RNG states and our `TrainState` (step, epoch, position in the epoch, best metric), and the loop
-skips the batches already seen in the current epoch. It is bit-identical on the same hardware when the data order
-and augmentations depend only on (seed, epoch, index): use `EpochSampler` (done for you) and draw augmentations
-from `SeededDataset.rng(index)`, never from the global RNGs inside a dataset.
+Exact resume (`resume_from_checkpoint: latest` or a checkpoint folder): hf_iqa's own checkpoint format
+(`hf_iqa.training.checkpoint`: safetensors + JSON, never pickle) restores weights, optimizer, scheduler, scaler,
+every process's RNG states, the recipe's `TrainingTask.checkpoint_state` objects and our `TrainState` (step, epoch,
+position in the epoch, best metric), and the loop skips the batches already seen in the current epoch. It is
+bit-identical on the same hardware when the data order and augmentations depend only on (seed, epoch, index): use
+`EpochSampler` (done for you) and draw augmentations from `SeededDataset.rng(index)`, never from the global RNGs
+inside a dataset.
 """
 
 from __future__ import annotations
@@ -60,36 +62,47 @@ class ConfigError(ValueError):
     """A configuration file, key or value that cannot be used; the message names which and why."""
 
 
+def option(default: Any = dataclasses.MISSING, *, help: str, default_factory: Any = dataclasses.MISSING) -> Any:
+    """A config field with its `--help` text (`dataclasses.field` with `metadata={"help": ...}`)."""
+    return field(default=default, default_factory=default_factory, metadata={"help": help})
+
+
 @dataclass
 class TrainingConfig:
     """Options common to every recipe. Steps are optimizer steps (after gradient accumulation)."""
 
-    output_dir: str = "outputs/train"
-    seed: int = 42
-    max_steps: int = 1000
-    train_batch_size: int = 16  # per process
-    eval_batch_size: int = 32  # per process
-    learning_rate: float = 1e-5
-    weight_decay: float = 0.0
-    optimizer: str = "adamw"  # "adamw" | "adam"
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_epsilon: float = 1e-8
-    lr_scheduler: str = "constant"  # any `transformers.get_scheduler` name: constant, linear, cosine, ...
-    warmup_steps: int = 0
-    gradient_accumulation_steps: int = 1
-    max_grad_norm: float | None = 1.0  # None: no clipping
-    mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
-    checkpointing_steps: int = 500  # 0: no checkpoints
-    checkpoints_total_limit: int | None = 2
-    resume_from_checkpoint: str | None = None  # "latest" or a checkpoint folder
-    eval_steps: int = 500  # 0: validate only at the end
-    logging_steps: int = 10
-    metric_for_best_model: str = "srcc"  # "srcc" | "plcc"
-    report_to: list[str] = field(default_factory=lambda: ["jsonl"])  # jsonl, tensorboard, wandb
-    num_workers: int = 0
-    find_unused_parameters: bool = False  # DDP: set when some trainable parameters get no gradient
-    project_name: str = "hf_iqa"
+    output_dir: str = option("outputs/train", help="folder for checkpoints/, best/, last/ and logs/")
+    seed: int = option(42, help="seed of every RNG, the data order and the augmentations")
+    max_steps: int = option(1000, help="optimizer steps to train (recipes with num_epochs compute it)")
+    train_batch_size: int = option(16, help="training batch per process")
+    eval_batch_size: int = option(32, help="validation batch per process")
+    learning_rate: float = option(1e-5, help="peak learning rate")
+    weight_decay: float = option(0.0, help="weight decay of the optimizer")
+    optimizer: str = option("adamw", help="adamw or adam")
+    adam_beta1: float = option(0.9, help="Adam beta1")
+    adam_beta2: float = option(0.999, help="Adam beta2")
+    adam_epsilon: float = option(1e-8, help="Adam epsilon")
+    lr_scheduler: str = option(
+        "constant", help="learning-rate schedule: a transformers.get_scheduler name (constant, linear, cosine, ...)"
+    )
+    warmup_steps: int = option(0, help="linear warm-up steps of the schedule")
+    gradient_accumulation_steps: int = option(1, help="batches accumulated per optimizer step")
+    max_grad_norm: float | None = option(1.0, help="gradient-norm clipping; null: no clipping")
+    mixed_precision: str = option("no", help="no, bf16 or fp16 autocast")
+    checkpointing_steps: int = option(500, help="save a resumable checkpoint every N steps; 0: never")
+    checkpoints_total_limit: int | None = option(2, help="keep the newest N checkpoints; null: all")
+    resume_from_checkpoint: str | None = option(
+        None, help="resume exactly: 'latest' (of output_dir; starts fresh when none) or a checkpoint folder"
+    )
+    eval_steps: int = option(500, help="validate every N steps; 0: only at the end")
+    logging_steps: int = option(10, help="log the mean losses and the learning rate every N steps")
+    metric_for_best_model: str = option("srcc", help="srcc or plcc: the validation metric that selects best/")
+    report_to: list[str] = option(
+        default_factory=lambda: ["jsonl"], help="trackers: jsonl (logs/metrics.jsonl), tensorboard, wandb"
+    )
+    num_workers: int = option(0, help="data-loading worker processes")
+    find_unused_parameters: bool = option(False, help="DDP: set when some trainable parameters get no gradient")
+    project_name: str = option("hf_iqa", help="project name given to the trackers")
 
     def __post_init__(self) -> None:
         checks = [
@@ -224,20 +237,52 @@ def load_config(config_cls: type, path: str | os.PathLike | None = None, overrid
     return build_config(config_cls, values, source)
 
 
+def option_help(config_cls: type, name: str) -> str:
+    """The help text of option `name`: from the nearest class that declared it with `option(...)` (a recipe that
+    only changes a default inherits the base class's text)."""
+    for klass in config_cls.__mro__:
+        declared = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if declared is not None and declared.metadata.get("help"):
+            return declared.metadata["help"]
+    return ""
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return json.dumps(value, default=str)  # the form the command line accepts (parsed as YAML)
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> None:
     """`--config FILE` plus one `--<option> VALUE` per field of `config_cls` (values parsed as YAML)."""
-    parser.add_argument("--config", help="YAML or JSON file with the options; command-line options override it")
-    group = parser.add_argument_group(f"options of {config_cls.__name__} (override the file)")
+    parser.add_argument(
+        "--config", metavar="FILE", help="YAML or JSON file with the options; command-line options override it"
+    )
+    group = parser.add_argument_group(f"options of {config_cls.__name__} (override the file; values as in YAML)")
     for f in dataclasses.fields(config_cls):
         flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
-        group.add_argument(*flags, dest=f"override_{f.name}", metavar="VALUE", default=argparse.SUPPRESS)
+        text = f"{option_help(config_cls, f.name)} (default: {_default_text(f)})".strip()
+        group.add_argument(
+            *flags, dest=f"override_{f.name}", metavar="VALUE", default=argparse.SUPPRESS, help=text.replace("%", "%%")
+        )
 
 
-def parse_config(config_cls: type, argv: Sequence[str] | None = None, description: str | None = None):
-    """Parse `--config FILE` and `--option value` overrides from `argv` into a `config_cls` instance."""
-    parser = argparse.ArgumentParser(description=description or config_cls.__doc__)
+def config_parser(
+    config_cls: type, prog: str | None = None, description: str | None = None
+) -> argparse.ArgumentParser:
+    """The command line of a recipe: `--config`, one option per config field, `--no-progress`."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        usage="%(prog)s [-h] [--config FILE.yaml] [--<option> VALUE ...] [--no-progress]",
+        description=description or config_cls.__doc__,
+    )
     add_config_arguments(parser, config_cls)
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (also: environment HF_IQA_NO_PROGRESS=1)"
+    )
+    return parser
+
+
+def _config_from_args(parser: argparse.ArgumentParser, config_cls: type, args: argparse.Namespace):
     overrides = {
         key[len("override_") :]: _parse_scalar(value)
         for key, value in vars(args).items()
@@ -247,6 +292,37 @@ def parse_config(config_cls: type, argv: Sequence[str] | None = None, descriptio
         return load_config(config_cls, args.config, overrides)
     except ConfigError as error:
         parser.error(str(error))
+
+
+def parse_config(
+    config_cls: type, argv: Sequence[str] | None = None, description: str | None = None, prog: str | None = None
+):
+    """Parse `--config FILE` and `--option value` overrides from `argv` into a `config_cls` instance."""
+    parser = config_parser(config_cls, prog, description)
+    return _config_from_args(parser, config_cls, parser.parse_args(argv))
+
+
+def run_recipe(
+    config_cls: type,
+    build_task: Callable[[Any, Any], Any],
+    argv: Sequence[str] | None = None,
+    *,
+    prog: str | None = None,
+    description: str | None = None,
+) -> int:
+    """A recipe's `main`: parse the command line, train; a configuration or checkpoint problem is one line on
+    stderr and exit status 2 (no traceback)."""
+    from hf_iqa.training.checkpoint import CheckpointError
+
+    parser = config_parser(config_cls, prog, description)
+    args = parser.parse_args(argv)
+    config = _config_from_args(parser, config_cls, args)
+    try:
+        train(config, build_task, progress=False if args.no_progress else None)
+    except (ConfigError, CheckpointError) as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -485,6 +561,8 @@ def evaluate(
     "srcc_<name>"/"plcc_<name>", and the pooled values as "srcc_pooled"/"plcc_pooled"."""
     was_training = model.training
     model.eval()
+    if hasattr(loader, "set_epoch"):  # accelerate advances a loader's dataset epoch at every pass: validate the
+        loader.set_epoch(0)  # same items every time (a SeededDataset's augmentation), also after a resume
     scores, targets, groups = [], [], []
     with torch.no_grad():
         for batch in loader:
@@ -543,7 +621,15 @@ def save_model_folder(accelerator, model: torch.nn.Module, directory: str | os.P
 
             save_file({k: v.contiguous() for k, v in state_dict.items()}, os.path.join(directory, "model.safetensors"))
         else:
-            unwrapped.save_pretrained(directory, state_dict=state_dict)
+            from transformers.utils import logging as transformers_logging
+
+            shown = transformers_logging.is_progress_bar_enabled()
+            transformers_logging.disable_progress_bar()  # the training bar is the progress; no "Writing shards" bar
+            try:
+                unwrapped.save_pretrained(directory, state_dict=state_dict)
+            finally:
+                if shown:
+                    transformers_logging.enable_progress_bar()
         for extra in (task.image_processor, task.tokenizer):
             if extra is not None:
                 extra.save_pretrained(directory)
@@ -769,7 +855,9 @@ class _Trainer:
             )
             self.bar.update(1)
         self.step_losses = []
-        if self.eval_loader is not None and ((config.eval_steps and state.global_step % config.eval_steps == 0) or last):
+        if self.eval_loader is not None and (
+            (config.eval_steps and state.global_step % config.eval_steps == 0) or last
+        ):
             self._validate()
         if config.checkpointing_steps and state.global_step % config.checkpointing_steps == 0:
             self._save_checkpoint()
@@ -789,7 +877,9 @@ class _Trainer:
 
     def _validate(self) -> None:
         config, state = self.config, self.state
-        metrics = evaluate(self.accelerator, self.model, self.eval_loader, self.task.predict, self.task.eval_group_names)
+        metrics = evaluate(
+            self.accelerator, self.model, self.eval_loader, self.task.predict, self.task.eval_group_names
+        )
         value = metrics[config.metric_for_best_model]
         improved = not math.isnan(value) and value > state.best_metric
         if improved:
@@ -838,8 +928,12 @@ def _to_float(value: Any) -> float:
 
 def _validation_line(state: TrainState, metrics: dict[str, float], metric: str, saved_to: Path | None) -> str:
     shown = [f"{key} {metrics[key]:.4f}" for key in ("srcc", "plcc")]
-    shown += [f"{key} {value:.4f}" for key, value in metrics.items() if key.startswith("srcc_") and key != "srcc_pooled"]
-    best = f"best {metric} {state.best_metric:.4f} at step {state.best_step}" if state.best_step >= 0 else "no best yet"
+    shown += [
+        f"{key} {value:.4f}" for key, value in metrics.items() if key.startswith("srcc_") and key != "srcc_pooled"
+    ]
+    best = (
+        f"best {metric} {state.best_metric:.4f} at step {state.best_step}" if state.best_step >= 0 else "no best yet"
+    )
     where = f", saved to {saved_to}" if saved_to is not None else ""
     return f"step {state.global_step}: validation {', '.join(shown)} on {int(metrics['num_items'])} images ({best}{where})"
 
@@ -848,7 +942,11 @@ def _check_checkpointing_supported(config: TrainingConfig, accelerator) -> None:
     """hf_iqa's own checkpoints hold a whole model and optimizer state: not for sharded (FSDP/DeepSpeed) runs."""
     from accelerate.utils import DistributedType
 
-    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
+    sharded = accelerator.distributed_type in (
+        DistributedType.FSDP,
+        DistributedType.DEEPSPEED,
+        DistributedType.MEGATRON_LM,
+    )
     if sharded and (config.checkpointing_steps or config.resume_from_checkpoint):
         raise ConfigError(
             f"checkpoints are not supported under {accelerator.distributed_type.value}; "

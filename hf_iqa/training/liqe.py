@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -50,7 +50,7 @@ import torch
 from PIL import Image
 from torch.utils.data import ConcatDataset
 
-from hf_iqa.training.common import ConfigError, SeededDataset, TrainingConfig, TrainingTask, parse_config, train
+from hf_iqa.training.common import ConfigError, SeededDataset, TrainingConfig, TrainingTask, option, run_recipe
 from hf_iqa.training.iqa_data import (
     LIQE_SCENES,
     ImageRecord,
@@ -71,26 +71,36 @@ class LiqeTrainingConfig(TrainingConfig):
     """LIQE training options (see the module docstring); `datasets` is a list of dataset mappings
     (hf_iqa.training.iqa_data), each with its per-step `batch_size`."""
 
-    model_name_or_path: str = ""  # an hf_iqa LIQE folder, or a transformers CLIP folder / Hub id
-    clip_config: dict | None = None  # random init from this CLIPConfig (no model_name_or_path); tests, ablations
-    multitask: bool = True
-    datasets: list[dict] = field(default_factory=list)
-    default_batch_size: int = 16  # per-dataset sub-batch when a dataset gives no batch_size
-    steps_per_epoch: int = 200  # one "epoch" = this many multi-dataset steps (the paper's)
-    num_epochs: float | None = None  # if set, max_steps = num_epochs * steps_per_epoch (per process count)
-    num_train_patches: int = 3
-    protocol: str = "official"  # "official" (adaptive resize 768, stride 48/32) or "pyiqa"
-    use_dwa: bool = True
-    dwa_temperature: float = 2.0
-    train_logit_scale: bool = False
+    model_name_or_path: str = option(
+        "", help="start from an hf_iqa LIQE folder, or a transformers CLIP folder / Hub id (LIQE's: ViT-B/32)"
+    )
+    clip_config: dict | None = option(
+        None, help="random init from this CLIPConfig mapping instead (no model_name_or_path); tests, ablations"
+    )
+    multitask: bool = option(True, help="quality x scene x distortion prompts (true) or quality only (false)")
+    datasets: list[dict] = option(
+        default_factory=list, help="dataset mappings (see hf_iqa.training.iqa_data), each with its batch_size"
+    )
+    default_batch_size: int = option(16, help="per-dataset sub-batch when a dataset gives no batch_size")
+    steps_per_epoch: int = option(200, help="multi-dataset steps in one epoch (the paper's 200)")
+    num_epochs: float | None = option(
+        None, help="if set, max_steps = num_epochs x steps_per_epoch (per process count)"
+    )
+    num_train_patches: int = option(3, help="random 224 windows per training image")
+    protocol: str = option("official", help="official (adaptive resize 768, stride 48/32) or pyiqa windows")
+    use_dwa: bool = option(True, help="weight the three losses by Dynamic Weight Average")
+    dwa_temperature: float = option(2.0, help="DWA temperature T")
+    train_logit_scale: bool = option(False, help="also train CLIP's logit_scale")
     # the paper's optimisation; TrainingConfig defaults overridden
     learning_rate: float = 5e-6
     weight_decay: float = 1e-3
-    # "epoch_cosine" is the original's schedule (CosineAnnealingLR(T_max=cosine_period_epochs) stepped per epoch,
-    # never reset, epochs at lr 0 skipped); any transformers scheduler name works too
-    lr_scheduler: str = "cosine"
-    cosine_period_epochs: int = 5
-    train_batch_size: int = 1  # multi-dataset steps per process per optimizer step (keep 1)
+    lr_scheduler: str = option(
+        "cosine",
+        help="a transformers scheduler name, or epoch_cosine: the original's CosineAnnealingLR(T_max="
+        "cosine_period_epochs) stepped per epoch, never reset, epochs at lr 0 skipped",
+    )
+    cosine_period_epochs: int = option(5, help="T_max of epoch_cosine, in epochs")
+    train_batch_size: int = option(1, help="multi-dataset steps per process per optimizer step (keep 1)")
     max_grad_norm: float | None = None
     seed: int = 20200626
 
@@ -421,10 +431,8 @@ def dataset_name(spec: dict, index: int) -> str:
     return str(spec.get("name", spec.get("benchmark", spec.get("train_file", f"dataset{index}"))))
 
 
-def main(argv: list[str] | None = None) -> int:
-    config = parse_config(LiqeTrainingConfig, argv, description=__doc__.split("\n\n")[0])
-    train(config, build_task)
-    return 0
+def main(argv: list[str] | None = None, prog: str = "accelerate launch -m hf_iqa.training.liqe") -> int:
+    return run_recipe(LiqeTrainingConfig, build_task, argv, prog=prog, description=__doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":
