@@ -118,16 +118,7 @@ def toy_config(output_dir, **overrides) -> TrainingConfig:
     return TrainingConfig(**values)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    """Each `train` call builds a new Accelerator; accelerate's process-wide singletons must not leak between tests."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
 def _losses(history, first_step=1):
