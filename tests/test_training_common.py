@@ -416,31 +416,49 @@ sys.path.insert(0, {tests_dir!r})
 from test_training_common import build_toy_task, toy_config
 from hf_iqa.training import common
 
-result = common.train(toy_config({output_dir!r}, max_steps=6, checkpointing_steps=3, eval_steps=3), build_toy_task)
-report = {{"rank": int(os.environ["RANK"]), "world": int(os.environ["WORLD_SIZE"]), "losses": [h["loss"] for h in result.history if "loss" in h], "best": result.best_metric, "eval_items": [h["eval/num_items"] for h in result.history if "eval/num_items" in h]}}
+output_dir, resume = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else None)
+overrides = dict(max_steps=6, checkpointing_steps=3, eval_steps=3)
+result = common.train(toy_config(output_dir, resume_from_checkpoint=resume, **overrides), build_toy_task)
+report = {{"rank": int(os.environ["RANK"]), "world": int(os.environ["WORLD_SIZE"]), "history": result.history, "best": result.best_metric}}
 # one file per rank: two processes printing to one pipe can interleave their lines
-with open(os.path.join({output_dir!r}, "report_rank" + os.environ["RANK"] + ".json"), "w") as handle:
+with open(os.path.join(output_dir, "report_rank" + os.environ["RANK"] + ".json"), "w") as handle:
     json.dump(report, handle)
 """
+
+
+def _torchrun(script: Path, *args: str) -> list[dict]:
+    env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
+    completed = subprocess.run([*command, *args], env=env, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return [json.loads(Path(args[0], f"report_rank{rank}.json").read_text()) for rank in (0, 1)]
 
 
 def test_two_process_cpu_run_with_torchrun(tmp_path):
     script = tmp_path / "run_toy.py"
     output_dir = tmp_path / "ddp"
-    script.write_text(TORCHRUN_SCRIPT.format(tests_dir=str(Path(__file__).parent), output_dir=str(output_dir)))
-    env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
-    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    reports = [json.loads((output_dir / f"report_rank{rank}.json").read_text()) for rank in (0, 1)]
+    script.write_text(TORCHRUN_SCRIPT.format(tests_dir=str(Path(__file__).parent)))
+    reports = _torchrun(script, str(output_dir))
     assert sorted(r["rank"] for r in reports) == [0, 1] and {r["world"] for r in reports} == {2}
     # logged losses are reduced across processes: identical on both ranks; validation gathered the full set
-    assert reports[0]["losses"] == reports[1]["losses"] and len(reports[0]["losses"]) == 6
+    losses = [[h["loss"] for h in r["history"] if "loss" in h] for r in reports]
+    assert losses[0] == losses[1] and len(losses[0]) == 6
     assert reports[0]["best"] == reports[1]["best"] > 0.5
-    assert reports[0]["eval_items"] == [40, 40]  # 20 per process, gathered, no padding duplicates
+    eval_items = [h["eval/num_items"] for h in reports[0]["history"] if "eval/num_items" in h]
+    assert eval_items == [40, 40]  # 20 per process, gathered, no padding duplicates
     assert sorted(p.name for p in (output_dir / "checkpoints").iterdir()) == ["checkpoint_3", "checkpoint_6"]
+    checkpoint = output_dir / "checkpoints" / "checkpoint_3"
+    assert {p.name for p in checkpoint.glob("rank_*.json")} == {"rank_0.json", "rank_1.json"}  # RNG per process
     lines = (output_dir / "logs" / "metrics.jsonl").read_text().splitlines()
     assert len([line for line in lines if '"loss"' in line]) == 6  # written by the main process only
+
+    # resumed from step 3 by two new processes: the same logged values and the same weights
+    resumed = _torchrun(script, str(tmp_path / "ddp_resumed"), str(checkpoint))
+    assert resumed[0]["history"] == [h for h in reports[0]["history"] if h["step"] > 3]
+    for name in ("last", "best"):
+        a = load_file(str(output_dir / name / "model.safetensors"))
+        b = load_file(str(tmp_path / "ddp_resumed" / name / "model.safetensors"))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
     AutoConfig.register(ToyConfig.model_type, ToyConfig, exist_ok=True)
     AutoModel.register(ToyConfig, ToyModel, exist_ok=True)
     assert isinstance(AutoModel.from_pretrained(output_dir / "best"), ToyModel)

@@ -240,7 +240,7 @@ def load_checkpoint(
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise CheckpointError(f"{state_path}: not a version-{VERSION} hf_iqa training checkpoint")
     try:
-        load_model(accelerator.unwrap_model(model), str(folder / MODEL_FILE), device=str(accelerator.device))
+        load_model(accelerator.unwrap_model(model), str(folder / MODEL_FILE))  # copied onto the model's device
     except (OSError, RuntimeError, ValueError) as error:  # missing file, other architecture, truncated
         raise CheckpointError(f"{folder / MODEL_FILE}: cannot restore the model ({error})".splitlines()[0]) from None
     optimizer.load_state_dict(load_tree(folder / "optimizer"))
