@@ -338,16 +338,57 @@ def build_model(config: LiqeTrainingConfig):
 
 
 def build_task(config: LiqeTrainingConfig, accelerator) -> TrainingTask:
-    from hf_iqa.conversion.common import build_clip_tokenizer
-    from hf_iqa.models.liqe import LiqeImageProcessor
-
+    """The LIQE task: model and prompts, the multi-dataset steps and validation sets, the DWA-weighted losses."""
     model = build_model(config)
     model.clip.logit_scale.requires_grad_(config.train_logit_scale)
+    tokenizer, input_ids = prompt_inputs(model, accelerator.device)
+    processor, steps, eval_sets, eval_names = build_datasets(config, model)
+    if config.num_epochs is not None:
+        config.max_steps = epochs_to_steps(
+            config.num_epochs, config.steps_per_epoch, config, accelerator.num_processes
+        )
+    tasks = TASKS if model.config.multitask else TASKS[:1]
+    dwa = DynamicWeightAverage(
+        len(tasks), config.dwa_temperature, reduce=lambda t: accelerator.reduce(t.to(accelerator.device), "mean").cpu()
+    )
+
+    def compute_loss(model, batch):
+        output = model(pixel_values=batch["pixel_values"], patch_mask=batch["patch_mask"], input_ids=input_ids)
+        weights = dwa.weights(steps.epoch) if config.use_dwa else [1.0] * len(tasks)
+        return weighted_losses(output, batch, tasks, weights, dwa)
+
+    def epoch_schedule(step: int) -> float:  # one "epoch" = steps_per_epoch optimizer steps
+        return epoch_cosine_factor(step // config.steps_per_epoch, config.cosine_period_epochs)
+
+    def predict(model, batch):  # per-dataset groups: the selection SRCC is the mean over datasets, as the paper's
+        output = model(pixel_values=batch["pixel_values"], patch_mask=batch["patch_mask"], input_ids=input_ids)
+        return output.scores, batch["mos"], batch["group"]
+
+    return TrainingTask(
+        model=model,
+        train_dataset=steps,
+        collate_fn=collate_steps,
+        compute_loss=compute_loss,
+        eval_dataset=ConcatDataset(eval_sets) if eval_sets else None,
+        predict=predict,
+        image_processor=processor,
+        tokenizer=tokenizer,
+        save_extra=lambda directory: write_liqe_card(directory, config, model.config.multitask),
+        eval_group_names=eval_names,
+        lr_lambda=epoch_schedule if config.lr_scheduler == "epoch_cosine" else None,
+        checkpoint_state={"dwa": dwa},
+    )
+
+
+def prompt_inputs(model, device) -> tuple[Any, torch.Tensor]:
+    """The CLIP tokenizer and the prompts' token ids on `device`; registers the hook that recomputes the stored
+    prompt embeddings from the trained text tower whenever the weights are saved."""
+    from hf_iqa.conversion.common import build_clip_tokenizer
+
     tokenizer = build_clip_tokenizer()
     # training re-encodes every prompt at each step; padding to the longest prompt gives the embeddings of
     # 77-token padding (causal mask, end-of-text pooling) at a third of the cost
     input_ids = tokenizer(model.config.prompts, padding="longest", return_tensors="pt")["input_ids"]
-    input_ids = input_ids.to(accelerator.device)
 
     def refresh_text_embeds(module, prefix, keep_vars):  # state_dict pre-hook: saved weights carry fresh prompts
         was_training = module.training
@@ -356,6 +397,12 @@ def build_task(config: LiqeTrainingConfig, accelerator) -> TrainingTask:
         module.train(was_training)
 
     model.register_state_dict_pre_hook(refresh_text_embeds)
+    return tokenizer, input_ids.to(device)
+
+
+def build_datasets(config: LiqeTrainingConfig, model) -> tuple[Any, MultiDatasetSteps, list, list[str]]:
+    """(validation processor, training steps, one validation set per dataset that has one, their names)."""
+    from hf_iqa.models.liqe import LiqeImageProcessor
 
     protocol_kwargs = dict(protocol=config.protocol, patch_size=model.config.patch_size)
     processor = LiqeImageProcessor(num_patches=model.config.num_patches, **protocol_kwargs)
@@ -372,58 +419,30 @@ def build_task(config: LiqeTrainingConfig, accelerator) -> TrainingTask:
         for group, index in enumerate(validated)
     ]
     eval_names = [dataset_name(config.datasets[index], index) for index in validated]
-    if config.num_epochs is not None:
-        config.max_steps = epochs_to_steps(
-            config.num_epochs, config.steps_per_epoch, config, accelerator.num_processes
-        )
+    return processor, steps, eval_sets, eval_names
 
-    tasks = TASKS if model.config.multitask else TASKS[:1]
-    dwa = DynamicWeightAverage(
-        len(tasks), config.dwa_temperature, reduce=lambda t: accelerator.reduce(t.to(accelerator.device), "mean").cpu()
+
+def weighted_losses(output, batch, tasks: Sequence[str], weights: Sequence[float], dwa: DynamicWeightAverage):
+    """The weighted sum of the task losses (quality, then distortion and scene in the multitask recipe), with the
+    losses and weights for the logs; the DWA averages are updated with this batch's losses."""
+    losses = [quality_fidelity_loss(output.scores, batch["mos"], batch["dataset"])]
+    if len(tasks) == 3:
+        losses.append(distortion_fidelity_loss(output.distortion_probs, batch["distortion"]))
+        losses.append(scene_fidelity_loss(output.scene_probs, batch["scenes"]))
+    dwa.update([float(loss.detach()) for loss in losses])
+    total = sum(w * loss for w, loss in zip(weights, losses))
+    extras = {f"loss_{name}": loss.detach() for name, loss in zip(tasks, losses)}
+    return total, extras | {f"weight_{name}": w for name, w in zip(tasks, weights)}
+
+
+def write_liqe_card(directory: str, config: LiqeTrainingConfig, multitask: bool) -> None:
+    kind = "multitask (quality x scene x distortion)" if multitask else "quality-only"
+    names = ", ".join(dataset_name(spec, index) for index, spec in enumerate(config.datasets))
+    notes = (
+        f"A {kind} LIQE model (Zhang et al., CVPR 2023) trained on {names}. Scores are the expected quality level "
+        "in [1, 5]. The prompt embeddings in the weights were recomputed from the trained text tower."
     )
-
-    def compute_loss(model, batch):
-        output = model(pixel_values=batch["pixel_values"], patch_mask=batch["patch_mask"], input_ids=input_ids)
-        losses = [quality_fidelity_loss(output.scores, batch["mos"], batch["dataset"])]
-        if len(tasks) == 3:
-            losses.append(distortion_fidelity_loss(output.distortion_probs, batch["distortion"]))
-            losses.append(scene_fidelity_loss(output.scene_probs, batch["scenes"]))
-        weights = dwa.weights(steps.epoch) if config.use_dwa else [1.0] * len(tasks)
-        dwa.update([float(loss.detach()) for loss in losses])
-        total = sum(w * loss for w, loss in zip(weights, losses))
-        extras = {f"loss_{name}": loss.detach() for name, loss in zip(tasks, losses)}
-        return total, extras | {f"weight_{name}": w for name, w in zip(tasks, weights)}
-
-    def epoch_schedule(step: int) -> float:  # one "epoch" = steps_per_epoch optimizer steps
-        return epoch_cosine_factor(step // config.steps_per_epoch, config.cosine_period_epochs)
-
-    def predict(model, batch):  # per-dataset groups: the selection SRCC is the mean over datasets, as the paper's
-        output = model(pixel_values=batch["pixel_values"], patch_mask=batch["patch_mask"], input_ids=input_ids)
-        return output.scores, batch["mos"], batch["group"]
-
-    def save_extra(directory: str) -> None:
-        kind = "multitask (quality x scene x distortion)" if model.config.multitask else "quality-only"
-        names = ", ".join(dataset_name(spec, index) for index, spec in enumerate(config.datasets))
-        notes = (
-            f"A {kind} LIQE model (Zhang et al., CVPR 2023) trained on {names}. Scores are the expected quality level "
-            "in [1, 5]. The prompt embeddings in the weights were recomputed from the trained text tower."
-        )
-        write_card(directory, "liqe", "LIQE (trained with hf_iqa)", config, notes)
-
-    return TrainingTask(
-        model=model,
-        train_dataset=steps,
-        collate_fn=collate_steps,
-        compute_loss=compute_loss,
-        eval_dataset=ConcatDataset(eval_sets) if eval_sets else None,
-        predict=predict,
-        image_processor=processor,
-        tokenizer=tokenizer,
-        save_extra=save_extra,
-        eval_group_names=eval_names,
-        lr_lambda=epoch_schedule if config.lr_scheduler == "epoch_cosine" else None,
-        checkpoint_state={"dwa": dwa},
-    )
+    write_card(directory, "liqe", "LIQE (trained with hf_iqa)", config, notes)
 
 
 def dataset_name(spec: dict, index: int) -> str:
