@@ -316,6 +316,25 @@ def test_checkpoints_hold_no_pickle_and_a_crafted_pickle_never_runs_on_resume(tm
     assert "Traceback" not in completed.stderr and not (tmp_path / "marker_cli").exists()
 
 
+def test_half_written_and_damaged_checkpoints(tmp_path):
+    from hf_iqa.training.checkpoint import CheckpointError
+
+    overrides = dict(max_steps=4, checkpointing_steps=2, eval_steps=0, checkpoints_total_limit=1)
+    common.train(toy_config(tmp_path / "run", **overrides), build_toy_task)
+    folder = tmp_path / "run" / "checkpoints"
+    assert [p.name for p in folder.iterdir()] == ["checkpoint_4"]  # total limit 1: the older one removed
+    # a save killed half-way leaves only a hidden staging folder, which `latest` never picks
+    (folder / ".checkpoint_9.partial").mkdir()
+    again = common.train(toy_config(tmp_path / "run", **overrides, resume_from_checkpoint="latest"), build_toy_task)
+    assert again.global_step == 4 and _losses(again.history) == {}
+    (folder / "checkpoint_4" / "optimizer.json").unlink()
+    with pytest.raises(CheckpointError, match="optimizer.json is missing; the checkpoint is incomplete"):
+        common.train(toy_config(tmp_path / "run", **overrides, resume_from_checkpoint="latest"), build_toy_task)
+    (folder / "checkpoint_4" / "trainer_state.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="trainer_state.json: unreadable"):
+        common.train(toy_config(tmp_path / "run", **overrides, resume_from_checkpoint="latest"), build_toy_task)
+
+
 RECIPE_SCRIPT = """
 import sys
 sys.path.insert(0, {tests_dir!r})
