@@ -392,10 +392,19 @@ def test_resume_in_place_logs_each_step_once_and_shows_progress(tmp_path, capsys
 
 
 def test_no_progress_environment_variable_hides_the_bar(tmp_path, capsys, monkeypatch):
+    from transformers.utils import logging as transformers_logging
+
+    library_bars = []
+
+    def build(config, accelerator):  # e.g. a recipe's from_pretrained: its "Loading weights" bar is hidden too
+        library_bars.append(transformers_logging.is_progress_bar_enabled())
+        return build_toy_task(config, accelerator)
+
     monkeypatch.setenv("HF_IQA_NO_PROGRESS", "1")
-    common.train(toy_config(tmp_path / "run", max_steps=2, eval_steps=0), build_toy_task)
+    common.train(toy_config(tmp_path / "run", max_steps=2, eval_steps=0), build)
     out, err = capsys.readouterr()
     assert "last model:" in out and "training" not in err
+    assert library_bars == [False] and transformers_logging.is_progress_bar_enabled()  # restored afterwards
 
 
 def test_recipe_help_lists_every_option_with_a_description(capsys):

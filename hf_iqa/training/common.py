@@ -35,6 +35,7 @@ inside a dataset.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -653,11 +654,28 @@ def train(
     """Run a recipe: `build_task(config, accelerator)` is called after seeding, inside the accelerator's context.
     The main process shows a progress bar (step, loss, learning rate, ETA; `progress=False` or
     HF_IQA_NO_PROGRESS=1 hides it) and prints validation results and where checkpoints and models went."""
-    accelerator = make_accelerator(config)
-    task = build_task(config, accelerator)
-    trainer = _Trainer(config, task, accelerator, progress_enabled(progress))
-    trainer.resume()
-    return trainer.run()
+    show = progress_enabled(progress)
+    with _library_progress_bars(show):  # e.g. transformers' "Loading weights" while the recipe builds its model
+        accelerator = make_accelerator(config)
+        task = build_task(config, accelerator)
+        trainer = _Trainer(config, task, accelerator, show)
+        trainer.resume()
+        return trainer.run()
+
+
+@contextlib.contextmanager
+def _library_progress_bars(show: bool) -> Iterator[None]:
+    """Hide transformers' progress bars for the run when ours are hidden (`--no-progress`)."""
+    from transformers.utils import logging as transformers_logging
+
+    shown = transformers_logging.is_progress_bar_enabled()
+    if not show:
+        transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            transformers_logging.enable_progress_bar()
 
 
 class _Trainer:
