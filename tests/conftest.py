@@ -65,6 +65,23 @@ def make_image():
     return random_image
 
 
+@pytest.fixture
+def fresh_accelerate_state():
+    """For tests that build `Accelerator`s (the training loop): accelerate's process-wide singletons reset before and
+    after, and one torch thread, because on a loaded shared CPU two spinning OpenMP threads made tiny trainings
+    10-20x slower. Use with `pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")`."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_torch():
     torch.manual_seed(0)

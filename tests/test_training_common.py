@@ -118,16 +118,7 @@ def toy_config(output_dir, **overrides) -> TrainingConfig:
     return TrainingConfig(**values)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    """Each `train` call builds a new Accelerator; accelerate's process-wide singletons must not leak between tests."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
 def _losses(history, first_step=1):
@@ -274,6 +265,172 @@ def test_bf16_mixed_precision_trains_on_cpu(tmp_path):
     assert {v.dtype for v in weights.values()} == {torch.float32}  # master weights stay fp32
 
 
+class _Payload:
+    """Unpickling this creates `marker` (what a crafted checkpoint would do with a shell command instead)."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_checkpoints_hold_no_pickle_and_a_crafted_pickle_never_runs_on_resume(tmp_path):
+    overrides = dict(max_steps=8, checkpointing_steps=4, eval_steps=4)
+    common.train(toy_config(tmp_path / "run", **overrides), build_toy_task)
+    checkpoints = sorted((tmp_path / "run" / "checkpoints").iterdir())
+    assert [p.name for p in checkpoints] == ["checkpoint_4", "checkpoint_8"]
+    for checkpoint in checkpoints:  # nothing a pickle loader reads
+        assert {p.suffix for p in checkpoint.iterdir()} == {".json", ".safetensors"}
+
+    from accelerate.checkpointing import load_custom_state
+
+    from hf_iqa.training.checkpoint import CheckpointError
+
+    # the payload is real: accelerate's loader of registered objects runs it
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    torch.save(_Payload(tmp_path / "probe_marker"), probe / "custom_checkpoint_0.pkl")  # as accelerate writes it
+    with pytest.raises(TypeError):  # the payload ran; its result is no state dict
+        load_custom_state(common.TrainState(), str(probe), 0)
+    assert (tmp_path / "probe_marker").exists()
+
+    for name in ("custom_checkpoint_0.pkl", "random_states_0.pkl", "optimizer.bin"):
+        marker = tmp_path / f"marker_{name}"
+        crafted = checkpoint / name
+        torch.save(_Payload(marker), crafted)
+        for resume in (str(checkpoint), "latest"):
+            with pytest.raises(CheckpointError, match=f"refusing to resume .*pickle files \\({name}\\)"):
+                common.train(toy_config(tmp_path / "run", **overrides, resume_from_checkpoint=resume), build_toy_task)
+        assert not marker.exists()
+        crafted.unlink()
+    # through the command line: one line, exit status 2, no traceback
+    torch.save(_Payload(tmp_path / "marker_cli"), checkpoint / "random_states_0.pkl")
+    completed = subprocess.run(
+        [sys.executable, "-c", RECIPE_SCRIPT.format(tests_dir=str(Path(__file__).parent)), "--output_dir",
+         str(tmp_path / "run"), "--resume_from_checkpoint", "latest", "--no-progress"],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONWARNINGS="ignore"),
+    )  # fmt: skip
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    assert completed.stderr.strip().count("\n") == 0 and "refusing to resume" in completed.stderr
+    assert "Traceback" not in completed.stderr and not (tmp_path / "marker_cli").exists()
+
+
+def test_half_written_and_damaged_checkpoints(tmp_path):
+    from hf_iqa.training.checkpoint import CheckpointError
+
+    overrides = dict(max_steps=4, checkpointing_steps=2, eval_steps=0, checkpoints_total_limit=1)
+    common.train(toy_config(tmp_path / "run", **overrides), build_toy_task)
+    folder = tmp_path / "run" / "checkpoints"
+    assert [p.name for p in folder.iterdir()] == ["checkpoint_4"]  # total limit 1: the older one removed
+    # a save killed half-way leaves only a hidden staging folder, which `latest` never picks
+    (folder / ".checkpoint_9.partial").mkdir()
+    again = common.train(toy_config(tmp_path / "run", **overrides, resume_from_checkpoint="latest"), build_toy_task)
+    assert again.global_step == 4 and _losses(again.history) == {}
+    (folder / "checkpoint_4" / "optimizer.json").unlink()
+    with pytest.raises(CheckpointError, match="optimizer.json is missing; the checkpoint is incomplete"):
+        common.train(toy_config(tmp_path / "run", **overrides, resume_from_checkpoint="latest"), build_toy_task)
+    (folder / "checkpoint_4" / "trainer_state.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="trainer_state.json: unreadable"):
+        common.train(toy_config(tmp_path / "run", **overrides, resume_from_checkpoint="latest"), build_toy_task)
+
+
+RECIPE_SCRIPT = """
+import sys
+sys.path.insert(0, {tests_dir!r})
+from test_training_common import build_toy_task
+from hf_iqa.training import common
+sys.exit(common.run_recipe(common.TrainingConfig, build_toy_task, sys.argv[1:], prog="toy"))
+"""
+
+
+def test_checkpoint_trees_round_trip_exactly(tmp_path):
+    from hf_iqa.training.checkpoint import load_tree, save_tree
+
+    tree = {
+        "state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(2, 3, dtype=torch.bfloat16)}},
+        "param_groups": [{"betas": (0.9, 0.999), "params": [0, 1], "lr": 1 / 3, "fused": None}],
+        "rng": (3, tuple(range(5)), None),
+        "numpy": ("MT19937", np.arange(5, dtype=np.uint32) * 4_000_000_000 // 5, 624, 0, 0.0),
+        "best": -float("inf"),
+        "__odd": True,
+    }
+    save_tree(tmp_path / "tree", tree)
+    back = load_tree(tmp_path / "tree")
+    assert back["state"][0]["step"].shape == () and torch.equal(
+        back["state"][0]["exp_avg"], tree["state"][0]["exp_avg"]
+    )
+    assert back["param_groups"] == tree["param_groups"] and back["rng"] == tree["rng"]
+    assert back["numpy"][1].dtype == np.uint32 and np.array_equal(back["numpy"][1], tree["numpy"][1])
+    assert back["numpy"][0] == "MT19937" and back["best"] == -float("inf") and back["__odd"] is True
+
+
+def test_resume_in_place_logs_each_step_once_and_shows_progress(tmp_path, capsys):
+    overrides = dict(max_steps=6, checkpointing_steps=3, eval_steps=3, logging_steps=1)
+    common.train(toy_config(tmp_path / "run", **overrides), build_toy_task, progress=True)
+    out, err = capsys.readouterr()
+    # validation results, checkpoints and model folders on stdout; the bar (step, loss, lr, ETA) on stderr
+    assert "step 3: validation srcc " in out and "plcc " in out and "on 40 images" in out
+    assert f"step 3: checkpoint saved to {tmp_path / 'run' / 'checkpoints' / 'checkpoint_3'}" in out
+    assert "best model (srcc " in out and str(tmp_path / "run" / "best") in out
+    assert f"last model: {tmp_path / 'run' / 'last'}" in out
+    assert "training" in err and "6/6" in err and "loss=" in err and "lr=" in err and "<00:00" in err
+
+    full_log = (tmp_path / "run" / "logs" / "metrics.jsonl").read_text().splitlines()
+    # an interrupted run would have logged past its checkpoint: resuming in place drops those records
+    common.train(
+        toy_config(
+            tmp_path / "run", **overrides, resume_from_checkpoint=str(tmp_path / "run/checkpoints/checkpoint_3")
+        ),
+        build_toy_task,
+        progress=False,
+    )
+    out, err = capsys.readouterr()
+    assert "resumed from" in out and "training" not in err  # progress=False: no bar
+    resumed_log = (tmp_path / "run" / "logs" / "metrics.jsonl").read_text().splitlines()
+    assert resumed_log == full_log  # same records, each step once, bit-identical values
+
+
+def test_no_progress_environment_variable_hides_the_bar(tmp_path, capsys, monkeypatch):
+    from transformers.utils import logging as transformers_logging
+
+    library_bars = []
+
+    def build(config, accelerator):  # e.g. a recipe's from_pretrained: its "Loading weights" bar is hidden too
+        library_bars.append(transformers_logging.is_progress_bar_enabled())
+        return build_toy_task(config, accelerator)
+
+    monkeypatch.setenv("HF_IQA_NO_PROGRESS", "1")
+    common.train(toy_config(tmp_path / "run", max_steps=2, eval_steps=0), build)
+    out, err = capsys.readouterr()
+    assert "last model:" in out and "training" not in err
+    assert library_bars == [False] and transformers_logging.is_progress_bar_enabled()  # restored afterwards
+
+
+def test_recipe_help_lists_every_option_with_a_description(capsys):
+    from hf_iqa.cli import main
+    from hf_iqa.training import cli
+
+    for name in cli.available_recipes():
+        with pytest.raises(SystemExit) as exited:
+            main(["train", name, "--help"])
+        assert exited.value.code == 0
+        text = capsys.readouterr().out
+        assert text.startswith(f"usage: hf-iqa train {name} ") and "--no-progress" in text
+        config_cls = next(
+            value
+            for value in vars(cli.load_recipe(name)).values()
+            if isinstance(value, type) and issubclass(value, TrainingConfig) and value is not TrainingConfig
+        )
+        for f in dataclasses.fields(config_cls):
+            assert common.option_help(config_cls, f.name), f"{name}: --{f.name} has no description"
+            assert f"--{f.name} " in text
+        assert "peak learning rate (default: " in text
+    with pytest.raises(SystemExit):
+        cli.load_recipe("liqe").main(["--help"])
+    assert capsys.readouterr().out.startswith("usage: accelerate launch -m hf_iqa.training.liqe ")
+
+
 def test_bad_task_and_resume_errors_are_clear(tmp_path):
     with pytest.raises(ConfigError, match="larger than the training set"):
         common.train(toy_config(tmp_path / "a", train_batch_size=1000), build_toy_task)
@@ -287,31 +444,49 @@ sys.path.insert(0, {tests_dir!r})
 from test_training_common import build_toy_task, toy_config
 from hf_iqa.training import common
 
-result = common.train(toy_config({output_dir!r}, max_steps=6, checkpointing_steps=3, eval_steps=3), build_toy_task)
-report = {{"rank": int(os.environ["RANK"]), "world": int(os.environ["WORLD_SIZE"]), "losses": [h["loss"] for h in result.history if "loss" in h], "best": result.best_metric, "eval_items": [h["eval/num_items"] for h in result.history if "eval/num_items" in h]}}
+output_dir, resume = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else None)
+overrides = dict(max_steps=6, checkpointing_steps=3, eval_steps=3)
+result = common.train(toy_config(output_dir, resume_from_checkpoint=resume, **overrides), build_toy_task)
+report = {{"rank": int(os.environ["RANK"]), "world": int(os.environ["WORLD_SIZE"]), "history": result.history, "best": result.best_metric}}
 # one file per rank: two processes printing to one pipe can interleave their lines
-with open(os.path.join({output_dir!r}, "report_rank" + os.environ["RANK"] + ".json"), "w") as handle:
+with open(os.path.join(output_dir, "report_rank" + os.environ["RANK"] + ".json"), "w") as handle:
     json.dump(report, handle)
 """
+
+
+def _torchrun(script: Path, *args: str) -> list[dict]:
+    env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
+    completed = subprocess.run([*command, *args], env=env, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return [json.loads(Path(args[0], f"report_rank{rank}.json").read_text()) for rank in (0, 1)]
 
 
 def test_two_process_cpu_run_with_torchrun(tmp_path):
     script = tmp_path / "run_toy.py"
     output_dir = tmp_path / "ddp"
-    script.write_text(TORCHRUN_SCRIPT.format(tests_dir=str(Path(__file__).parent), output_dir=str(output_dir)))
-    env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
-    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    reports = [json.loads((output_dir / f"report_rank{rank}.json").read_text()) for rank in (0, 1)]
+    script.write_text(TORCHRUN_SCRIPT.format(tests_dir=str(Path(__file__).parent)))
+    reports = _torchrun(script, str(output_dir))
     assert sorted(r["rank"] for r in reports) == [0, 1] and {r["world"] for r in reports} == {2}
     # logged losses are reduced across processes: identical on both ranks; validation gathered the full set
-    assert reports[0]["losses"] == reports[1]["losses"] and len(reports[0]["losses"]) == 6
+    losses = [[h["loss"] for h in r["history"] if "loss" in h] for r in reports]
+    assert losses[0] == losses[1] and len(losses[0]) == 6
     assert reports[0]["best"] == reports[1]["best"] > 0.5
-    assert reports[0]["eval_items"] == [40, 40]  # 20 per process, gathered, no padding duplicates
+    eval_items = [h["eval/num_items"] for h in reports[0]["history"] if "eval/num_items" in h]
+    assert eval_items == [40, 40]  # 20 per process, gathered, no padding duplicates
     assert sorted(p.name for p in (output_dir / "checkpoints").iterdir()) == ["checkpoint_3", "checkpoint_6"]
+    checkpoint = output_dir / "checkpoints" / "checkpoint_3"
+    assert {p.name for p in checkpoint.glob("rank_*.json")} == {"rank_0.json", "rank_1.json"}  # RNG per process
     lines = (output_dir / "logs" / "metrics.jsonl").read_text().splitlines()
     assert len([line for line in lines if '"loss"' in line]) == 6  # written by the main process only
+
+    # resumed from step 3 by two new processes: the same logged values and the same weights
+    resumed = _torchrun(script, str(tmp_path / "ddp_resumed"), str(checkpoint))
+    assert resumed[0]["history"] == [h for h in reports[0]["history"] if h["step"] > 3]
+    for name in ("last", "best"):
+        a = load_file(str(output_dir / name / "model.safetensors"))
+        b = load_file(str(tmp_path / "ddp_resumed" / name / "model.safetensors"))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
     AutoConfig.register(ToyConfig.model_type, ToyConfig, exist_ok=True)
     AutoModel.register(ToyConfig, ToyModel, exist_ok=True)
     assert isinstance(AutoModel.from_pretrained(output_dir / "best"), ToyModel)
@@ -329,7 +504,7 @@ def test_hf_iqa_train_dispatches_to_the_recipe_main(tmp_path, monkeypatch, capsy
 
     received = []
     fake = types.ModuleType("hf_iqa.training.fake_recipe")
-    fake.main = lambda argv: received.append(argv) or 0
+    fake.main = lambda argv, prog: received.append((argv, prog)) or 0
     monkeypatch.setitem(sys.modules, "hf_iqa.training.fake_recipe", fake)
 
     import argparse
@@ -338,7 +513,7 @@ def test_hf_iqa_train_dispatches_to_the_recipe_main(tmp_path, monkeypatch, capsy
     cli.add_arguments(parser)
     args = parser.parse_args(["fake_recipe", "--config", "x.yaml", "--max_steps", "3"])
     assert cli.run(args) == 0
-    assert received == [["--config", "x.yaml", "--max_steps", "3"]]
+    assert received == [(["--config", "x.yaml", "--max_steps", "3"], "hf-iqa train fake_recipe")]
 
     assert cli.run(parser.parse_args(["no_such_recipe"])) == 2
     assert "unknown training recipe 'no_such_recipe'" in capsys.readouterr().err

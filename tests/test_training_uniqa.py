@@ -36,20 +36,7 @@ RESNET = dict(
 )  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state_one_thread():
-    """Fresh accelerate singletons per `train` call; one torch thread, because on a loaded shared CPU two
-    spinning OpenMP threads made these tiny trainings 10-20x slower."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
 def brightness_split(folder, count: int, seed: int) -> dict:

@@ -7,17 +7,17 @@ import argparse
 import importlib
 import pkgutil
 import sys
+from pathlib import Path
 from types import ModuleType
 
-SHARED_MODULES = {"cli", "common"}  # not recipes
+SHARED_MODULES = {"cli", "common", "checkpoint", "iqa_data", "qualiclip_losses"}  # not recipes
 
 
 def _candidates() -> list[str]:
-    import hf_iqa.training
-
+    """Module names of this folder that may be recipes (nothing is imported: `hf-iqa train --help` stays fast)."""
     return sorted(
         info.name
-        for info in pkgutil.iter_modules(hf_iqa.training.__path__)
+        for info in pkgutil.iter_modules([str(Path(__file__).parent)])
         if not info.name.startswith("_") and info.name not in SHARED_MODULES
     )
 
@@ -53,7 +53,9 @@ def load_recipe(name: str) -> ModuleType:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recipe", help="training recipe: a module of hf_iqa.training, e.g. liqe, qualiclip, uniqa")
+    parser.add_argument(
+        "recipe", help=f"training recipe: {', '.join(_candidates())}; `hf-iqa train RECIPE --help` lists its options"
+    )
     parser.add_argument(
         "recipe_args",
         nargs=argparse.REMAINDER,
@@ -67,4 +69,4 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"hf-iqa train: {error}", file=sys.stderr)
         return 2
-    return int(module.main(list(args.recipe_args)) or 0)
+    return int(module.main(list(args.recipe_args), prog=f"hf-iqa train {args.recipe}") or 0)

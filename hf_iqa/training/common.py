@@ -5,39 +5,43 @@ building a `TrainingTask` (model, datasets, loss, validation scores) and `main(a
 
     @dataclass
     class MyConfig(TrainingConfig):
-        data_dir: str = ""
+        data_dir: str = option("", help="where the images are")
 
     def build_task(config: MyConfig, accelerator) -> TrainingTask: ...
 
-    def main(argv=None) -> int:
-        config = parse_config(MyConfig, argv, description="...")
-        train(config, build_task)
-        return 0
+    def main(argv=None, prog="accelerate launch -m hf_iqa.training.<name>") -> int:
+        return run_recipe(MyConfig, build_task, argv, prog=prog, description="...")
 
-It then runs as `accelerate launch -m hf_iqa.training.<name> --config FILE.yaml [--key value ...]` (any number of
-GPUs or processes) and as `hf-iqa train <name> --config FILE.yaml [--key value ...]`.
+Options are declared with `option(default, help=...)`, which `--help` lists. The recipe then runs as
+`accelerate launch -m hf_iqa.training.<name> --config FILE.yaml [--key value ...]` (any number of GPUs or
+processes) and as `hf-iqa train <name> --config FILE.yaml [--key value ...]`.
 
-What `train` does: seeds everything; builds the `Accelerator` (mixed precision, gradient accumulation,
-`ProjectConfiguration` checkpoints in `<output_dir>/checkpoints/checkpoint_<step>` with `save_state`, trackers);
-runs `max_steps` optimizer steps; validates SRCC/PLCC every `eval_steps` and keeps the best model in
-`<output_dir>/best`; writes the final weights to `<output_dir>/last`. Both are `save_pretrained` folders (config,
-safetensors weights, processor, the model's code for `trust_remote_code`), loadable with `AutoModel`.
+What `train` does: seeds everything; builds the `Accelerator` (mixed precision, gradient accumulation, trackers);
+runs `max_steps` optimizer steps with a progress bar on the main process (step, loss, learning rate, ETA;
+`--no-progress` or HF_IQA_NO_PROGRESS=1 hides it); validates SRCC/PLCC every `eval_steps` (printed) and keeps the
+best model in `<output_dir>/best`; saves resumable checkpoints in `<output_dir>/checkpoints/checkpoint_<step>`;
+writes the final weights to `<output_dir>/last`. best/ and last/ are `save_pretrained` folders (config, safetensors
+weights, processor, the model's code for `trust_remote_code`), loadable with `AutoModel`.
 
-Exact resume (`resume_from_checkpoint: latest` or a checkpoint folder): `load_state` restores weights, optimizer,
-scheduler, scaler, RNG states and our `TrainState` (step, epoch, position in the epoch, best metric), and the loop
-skips the batches already seen in the current epoch. It is bit-identical on the same hardware when the data order
-and augmentations depend only on (seed, epoch, index): use `EpochSampler` (done for you) and draw augmentations
-from `SeededDataset.rng(index)`, never from the global RNGs inside a dataset.
+Exact resume (`resume_from_checkpoint: latest` or a checkpoint folder): hf_iqa's own checkpoint format
+(`hf_iqa.training.checkpoint`: safetensors + JSON, never pickle) restores weights, optimizer, scheduler, scaler,
+every process's RNG states, the recipe's `TrainingTask.checkpoint_state` objects and our `TrainState` (step, epoch,
+position in the epoch, best metric), and the loop skips the batches already seen in the current epoch. It is
+bit-identical on the same hardware when the data order and augmentations depend only on (seed, epoch, index): use
+`EpochSampler` (done for you) and draw augmentations from `SeededDataset.rng(index)`, never from the global RNGs
+inside a dataset.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import shutil
+import sys
 import types
 import typing
 import warnings
@@ -59,36 +63,47 @@ class ConfigError(ValueError):
     """A configuration file, key or value that cannot be used; the message names which and why."""
 
 
+def option(default: Any = dataclasses.MISSING, *, help: str, default_factory: Any = dataclasses.MISSING) -> Any:
+    """A config field with its `--help` text (`dataclasses.field` with `metadata={"help": ...}`)."""
+    return field(default=default, default_factory=default_factory, metadata={"help": help})
+
+
 @dataclass
 class TrainingConfig:
     """Options common to every recipe. Steps are optimizer steps (after gradient accumulation)."""
 
-    output_dir: str = "outputs/train"
-    seed: int = 42
-    max_steps: int = 1000
-    train_batch_size: int = 16  # per process
-    eval_batch_size: int = 32  # per process
-    learning_rate: float = 1e-5
-    weight_decay: float = 0.0
-    optimizer: str = "adamw"  # "adamw" | "adam"
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_epsilon: float = 1e-8
-    lr_scheduler: str = "constant"  # any `transformers.get_scheduler` name: constant, linear, cosine, ...
-    warmup_steps: int = 0
-    gradient_accumulation_steps: int = 1
-    max_grad_norm: float | None = 1.0  # None: no clipping
-    mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
-    checkpointing_steps: int = 500  # 0: no checkpoints
-    checkpoints_total_limit: int | None = 2
-    resume_from_checkpoint: str | None = None  # "latest" or a checkpoint folder
-    eval_steps: int = 500  # 0: validate only at the end
-    logging_steps: int = 10
-    metric_for_best_model: str = "srcc"  # "srcc" | "plcc"
-    report_to: list[str] = field(default_factory=lambda: ["jsonl"])  # jsonl, tensorboard, wandb
-    num_workers: int = 0
-    find_unused_parameters: bool = False  # DDP: set when some trainable parameters get no gradient
-    project_name: str = "hf_iqa"
+    output_dir: str = option("outputs/train", help="folder for checkpoints/, best/, last/ and logs/")
+    seed: int = option(42, help="seed of every RNG, the data order and the augmentations")
+    max_steps: int = option(1000, help="optimizer steps to train (recipes with num_epochs compute it)")
+    train_batch_size: int = option(16, help="training batch per process")
+    eval_batch_size: int = option(32, help="validation batch per process")
+    learning_rate: float = option(1e-5, help="peak learning rate")
+    weight_decay: float = option(0.0, help="weight decay of the optimizer")
+    optimizer: str = option("adamw", help="adamw or adam")
+    adam_beta1: float = option(0.9, help="Adam beta1")
+    adam_beta2: float = option(0.999, help="Adam beta2")
+    adam_epsilon: float = option(1e-8, help="Adam epsilon")
+    lr_scheduler: str = option(
+        "constant", help="learning-rate schedule: a transformers.get_scheduler name (constant, linear, cosine, ...)"
+    )
+    warmup_steps: int = option(0, help="linear warm-up steps of the schedule")
+    gradient_accumulation_steps: int = option(1, help="batches accumulated per optimizer step")
+    max_grad_norm: float | None = option(1.0, help="gradient-norm clipping; null: no clipping")
+    mixed_precision: str = option("no", help="no, bf16 or fp16 autocast")
+    checkpointing_steps: int = option(500, help="save a resumable checkpoint every N steps; 0: never")
+    checkpoints_total_limit: int | None = option(2, help="keep the newest N checkpoints; null: all")
+    resume_from_checkpoint: str | None = option(
+        None, help="resume exactly: 'latest' (of output_dir; starts fresh when none) or a checkpoint folder"
+    )
+    eval_steps: int = option(500, help="validate every N steps; 0: only at the end")
+    logging_steps: int = option(10, help="log the mean losses and the learning rate every N steps")
+    metric_for_best_model: str = option("srcc", help="srcc or plcc: the validation metric that selects best/")
+    report_to: list[str] = option(
+        default_factory=lambda: ["jsonl"], help="trackers: jsonl (logs/metrics.jsonl), tensorboard, wandb"
+    )
+    num_workers: int = option(0, help="data-loading worker processes")
+    find_unused_parameters: bool = option(False, help="DDP: set when some trainable parameters get no gradient")
+    project_name: str = option("hf_iqa", help="project name given to the trackers")
 
     def __post_init__(self) -> None:
         checks = [
@@ -223,20 +238,52 @@ def load_config(config_cls: type, path: str | os.PathLike | None = None, overrid
     return build_config(config_cls, values, source)
 
 
+def option_help(config_cls: type, name: str) -> str:
+    """The help text of option `name`: from the nearest class that declared it with `option(...)` (a recipe that
+    only changes a default inherits the base class's text)."""
+    for klass in config_cls.__mro__:
+        declared = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if declared is not None and declared.metadata.get("help"):
+            return declared.metadata["help"]
+    return ""
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return json.dumps(value, default=str)  # the form the command line accepts (parsed as YAML)
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> None:
     """`--config FILE` plus one `--<option> VALUE` per field of `config_cls` (values parsed as YAML)."""
-    parser.add_argument("--config", help="YAML or JSON file with the options; command-line options override it")
-    group = parser.add_argument_group(f"options of {config_cls.__name__} (override the file)")
+    parser.add_argument(
+        "--config", metavar="FILE", help="YAML or JSON file with the options; command-line options override it"
+    )
+    group = parser.add_argument_group(f"options of {config_cls.__name__} (override the file; values as in YAML)")
     for f in dataclasses.fields(config_cls):
         flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
-        group.add_argument(*flags, dest=f"override_{f.name}", metavar="VALUE", default=argparse.SUPPRESS)
+        text = f"{option_help(config_cls, f.name)} (default: {_default_text(f)})".strip()
+        group.add_argument(
+            *flags, dest=f"override_{f.name}", metavar="VALUE", default=argparse.SUPPRESS, help=text.replace("%", "%%")
+        )
 
 
-def parse_config(config_cls: type, argv: Sequence[str] | None = None, description: str | None = None):
-    """Parse `--config FILE` and `--option value` overrides from `argv` into a `config_cls` instance."""
-    parser = argparse.ArgumentParser(description=description or config_cls.__doc__)
+def config_parser(
+    config_cls: type, prog: str | None = None, description: str | None = None
+) -> argparse.ArgumentParser:
+    """The command line of a recipe: `--config`, one option per config field, `--no-progress`."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        usage="%(prog)s [-h] [--config FILE.yaml] [--<option> VALUE ...] [--no-progress]",
+        description=description or config_cls.__doc__,
+    )
     add_config_arguments(parser, config_cls)
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (also: environment HF_IQA_NO_PROGRESS=1)"
+    )
+    return parser
+
+
+def _config_from_args(parser: argparse.ArgumentParser, config_cls: type, args: argparse.Namespace):
     overrides = {
         key[len("override_") :]: _parse_scalar(value)
         for key, value in vars(args).items()
@@ -246,6 +293,37 @@ def parse_config(config_cls: type, argv: Sequence[str] | None = None, descriptio
         return load_config(config_cls, args.config, overrides)
     except ConfigError as error:
         parser.error(str(error))
+
+
+def parse_config(
+    config_cls: type, argv: Sequence[str] | None = None, description: str | None = None, prog: str | None = None
+):
+    """Parse `--config FILE` and `--option value` overrides from `argv` into a `config_cls` instance."""
+    parser = config_parser(config_cls, prog, description)
+    return _config_from_args(parser, config_cls, parser.parse_args(argv))
+
+
+def run_recipe(
+    config_cls: type,
+    build_task: Callable[[Any, Any], Any],
+    argv: Sequence[str] | None = None,
+    *,
+    prog: str | None = None,
+    description: str | None = None,
+) -> int:
+    """A recipe's `main`: parse the command line, train; a configuration or checkpoint problem is one line on
+    stderr and exit status 2 (no traceback)."""
+    from hf_iqa.training.checkpoint import CheckpointError
+
+    parser = config_parser(config_cls, prog, description)
+    args = parser.parse_args(argv)
+    config = _config_from_args(parser, config_cls, args)
+    try:
+        train(config, build_task, progress=False if args.no_progress else None)
+    except (ConfigError, CheckpointError) as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -328,6 +406,24 @@ class JsonlTracker(_general_tracker_base()):
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps({"step": step, **values}, default=float) + "\n")
 
+    def records(self) -> int:
+        """How many records the file holds (saved in checkpoints)."""
+        if not self.path.is_file():
+            return 0
+        with self.path.open("rb") as handle:
+            return sum(1 for _ in handle)
+
+    def truncate(self, records: int) -> None:
+        """Keep the first `records` records (a resumed run drops what the interrupted one logged after its
+        checkpoint); written to a temporary file, then renamed."""
+        if self.records() <= records:
+            return
+        with self.path.open("rb") as handle:
+            kept = [line for _, line in zip(range(records), handle)]
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        temporary.write_bytes(b"".join(kept))
+        os.replace(temporary, self.path)
+
 
 def make_accelerator(config: TrainingConfig):
     """The `Accelerator` for `config`: mixed precision, gradient accumulation, checkpoints named
@@ -346,12 +442,8 @@ def make_accelerator(config: TrainingConfig):
         except ImportError:
             raise ConfigError(f"report_to: {name!r} needs the `{module}` package (pip install {module})") from None
         log_with.append(name)
-    project = ProjectConfiguration(
-        project_dir=config.output_dir,
-        logging_dir=str(Path(config.output_dir) / "logs"),
-        automatic_checkpoint_naming=True,
-        total_limit=config.checkpoints_total_limit,
-    )
+    # checkpoints are hf_iqa's own (hf_iqa.training.checkpoint), not accelerate's save_state
+    project = ProjectConfiguration(project_dir=config.output_dir, logging_dir=str(Path(config.output_dir) / "logs"))
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if config.find_unused_parameters else []
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision,
@@ -392,10 +484,13 @@ class TrainingTask:
     save_extra: Callable[[str], None] | None = None
     eval_group_names: Sequence[str] | None = None  # names of the group ids `predict` returns, for the logs
     lr_lambda: Callable[[int], float] | None = None  # lr multiplier by optimizer step; replaces config.lr_scheduler
+    # objects with state_dict()/load_state_dict() saved per process in every checkpoint; their state must be JSON
+    # values and tensors (e.g. LIQE's DWA loss averages)
+    checkpoint_state: dict[str, Any] | None = None
 
 
 class TrainState:
-    """Loop position and best validation result, saved in every checkpoint (`register_for_checkpointing`)."""
+    """Loop position and best validation result, saved in every checkpoint (`trainer_state.json`)."""
 
     def __init__(self) -> None:
         self.global_step = 0
@@ -440,11 +535,12 @@ def _find_checkpoint(config: TrainingConfig) -> str | None:
     if spec is None:
         return None
     if spec == "latest":
-        folder = Path(config.output_dir) / "checkpoints"
-        candidates = [p for p in folder.glob("checkpoint_*") if p.name.split("_")[-1].isdigit()]
+        from hf_iqa.training.checkpoint import list_checkpoints
+
+        candidates = list_checkpoints(Path(config.output_dir) / "checkpoints")
         if not candidates:
             return None  # nothing to resume yet: start fresh (lets a pre-emptible job always pass `latest`)
-        return str(max(candidates, key=lambda p: int(p.name.split("_")[-1])))
+        return str(candidates[-1])
     if not Path(spec).is_dir():
         raise ConfigError(f"resume_from_checkpoint: {spec} is not a checkpoint folder")
     return spec
@@ -466,6 +562,8 @@ def evaluate(
     "srcc_<name>"/"plcc_<name>", and the pooled values as "srcc_pooled"/"plcc_pooled"."""
     was_training = model.training
     model.eval()
+    if hasattr(loader, "set_epoch"):  # accelerate advances a loader's dataset epoch at every pass: validate the
+        loader.set_epoch(0)  # same items every time (a SeededDataset's augmentation), also after a resume
     scores, targets, groups = [], [], []
     with torch.no_grad():
         for batch in loader:
@@ -524,7 +622,15 @@ def save_model_folder(accelerator, model: torch.nn.Module, directory: str | os.P
 
             save_file({k: v.contiguous() for k, v in state_dict.items()}, os.path.join(directory, "model.safetensors"))
         else:
-            unwrapped.save_pretrained(directory, state_dict=state_dict)
+            from transformers.utils import logging as transformers_logging
+
+            shown = transformers_logging.is_progress_bar_enabled()
+            transformers_logging.disable_progress_bar()  # the training bar is the progress; no "Writing shards" bar
+            try:
+                unwrapped.save_pretrained(directory, state_dict=state_dict)
+            finally:
+                if shown:
+                    transformers_logging.enable_progress_bar()
         for extra in (task.image_processor, task.tokenizer):
             if extra is not None:
                 extra.save_pretrained(directory)
@@ -533,45 +639,109 @@ def save_model_folder(accelerator, model: torch.nn.Module, directory: str | os.P
     accelerator.wait_for_everyone()
 
 
-def train(config: TrainingConfig, build_task: Callable[[TrainingConfig, Any], TrainingTask]) -> TrainResult:
-    """Run a recipe: `build_task(config, accelerator)` is called after seeding, inside the accelerator's context."""
-    from transformers import get_scheduler
+def progress_enabled(progress: bool | None = None) -> bool:
+    """`progress` if given, else on unless the environment sets HF_IQA_NO_PROGRESS=1."""
+    if progress is not None:
+        return progress
+    return os.environ.get("HF_IQA_NO_PROGRESS", "").strip().lower() in ("", "0", "false", "no")
 
-    accelerator = make_accelerator(config)
-    task = build_task(config, accelerator)
-    model = task.model
-    parameters = (
-        list(task.parameters) if task.parameters is not None else [p for p in model.parameters() if p.requires_grad]
-    )
-    optimizer = _build_optimizer(config, parameters)
-    # accelerate steps a prepared scheduler once per process per optimizer step, hence the num_processes factor
-    if task.lr_lambda is not None:  # a recipe's own schedule (e.g. LIQE's per-epoch cosine)
-        processes = accelerator.num_processes
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: task.lr_lambda(step // processes))
-    else:
-        scheduler = get_scheduler(
+
+def train(
+    config: TrainingConfig,
+    build_task: Callable[[TrainingConfig, Any], TrainingTask],
+    progress: bool | None = None,
+) -> TrainResult:
+    """Run a recipe: `build_task(config, accelerator)` is called after seeding, inside the accelerator's context.
+    The main process shows a progress bar (step, loss, learning rate, ETA; `progress=False` or
+    HF_IQA_NO_PROGRESS=1 hides it) and prints validation results and where checkpoints and models went."""
+    show = progress_enabled(progress)
+    with _library_progress_bars(show):  # e.g. transformers' "Loading weights" while the recipe builds its model
+        accelerator = make_accelerator(config)
+        task = build_task(config, accelerator)
+        trainer = _Trainer(config, task, accelerator, show)
+        trainer.resume()
+        return trainer.run()
+
+
+@contextlib.contextmanager
+def _library_progress_bars(show: bool) -> Iterator[None]:
+    """Hide transformers' progress bars for the run when ours are hidden (`--no-progress`)."""
+    from transformers.utils import logging as transformers_logging
+
+    shown = transformers_logging.is_progress_bar_enabled()
+    if not show:
+        transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            transformers_logging.enable_progress_bar()
+
+
+class _Trainer:
+    """One training run, in the order `train` calls it: set-up (`__init__`), `resume`, `run` (epochs of batches,
+    optimizer steps with logging, validation and checkpoints), then the saved model folders."""
+
+    def __init__(self, config: TrainingConfig, task: TrainingTask, accelerator, progress: bool) -> None:
+        self.config, self.task, self.accelerator = config, task, accelerator
+        self.show_progress = progress and accelerator.is_main_process
+        output_dir = Path(config.output_dir)
+        self.best_dir, self.last_dir = output_dir / "best", output_dir / "last"
+        self.checkpoint_dir = output_dir / "checkpoints"
+        self.state = TrainState()
+        self.history: list[dict[str, Any]] = []
+        self.window: dict[str, list[float]] = {}  # values since the last log line
+        self.step_losses: list[float] = []  # losses of the micro-batches of the current optimizer step
+        self.bar = None
+        model = task.model
+        self.parameters = (
+            list(task.parameters)
+            if task.parameters is not None
+            else [p for p in model.parameters() if p.requires_grad]
+        )
+        optimizer = _build_optimizer(config, self.parameters)
+        scheduler = self._build_scheduler(optimizer)
+        train_loader, eval_loader = self._build_loaders()
+        self.model, self.optimizer, self.train_loader, self.scheduler = accelerator.prepare(
+            model, optimizer, train_loader, scheduler
+        )
+        self.eval_loader = accelerator.prepare(eval_loader) if eval_loader is not None else None
+
+    def _build_scheduler(self, optimizer: torch.optim.Optimizer):
+        from transformers import get_scheduler
+
+        config, processes = self.config, self.accelerator.num_processes
+        # accelerate steps a prepared scheduler once per process per optimizer step, hence the processes factor
+        if self.task.lr_lambda is not None:  # a recipe's own schedule (e.g. LIQE's per-epoch cosine)
+            lr_lambda = self.task.lr_lambda
+            return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_lambda(step // processes))
+        return get_scheduler(
             config.lr_scheduler,
             optimizer,
-            num_warmup_steps=config.warmup_steps * accelerator.num_processes,
-            num_training_steps=config.max_steps * accelerator.num_processes,
+            num_warmup_steps=config.warmup_steps * processes,
+            num_training_steps=config.max_steps * processes,
         )
-    # the loader's own generator keeps DataLoader iterator creation off the global torch RNG, which the model's
-    # dropout uses: needed for a bit-identical resume
-    train_loader = DataLoader(
-        task.train_dataset,
-        batch_size=config.train_batch_size,
-        sampler=EpochSampler(len(task.train_dataset), seed=config.seed),
-        collate_fn=task.collate_fn,
-        num_workers=config.num_workers,
-        drop_last=True,
-        generator=torch.Generator().manual_seed(config.seed),
-    )
-    if len(train_loader) == 0:
-        raise ConfigError(
-            f"train_batch_size={config.train_batch_size} is larger than the training set ({len(task.train_dataset)} items)"
+
+    def _build_loaders(self) -> tuple[DataLoader, DataLoader | None]:
+        config, task = self.config, self.task
+        # the loader's own generator keeps DataLoader iterator creation off the global torch RNG, which the
+        # model's dropout uses: needed for a bit-identical resume
+        train_loader = DataLoader(
+            task.train_dataset,
+            batch_size=config.train_batch_size,
+            sampler=EpochSampler(len(task.train_dataset), seed=config.seed),
+            collate_fn=task.collate_fn,
+            num_workers=config.num_workers,
+            drop_last=True,
+            generator=torch.Generator().manual_seed(config.seed),
         )
-    eval_loader = None
-    if task.eval_dataset is not None and task.predict is not None:
+        if len(train_loader) == 0:
+            raise ConfigError(
+                f"train_batch_size={config.train_batch_size} is larger than the training set "
+                f"({len(task.train_dataset)} items)"
+            )
+        if task.eval_dataset is None or task.predict is None:
+            return train_loader, None
         eval_loader = DataLoader(
             task.eval_dataset,
             batch_size=config.eval_batch_size,
@@ -579,95 +749,227 @@ def train(config: TrainingConfig, build_task: Callable[[TrainingConfig, Any], Tr
             collate_fn=task.collate_fn,
             num_workers=config.num_workers,
         )
-    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
-    if eval_loader is not None:
-        eval_loader = accelerator.prepare(eval_loader)
+        return train_loader, eval_loader
 
-    state = TrainState()
-    accelerator.register_for_checkpointing(state)
-    checkpoint = _find_checkpoint(config)
-    if checkpoint is not None:
-        accelerator.load_state(checkpoint)
-        accelerator.print(f"resumed from {checkpoint} at step {state.global_step}")
-    # load_state does not restore the automatic-naming counter; we name checkpoints by step anyway
-    accelerator.project_configuration.iteration = state.global_step
-    accelerator.init_trackers(config.project_name, config=_flat_config(config))
+    # -- checkpoints ------------------------------------------------------------------------------------------
 
-    output_dir = Path(config.output_dir)
-    best_dir, last_dir = output_dir / "best", output_dir / "last"
-    history: list[dict[str, Any]] = []
-    window: dict[str, list[float]] = {}
+    def _checkpointed_objects(self) -> dict[str, Any]:
+        return dict(self.task.checkpoint_state or {})
 
-    def log(values: dict[str, Any]) -> None:
-        history.append({"step": state.global_step, **values})
-        accelerator.log(values, step=state.global_step)
+    def resume(self) -> None:
+        """Restore the run from `config.resume_from_checkpoint` (JSON + safetensors only; pickles are refused)."""
+        from hf_iqa.training.checkpoint import load_checkpoint
 
-    def validate() -> None:
-        metrics = evaluate(accelerator, model, eval_loader, task.predict, task.eval_group_names)
+        _check_checkpointing_supported(self.config, self.accelerator)
+        folder = _find_checkpoint(self.config)
+        if folder is not None:
+            trainer_state = load_checkpoint(
+                self.accelerator,
+                Path(folder),
+                model=self.model,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                objects=self._checkpointed_objects(),
+            )
+            self.state.load_state_dict(trainer_state["loop"])
+            self._restore_trackers(Path(folder), trainer_state.get("tracker_records"))
+            self._say(f"resumed from {folder} at step {self.state.global_step}")
+        self.accelerator.init_trackers(self.config.project_name, config=_flat_config(self.config))
+
+    def _jsonl_tracker(self) -> JsonlTracker | None:
+        trackers = [t for t in self.accelerator.log_with or [] if isinstance(t, JsonlTracker)]
+        return trackers[0] if trackers else None
+
+    def _restore_trackers(self, folder: Path, records: int | None) -> None:
+        """Resuming in the run's own output folder: drop the log records written after the checkpoint (by the
+        interrupted run), so metrics.jsonl holds each step once."""
+        tracker = self._jsonl_tracker() if self.accelerator.is_main_process else None
+        inside = Path(self.config.output_dir).resolve() in folder.resolve().parents
+        if tracker is not None and records is not None and inside:
+            tracker.truncate(records)
+
+    def _save_checkpoint(self) -> None:
+        from hf_iqa.training.checkpoint import save_checkpoint
+
+        tracker = self._jsonl_tracker()
+        folder = self.checkpoint_dir / f"checkpoint_{self.state.global_step}"
+        save_checkpoint(
+            self.accelerator,
+            folder,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            trainer_state={
+                "loop": self.state.state_dict(),
+                "tracker_records": tracker.records() if tracker is not None else None,
+            },
+            objects=self._checkpointed_objects(),
+            total_limit=self.config.checkpoints_total_limit,
+        )
+        self._say(f"step {self.state.global_step}: checkpoint saved to {folder}")
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        from tqdm.auto import tqdm
+
+        config, state = self.config, self.state
+        self.model.train()
+        with tqdm(
+            total=config.max_steps,
+            initial=min(state.global_step, config.max_steps),
+            desc="training",
+            unit="step",
+            disable=not self.show_progress,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        ) as self.bar:
+            while state.global_step < config.max_steps:
+                self._run_epoch()
+        self.bar = None
+        return self._finish()
+
+    def _run_epoch(self) -> None:
+        """Batches of the current epoch from where the state says; advances the epoch when it is exhausted."""
+        state = self.state
+        self.train_loader.set_epoch(state.epoch)
+        if hasattr(self.task.train_dataset, "set_epoch"):
+            self.task.train_dataset.set_epoch(state.epoch)
+        loader = self.train_loader
+        if state.batches_in_epoch:  # resumed mid-epoch: same order, seen batches skipped without loading them
+            loader = self.accelerator.skip_first_batches(self.train_loader, state.batches_in_epoch)
+        for batch in loader:
+            self._train_batch(batch)
+            if self.accelerator.sync_gradients and self._after_optimizer_step():
+                return  # max_steps reached
+        state.epoch += 1
+        state.batches_in_epoch = 0
+
+    def _train_batch(self, batch: Any) -> None:
+        accelerator, config = self.accelerator, self.config
+        with accelerator.accumulate(self.model):
+            loss, extras = _split_loss(self.task.compute_loss(self.model, batch))
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and config.max_grad_norm is not None:
+                accelerator.clip_grad_norm_(self.parameters, config.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.state.batches_in_epoch += 1
+        for key, value in {"loss": loss, **extras}.items():
+            self.window.setdefault(key, []).append(_to_float(value))
+        self.step_losses.append(self.window["loss"][-1])
+
+    def _after_optimizer_step(self) -> bool:
+        """Logging, validation, checkpoint and progress after optimizer step `global_step`; True at the last."""
+        config, state = self.config, self.state
+        state.global_step += 1
+        last = state.global_step >= config.max_steps
+        if config.logging_steps and (state.global_step % config.logging_steps == 0 or last):
+            self._log_window()
+        if self.bar is not None:
+            self.bar.set_postfix(
+                loss=f"{np.mean(self.step_losses):.4g}", lr=f"{self.scheduler.get_last_lr()[0]:.3g}", refresh=False
+            )
+            self.bar.update(1)
+        self.step_losses = []
+        if self.eval_loader is not None and (
+            (config.eval_steps and state.global_step % config.eval_steps == 0) or last
+        ):
+            self._validate()
+        if config.checkpointing_steps and state.global_step % config.checkpointing_steps == 0:
+            self._save_checkpoint()
+        return last
+
+    def _log(self, values: dict[str, Any]) -> None:
+        self.history.append({"step": self.state.global_step, **values})
+        self.accelerator.log(values, step=self.state.global_step)
+
+    def _log_window(self) -> None:
+        accelerator = self.accelerator
+        means = torch.tensor([np.mean(v) for v in self.window.values()], device=accelerator.device)
+        means = accelerator.reduce(means, reduction="mean")  # same numbers on every process
+        lr = self.scheduler.get_last_lr()[0]
+        self._log(dict(zip(self.window, means.tolist())) | {"lr": lr, "epoch": self.state.epoch})
+        self.window.clear()
+
+    def _validate(self) -> None:
+        config, state = self.config, self.state
+        metrics = evaluate(
+            self.accelerator, self.model, self.eval_loader, self.task.predict, self.task.eval_group_names
+        )
         value = metrics[config.metric_for_best_model]
         improved = not math.isnan(value) and value > state.best_metric
         if improved:
             state.best_metric, state.best_step = value, state.global_step
-            save_model_folder(accelerator, model, best_dir, task)
-        log({f"eval/{k}": v for k, v in metrics.items()} | {"eval/best": state.best_metric})
+            save_model_folder(self.accelerator, self.model, self.best_dir, self.task)
+        self._log({f"eval/{k}": v for k, v in metrics.items()} | {"eval/best": state.best_metric})
+        self._say(_validation_line(state, metrics, config.metric_for_best_model, self.best_dir if improved else None))
 
-    model.train()
-    done = state.global_step >= config.max_steps
-    while not done:
-        train_loader.set_epoch(state.epoch)
-        if hasattr(task.train_dataset, "set_epoch"):
-            task.train_dataset.set_epoch(state.epoch)
-        loader = train_loader
-        if state.batches_in_epoch:  # resumed mid-epoch: same order, seen batches skipped without loading them
-            loader = accelerator.skip_first_batches(train_loader, state.batches_in_epoch)
-        for batch in loader:
-            with accelerator.accumulate(model):
-                loss, extras = _split_loss(task.compute_loss(model, batch))
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.max_grad_norm is not None:
-                    accelerator.clip_grad_norm_(parameters, config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            state.batches_in_epoch += 1
-            for key, value in {"loss": loss, **extras}.items():
-                window.setdefault(key, []).append(float(value.detach()) if torch.is_tensor(value) else float(value))
-            if not accelerator.sync_gradients:
-                continue
-            state.global_step += 1
-            last = state.global_step >= config.max_steps
-            if config.logging_steps and (state.global_step % config.logging_steps == 0 or last):
-                means = torch.tensor([np.mean(v) for v in window.values()], device=accelerator.device)
-                means = accelerator.reduce(means, reduction="mean")  # same numbers on every process
-                log(dict(zip(window, means.tolist())) | {"lr": scheduler.get_last_lr()[0], "epoch": state.epoch})
-                window.clear()
-            if eval_loader is not None and (
-                (config.eval_steps and state.global_step % config.eval_steps == 0) or last
-            ):
-                validate()
-            if config.checkpointing_steps and state.global_step % config.checkpointing_steps == 0:
-                accelerator.project_configuration.iteration = state.global_step
-                accelerator.save_state()
-            if last:
-                done = True
-                break
-        else:
-            state.epoch += 1
-            state.batches_in_epoch = 0
+    def _finish(self) -> TrainResult:
+        state = self.state
+        save_model_folder(self.accelerator, self.model, self.last_dir, self.task)
+        self.accelerator.end_training()
+        has_best = state.best_step >= 0
+        model_dir = str(self.best_dir if has_best else self.last_dir)
+        lines = [f"done at step {state.global_step}"]
+        if has_best:
+            metric = self.config.metric_for_best_model
+            lines.append(f"best model ({metric} {state.best_metric:.4f} at step {state.best_step}): {self.best_dir}")
+        lines.append(f"last model: {self.last_dir}")
+        if self.checkpoint_dir.is_dir():
+            lines.append(f"checkpoints: {self.checkpoint_dir}")
+        tracker = self._jsonl_tracker()
+        if tracker is not None:
+            lines.append(f"logs: {tracker.path}")
+        self._say("\n".join(lines))
+        return TrainResult(
+            global_step=state.global_step,
+            best_metric=state.best_metric if has_best else None,
+            best_step=state.best_step if has_best else None,
+            model_dir=model_dir,
+            last_dir=str(self.last_dir),
+            history=self.history,
+        )
 
-    save_model_folder(accelerator, model, last_dir, task)
-    accelerator.end_training()
-    has_best = state.best_step >= 0
-    model_dir = str(best_dir if has_best else last_dir)
-    accelerator.print(f"done at step {state.global_step}; model folder: {model_dir}")
-    return TrainResult(
-        global_step=state.global_step,
-        best_metric=state.best_metric if has_best else None,
-        best_step=state.best_step if has_best else None,
-        model_dir=model_dir,
-        last_dir=str(last_dir),
-        history=history,
+    def _say(self, message: str) -> None:
+        """A line on stdout from the main process, drawn above the progress bar."""
+        if self.accelerator.is_main_process:
+            from tqdm.auto import tqdm
+
+            tqdm.write(message, file=sys.stdout)
+
+
+def _to_float(value: Any) -> float:
+    return float(value.detach()) if torch.is_tensor(value) else float(value)
+
+
+def _validation_line(state: TrainState, metrics: dict[str, float], metric: str, saved_to: Path | None) -> str:
+    shown = [f"{key} {metrics[key]:.4f}" for key in ("srcc", "plcc")]
+    shown += [
+        f"{key} {value:.4f}" for key, value in metrics.items() if key.startswith("srcc_") and key != "srcc_pooled"
+    ]
+    best = (
+        f"best {metric} {state.best_metric:.4f} at step {state.best_step}" if state.best_step >= 0 else "no best yet"
     )
+    where = f", saved to {saved_to}" if saved_to is not None else ""
+    return f"step {state.global_step}: validation {', '.join(shown)} on {int(metrics['num_items'])} images ({best}{where})"
+
+
+def _check_checkpointing_supported(config: TrainingConfig, accelerator) -> None:
+    """hf_iqa's own checkpoints hold a whole model and optimizer state: not for sharded (FSDP/DeepSpeed) runs."""
+    from accelerate.utils import DistributedType
+
+    sharded = accelerator.distributed_type in (
+        DistributedType.FSDP,
+        DistributedType.DEEPSPEED,
+        DistributedType.MEGATRON_LM,
+    )
+    if sharded and (config.checkpointing_steps or config.resume_from_checkpoint):
+        raise ConfigError(
+            f"checkpoints are not supported under {accelerator.distributed_type.value}; "
+            "set checkpointing_steps: 0 and no resume_from_checkpoint, or run with DDP"
+        )
 
 
 def _flat_config(config: TrainingConfig) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -50,7 +50,7 @@ import torch
 from PIL import Image
 from torch.utils.data import ConcatDataset
 
-from hf_iqa.training.common import ConfigError, SeededDataset, TrainingConfig, TrainingTask, parse_config, train
+from hf_iqa.training.common import ConfigError, SeededDataset, TrainingConfig, TrainingTask, option, run_recipe
 from hf_iqa.training.iqa_data import (
     LIQE_SCENES,
     ImageRecord,
@@ -71,26 +71,36 @@ class LiqeTrainingConfig(TrainingConfig):
     """LIQE training options (see the module docstring); `datasets` is a list of dataset mappings
     (hf_iqa.training.iqa_data), each with its per-step `batch_size`."""
 
-    model_name_or_path: str = ""  # an hf_iqa LIQE folder, or a transformers CLIP folder / Hub id
-    clip_config: dict | None = None  # random init from this CLIPConfig (no model_name_or_path); tests, ablations
-    multitask: bool = True
-    datasets: list[dict] = field(default_factory=list)
-    default_batch_size: int = 16  # per-dataset sub-batch when a dataset gives no batch_size
-    steps_per_epoch: int = 200  # one "epoch" = this many multi-dataset steps (the paper's)
-    num_epochs: float | None = None  # if set, max_steps = num_epochs * steps_per_epoch (per process count)
-    num_train_patches: int = 3
-    protocol: str = "official"  # "official" (adaptive resize 768, stride 48/32) or "pyiqa"
-    use_dwa: bool = True
-    dwa_temperature: float = 2.0
-    train_logit_scale: bool = False
+    model_name_or_path: str = option(
+        "", help="start from an hf_iqa LIQE folder, or a transformers CLIP folder / Hub id (LIQE's: ViT-B/32)"
+    )
+    clip_config: dict | None = option(
+        None, help="random init from this CLIPConfig mapping instead (no model_name_or_path); tests, ablations"
+    )
+    multitask: bool = option(True, help="quality x scene x distortion prompts (true) or quality only (false)")
+    datasets: list[dict] = option(
+        default_factory=list, help="dataset mappings (see hf_iqa.training.iqa_data), each with its batch_size"
+    )
+    default_batch_size: int = option(16, help="per-dataset sub-batch when a dataset gives no batch_size")
+    steps_per_epoch: int = option(200, help="multi-dataset steps in one epoch (the paper's 200)")
+    num_epochs: float | None = option(
+        None, help="if set, max_steps = num_epochs x steps_per_epoch (per process count)"
+    )
+    num_train_patches: int = option(3, help="random 224 windows per training image")
+    protocol: str = option("official", help="official (adaptive resize 768, stride 48/32) or pyiqa windows")
+    use_dwa: bool = option(True, help="weight the three losses by Dynamic Weight Average")
+    dwa_temperature: float = option(2.0, help="DWA temperature T")
+    train_logit_scale: bool = option(False, help="also train CLIP's logit_scale")
     # the paper's optimisation; TrainingConfig defaults overridden
     learning_rate: float = 5e-6
     weight_decay: float = 1e-3
-    # "epoch_cosine" is the original's schedule (CosineAnnealingLR(T_max=cosine_period_epochs) stepped per epoch,
-    # never reset, epochs at lr 0 skipped); any transformers scheduler name works too
-    lr_scheduler: str = "cosine"
-    cosine_period_epochs: int = 5
-    train_batch_size: int = 1  # multi-dataset steps per process per optimizer step (keep 1)
+    lr_scheduler: str = option(
+        "cosine",
+        help="a transformers scheduler name, or epoch_cosine: the original's CosineAnnealingLR(T_max="
+        "cosine_period_epochs) stepped per epoch, never reset, epochs at lr 0 skipped",
+    )
+    cosine_period_epochs: int = option(5, help="T_max of epoch_cosine, in epochs")
+    train_batch_size: int = option(1, help="multi-dataset steps per process per optimizer step (keep 1)")
     max_grad_norm: float | None = None
     seed: int = 20200626
 
@@ -151,7 +161,8 @@ class DynamicWeightAverage:
 
     `update(epoch, losses)` accumulates per-process sums; at the first call of a new epoch the finished epoch's
     means are averaged over processes (`reduce`, a collective every process reaches at the same step). Saved in
-    checkpoints (`register_for_checkpointing`), so a resumed run weights its losses exactly as the original."""
+    every checkpoint, per process (`TrainingTask.checkpoint_state`), so a resumed run weights its losses exactly as
+    the original."""
 
     def __init__(self, num_tasks: int, temperature: float = 2.0, reduce=None):
         self.num_tasks, self.temperature, self.reduce = num_tasks, temperature, reduce
@@ -327,16 +338,57 @@ def build_model(config: LiqeTrainingConfig):
 
 
 def build_task(config: LiqeTrainingConfig, accelerator) -> TrainingTask:
-    from hf_iqa.conversion.common import build_clip_tokenizer
-    from hf_iqa.models.liqe import LiqeImageProcessor
-
+    """The LIQE task: model and prompts, the multi-dataset steps and validation sets, the DWA-weighted losses."""
     model = build_model(config)
     model.clip.logit_scale.requires_grad_(config.train_logit_scale)
+    tokenizer, input_ids = prompt_inputs(model, accelerator.device)
+    processor, steps, eval_sets, eval_names = build_datasets(config, model)
+    if config.num_epochs is not None:
+        config.max_steps = epochs_to_steps(
+            config.num_epochs, config.steps_per_epoch, config, accelerator.num_processes
+        )
+    tasks = TASKS if model.config.multitask else TASKS[:1]
+    dwa = DynamicWeightAverage(
+        len(tasks), config.dwa_temperature, reduce=lambda t: accelerator.reduce(t.to(accelerator.device), "mean").cpu()
+    )
+
+    def compute_loss(model, batch):
+        output = model(pixel_values=batch["pixel_values"], patch_mask=batch["patch_mask"], input_ids=input_ids)
+        weights = dwa.weights(steps.epoch) if config.use_dwa else [1.0] * len(tasks)
+        return weighted_losses(output, batch, tasks, weights, dwa)
+
+    def epoch_schedule(step: int) -> float:  # one "epoch" = steps_per_epoch optimizer steps
+        return epoch_cosine_factor(step // config.steps_per_epoch, config.cosine_period_epochs)
+
+    def predict(model, batch):  # per-dataset groups: the selection SRCC is the mean over datasets, as the paper's
+        output = model(pixel_values=batch["pixel_values"], patch_mask=batch["patch_mask"], input_ids=input_ids)
+        return output.scores, batch["mos"], batch["group"]
+
+    return TrainingTask(
+        model=model,
+        train_dataset=steps,
+        collate_fn=collate_steps,
+        compute_loss=compute_loss,
+        eval_dataset=ConcatDataset(eval_sets) if eval_sets else None,
+        predict=predict,
+        image_processor=processor,
+        tokenizer=tokenizer,
+        save_extra=lambda directory: write_liqe_card(directory, config, model.config.multitask),
+        eval_group_names=eval_names,
+        lr_lambda=epoch_schedule if config.lr_scheduler == "epoch_cosine" else None,
+        checkpoint_state={"dwa": dwa},
+    )
+
+
+def prompt_inputs(model, device) -> tuple[Any, torch.Tensor]:
+    """The CLIP tokenizer and the prompts' token ids on `device`; registers the hook that recomputes the stored
+    prompt embeddings from the trained text tower whenever the weights are saved."""
+    from hf_iqa.conversion.common import build_clip_tokenizer
+
     tokenizer = build_clip_tokenizer()
     # training re-encodes every prompt at each step; padding to the longest prompt gives the embeddings of
     # 77-token padding (causal mask, end-of-text pooling) at a third of the cost
     input_ids = tokenizer(model.config.prompts, padding="longest", return_tensors="pt")["input_ids"]
-    input_ids = input_ids.to(accelerator.device)
 
     def refresh_text_embeds(module, prefix, keep_vars):  # state_dict pre-hook: saved weights carry fresh prompts
         was_training = module.training
@@ -345,6 +397,12 @@ def build_task(config: LiqeTrainingConfig, accelerator) -> TrainingTask:
         module.train(was_training)
 
     model.register_state_dict_pre_hook(refresh_text_embeds)
+    return tokenizer, input_ids.to(device)
+
+
+def build_datasets(config: LiqeTrainingConfig, model) -> tuple[Any, MultiDatasetSteps, list, list[str]]:
+    """(validation processor, training steps, one validation set per dataset that has one, their names)."""
+    from hf_iqa.models.liqe import LiqeImageProcessor
 
     protocol_kwargs = dict(protocol=config.protocol, patch_size=model.config.patch_size)
     processor = LiqeImageProcessor(num_patches=model.config.num_patches, **protocol_kwargs)
@@ -361,58 +419,30 @@ def build_task(config: LiqeTrainingConfig, accelerator) -> TrainingTask:
         for group, index in enumerate(validated)
     ]
     eval_names = [dataset_name(config.datasets[index], index) for index in validated]
-    if config.num_epochs is not None:
-        config.max_steps = epochs_to_steps(
-            config.num_epochs, config.steps_per_epoch, config, accelerator.num_processes
-        )
+    return processor, steps, eval_sets, eval_names
 
-    tasks = TASKS if model.config.multitask else TASKS[:1]
-    dwa = DynamicWeightAverage(
-        len(tasks), config.dwa_temperature, reduce=lambda t: accelerator.reduce(t.to(accelerator.device), "mean").cpu()
+
+def weighted_losses(output, batch, tasks: Sequence[str], weights: Sequence[float], dwa: DynamicWeightAverage):
+    """The weighted sum of the task losses (quality, then distortion and scene in the multitask recipe), with the
+    losses and weights for the logs; the DWA averages are updated with this batch's losses."""
+    losses = [quality_fidelity_loss(output.scores, batch["mos"], batch["dataset"])]
+    if len(tasks) == 3:
+        losses.append(distortion_fidelity_loss(output.distortion_probs, batch["distortion"]))
+        losses.append(scene_fidelity_loss(output.scene_probs, batch["scenes"]))
+    dwa.update([float(loss.detach()) for loss in losses])
+    total = sum(w * loss for w, loss in zip(weights, losses))
+    extras = {f"loss_{name}": loss.detach() for name, loss in zip(tasks, losses)}
+    return total, extras | {f"weight_{name}": w for name, w in zip(tasks, weights)}
+
+
+def write_liqe_card(directory: str, config: LiqeTrainingConfig, multitask: bool) -> None:
+    kind = "multitask (quality x scene x distortion)" if multitask else "quality-only"
+    names = ", ".join(dataset_name(spec, index) for index, spec in enumerate(config.datasets))
+    notes = (
+        f"A {kind} LIQE model (Zhang et al., CVPR 2023) trained on {names}. Scores are the expected quality level "
+        "in [1, 5]. The prompt embeddings in the weights were recomputed from the trained text tower."
     )
-    accelerator.register_for_checkpointing(dwa)
-
-    def compute_loss(model, batch):
-        output = model(pixel_values=batch["pixel_values"], patch_mask=batch["patch_mask"], input_ids=input_ids)
-        losses = [quality_fidelity_loss(output.scores, batch["mos"], batch["dataset"])]
-        if len(tasks) == 3:
-            losses.append(distortion_fidelity_loss(output.distortion_probs, batch["distortion"]))
-            losses.append(scene_fidelity_loss(output.scene_probs, batch["scenes"]))
-        weights = dwa.weights(steps.epoch) if config.use_dwa else [1.0] * len(tasks)
-        dwa.update([float(loss.detach()) for loss in losses])
-        total = sum(w * loss for w, loss in zip(weights, losses))
-        extras = {f"loss_{name}": loss.detach() for name, loss in zip(tasks, losses)}
-        return total, extras | {f"weight_{name}": w for name, w in zip(tasks, weights)}
-
-    def epoch_schedule(step: int) -> float:  # one "epoch" = steps_per_epoch optimizer steps
-        return epoch_cosine_factor(step // config.steps_per_epoch, config.cosine_period_epochs)
-
-    def predict(model, batch):  # per-dataset groups: the selection SRCC is the mean over datasets, as the paper's
-        output = model(pixel_values=batch["pixel_values"], patch_mask=batch["patch_mask"], input_ids=input_ids)
-        return output.scores, batch["mos"], batch["group"]
-
-    def save_extra(directory: str) -> None:
-        kind = "multitask (quality x scene x distortion)" if model.config.multitask else "quality-only"
-        names = ", ".join(dataset_name(spec, index) for index, spec in enumerate(config.datasets))
-        notes = (
-            f"A {kind} LIQE model (Zhang et al., CVPR 2023) trained on {names}. Scores are the expected quality level "
-            "in [1, 5]. The prompt embeddings in the weights were recomputed from the trained text tower."
-        )
-        write_card(directory, "liqe", "LIQE (trained with hf_iqa)", config, notes)
-
-    return TrainingTask(
-        model=model,
-        train_dataset=steps,
-        collate_fn=collate_steps,
-        compute_loss=compute_loss,
-        eval_dataset=ConcatDataset(eval_sets) if eval_sets else None,
-        predict=predict,
-        image_processor=processor,
-        tokenizer=tokenizer,
-        save_extra=save_extra,
-        eval_group_names=eval_names,
-        lr_lambda=epoch_schedule if config.lr_scheduler == "epoch_cosine" else None,
-    )
+    write_card(directory, "liqe", "LIQE (trained with hf_iqa)", config, notes)
 
 
 def dataset_name(spec: dict, index: int) -> str:
@@ -420,10 +450,8 @@ def dataset_name(spec: dict, index: int) -> str:
     return str(spec.get("name", spec.get("benchmark", spec.get("train_file", f"dataset{index}"))))
 
 
-def main(argv: list[str] | None = None) -> int:
-    config = parse_config(LiqeTrainingConfig, argv, description=__doc__.split("\n\n")[0])
-    train(config, build_task)
-    return 0
+def main(argv: list[str] | None = None, prog: str = "accelerate launch -m hf_iqa.training.liqe") -> int:
+    return run_recipe(LiqeTrainingConfig, build_task, argv, prog=prog, description=__doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":

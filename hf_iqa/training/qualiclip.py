@@ -29,13 +29,13 @@ pristine images (unverified); any set of clean photos works.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from hf_iqa.training.common import ConfigError, TrainingConfig, TrainingTask, parse_config, train
+from hf_iqa.training.common import ConfigError, TrainingConfig, TrainingTask, option, run_recipe
 from hf_iqa.training.iqa_data import ProcessedImages, collate, epochs_to_steps, load_records, write_card
 from hf_iqa.training.qualiclip_losses import DegradedCropPairs, QualiClipLossConfig, qualiclip_step_loss
 
@@ -44,24 +44,28 @@ from hf_iqa.training.qualiclip_losses import DegradedCropPairs, QualiClipLossCon
 class QualiClipTrainingConfig(TrainingConfig):
     """QualiCLIP self-supervised options (see the module docstring)."""
 
-    model_name_or_path: str = ""  # an hf_iqa QualiCLIP folder (e.g. converted OpenAI RN50 CLIP or QualiCLIP)
-    model_config: dict | None = None  # random init from these QualiClipConfig values (no model_name_or_path)
-    image_dir: str = ""  # pristine photos, searched recursively
-    validation_image_dir: str | None = None  # held-out pristine photos: level-ranking validation
-    validation_data: dict | None = None  # or a MOS dataset mapping: validation against MOS
-    num_epochs: float | None = None  # if set, max_steps covers this many passes over image_dir
-    crop_size: int = 224
-    num_levels: int = 5
-    max_distortions: int = 1
-    min_overlap: float = 0.5
-    degradation_groups: list[str] | None = None  # default: all seven groups
-    prompt_pairs: list[int] = field(default_factory=lambda: [0])  # indices into the model's prompt pairs
-    margin: float = 0.05
-    consistency_margin: float = 0.0
-    weight_pos: float = 1.0
-    weight_neg: float = 1.0
-    weight_cons: float = 1.0
-    freeze_batch_norm: bool = True
+    model_name_or_path: str = option(
+        "", help="start from an hf_iqa QualiCLIP folder (e.g. converted OpenAI RN50 CLIP, or QualiCLIP)"
+    )
+    model_config: dict | None = option(
+        None, help="random init from these QualiClipConfig values instead (no model_name_or_path)"
+    )
+    image_dir: str = option("", help="pristine photos for self-supervised training, searched recursively")
+    validation_image_dir: str | None = option(None, help="held-out pristine photos: level-ranking validation")
+    validation_data: dict | None = option(None, help="or a MOS dataset mapping: validation against MOS")
+    num_epochs: float | None = option(None, help="if set, max_steps covers this many passes over image_dir")
+    crop_size: int = option(224, help="side of the two overlapping crops taken from each photo")
+    num_levels: int = option(5, help="degradation intensity levels per crop")
+    max_distortions: int = option(1, help="distortions combined on one image (at most)")
+    min_overlap: float = option(0.5, help="minimum overlap (fraction) of the two crops")
+    degradation_groups: list[str] | None = option(None, help="degradation groups to draw from; null: all seven")
+    prompt_pairs: list[int] = option(default_factory=lambda: [0], help="indices into the model's prompt pairs")
+    margin: float = option(0.05, help="margin of the level-ranking losses")
+    consistency_margin: float = option(0.0, help="margin of the consistency loss between the two crops")
+    weight_pos: float = option(1.0, help="weight of the positive-prompt ranking loss")
+    weight_neg: float = option(1.0, help="weight of the negative-prompt ranking loss")
+    weight_cons: float = option(1.0, help="weight of the consistency loss")
+    freeze_batch_norm: bool = option(True, help="keep the ResNet's BatchNorm statistics fixed")
     # ours (the paper's values are not released); TrainingConfig defaults overridden
     learning_rate: float = 1e-6
     lr_scheduler: str = "cosine"
@@ -244,10 +248,8 @@ def build_task(config: QualiClipTrainingConfig, accelerator) -> TrainingTask:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    config = parse_config(QualiClipTrainingConfig, argv, description=__doc__.split("\n\n")[0])
-    train(config, build_task)
-    return 0
+def main(argv: list[str] | None = None, prog: str = "accelerate launch -m hf_iqa.training.qualiclip") -> int:
+    return run_recipe(QualiClipTrainingConfig, build_task, argv, prog=prog, description=__doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":

@@ -23,12 +23,12 @@ aspect-ratio resize is not reproduced; no gradient clipping.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from hf_iqa.training.common import ConfigError, TrainingConfig, TrainingTask, parse_config, train
+from hf_iqa.training.common import ConfigError, TrainingConfig, TrainingTask, option, run_recipe
 from hf_iqa.training.iqa_data import (
     ProcessedImages,
     RandomCropImages,
@@ -45,17 +45,21 @@ from hf_iqa.training.iqa_data import (
 class QualiClipPlusTrainingConfig(TrainingConfig):
     """QualiCLIP+ prompt-learning options (see the module docstring)."""
 
-    model_name_or_path: str = ""  # an hf_iqa QualiCLIP folder with its text tower, or a QualiCLIP+ folder
-    model_config: dict | None = None  # random init from these QualiClipConfig values (tests)
-    data: dict = field(default_factory=dict)  # one dataset mapping (hf_iqa.training.iqa_data)
-    num_epochs: float | None = 50.0  # sets max_steps; null: use max_steps
-    crop_size: int = 384
-    resize_short_side: int | None = None  # 512 for SPAQ
-    n_ctx: int = 16
-    reinitialize_prompts: bool = False
-    prompt_logit_scale: float | None = 50.0  # pyiqa's scale for qualiclip+; null: keep the model's
-    mse_weight: float = 1.0
-    plcc_weight: float = 1.0
+    model_name_or_path: str = option(
+        "", help="start from an hf_iqa QualiCLIP folder with its text tower, or a QualiCLIP+ folder"
+    )
+    model_config: dict | None = option(None, help="random init from these QualiClipConfig values instead (tests)")
+    data: dict = option(default_factory=dict, help="one dataset mapping (see hf_iqa.training.iqa_data)")
+    num_epochs: float | None = option(50.0, help="sets max_steps; null: use max_steps")
+    crop_size: int = option(384, help="side of the random training crop")
+    resize_short_side: int | None = option(None, help="resize the short side first (512 for SPAQ); null: no")
+    n_ctx: int = option(16, help="learned context tokens per prompt")
+    reinitialize_prompts: bool = option(False, help="start the prompt context from random values (std 0.02)")
+    prompt_logit_scale: float | None = option(
+        50.0, help="logit scale of the prompt similarities (pyiqa's for qualiclip+); null: the model's"
+    )
+    mse_weight: float = option(1.0, help="weight of the MSE loss against the normalised MOS")
+    plcc_weight: float = option(1.0, help="weight of the PLCC loss")
     # pyiqa's optimisation; TrainingConfig defaults overridden
     optimizer: str = "adam"
     learning_rate: float = 2e-3
@@ -212,10 +216,8 @@ def build_task(config: QualiClipPlusTrainingConfig, accelerator) -> TrainingTask
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    config = parse_config(QualiClipPlusTrainingConfig, argv, description=__doc__.split("\n\n")[0])
-    train(config, build_task)
-    return 0
+def main(argv: list[str] | None = None, prog: str = "accelerate launch -m hf_iqa.training.qualiclip_plus") -> int:
+    return run_recipe(QualiClipPlusTrainingConfig, build_task, argv, prog=prog, description=__doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":

@@ -22,12 +22,12 @@ no gradient clipping.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from hf_iqa.training.common import ConfigError, TrainingConfig, TrainingTask, parse_config, train
+from hf_iqa.training.common import ConfigError, TrainingConfig, TrainingTask, option, run_recipe
 from hf_iqa.training.iqa_data import (
     ProcessedImages,
     RandomCropImages,
@@ -46,12 +46,14 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 class UniQaTrainingConfig(TrainingConfig):
     """UniQA adapter training options (see the module docstring)."""
 
-    model_name_or_path: str = ""  # an hf_iqa UniQA folder (converted backbone, or an earlier run)
-    model_config: dict | None = None  # random init from these UniQaConfig values (no model_name_or_path); tests
-    task: str = "quality"  # "quality" | "aesthetics"
-    data: dict = field(default_factory=dict)  # one dataset mapping (hf_iqa.training.iqa_data)
-    num_epochs: float | None = 20.0  # sets max_steps; null: use max_steps
-    reinitialize_head: bool = False
+    model_name_or_path: str = option("", help="start from an hf_iqa UniQA folder (converted backbone, or a run)")
+    model_config: dict | None = option(
+        None, help="random init from these UniQaConfig values instead (no model_name_or_path); tests"
+    )
+    task: str = option("quality", help="quality or aesthetics: the head that trains (the other stays frozen)")
+    data: dict = option(default_factory=dict, help="one dataset mapping (see hf_iqa.training.iqa_data)")
+    num_epochs: float | None = option(20.0, help="sets max_steps; null: use max_steps")
+    reinitialize_head: bool = option(False, help="start the head from a fresh adapter even if the model has one")
     # the paper's optimisation; TrainingConfig defaults overridden
     optimizer: str = "adam"
     learning_rate: float = 2e-4
@@ -148,10 +150,8 @@ def build_task(config: UniQaTrainingConfig, accelerator) -> TrainingTask:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    config = parse_config(UniQaTrainingConfig, argv, description=__doc__.split("\n\n")[0])
-    train(config, build_task)
-    return 0
+def main(argv: list[str] | None = None, prog: str = "accelerate launch -m hf_iqa.training.uniqa") -> int:
+    return run_recipe(UniQaTrainingConfig, build_task, argv, prog=prog, description=__doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":
