@@ -105,7 +105,7 @@ def score(paths: list[str], models: list[str]) -> dict[str, Any]:
         for (name, _), result in zip(images, results):
             picture = result.pop("visualization", None)
             if picture is not None:
-                pictures.append((picture, f"{name} - {model}: {result['score']:.4f}"))
+                pictures.append((picture, f"{name} - {_label(model)}: {result['score']:.4f}"))
             rows.append({"image": name, "model": model, "result": result, "error": ""})
     return {"rows": rows, "meta": meta, "pictures": pictures, "messages": messages, "images": [n for n, _ in images]}
 
@@ -151,6 +151,11 @@ def _esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
+def _label(model: str) -> str:
+    """A folder is shown by its last component (the full path is in the tooltip and the CSV)."""
+    return Path(model).name if os.sep in model else model
+
+
 def _range_text(info: dict[str, Any]) -> str:
     low, high = info["range"]
     arrow = "higher is better" if info["higher_is_better"] else "lower is better"
@@ -168,7 +173,10 @@ def render_scores(outcome: dict[str, Any]) -> str:
     models = list(outcome["meta"])
     if not models or not outcome["images"]:
         return ""
-    head = "".join(f"<th>{_esc(m)}<br><small>{_esc(_range_text(outcome['meta'][m]))}</small></th>" for m in models)
+    head = "".join(
+        f'<th title="{_esc(m)}">{_esc(_label(m))}<br><small>{_esc(_range_text(outcome["meta"][m]))}</small></th>'
+        for m in models
+    )
     by_key = {(r["image"], r["model"]): r["result"] for r in outcome["rows"] if r.get("result") is not None}
     body = []
     for name in outcome["images"]:
@@ -214,7 +222,7 @@ def render_details(outcome: dict[str, Any]) -> str:
             blocks.append(f"<div><b>regions</b><table><tr><th>#</th><th>score</th><th>box</th></tr>"
                           f"{region_rows}</table></div>")  # fmt: skip
         parts.append(
-            f"<details open><summary><b>{_esc(row['image'])}</b> - {_esc(row['model'])}: {result['score']:.4f}"
+            f"<details open><summary><b>{_esc(row['image'])}</b> - {_esc(_label(row['model']))}: {result['score']:.4f}"
             f"{' (' + ', '.join(scalars) + ')' if scalars else ''}</summary>"
             f'<div style="display:grid;grid-template-columns:repeat(auto-fit,minmax(260px,1fr));gap:12px">'
             f"{''.join(blocks)}</div></details>"
