@@ -57,7 +57,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
             array = array * 255.0
         array = np.clip(np.rint(array), 0, 255).astype(np.uint8)
         return Image.fromarray(array, mode="L").convert("RGB")
-    return image.convert("RGB")
+    return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
 
 
 # Copied from hf_iqa.io._from_array

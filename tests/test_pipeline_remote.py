@@ -146,7 +146,7 @@ def copied_blocks(source: str) -> dict[str, str]:
             match = re.fullmatch(r"# Copied from hf_iqa\.io\.(\w+)", lines[node.lineno - 2].strip())
             if match:
                 assert match.group(1) == node.name, f"marker names {match.group(1)}, block defines {node.name}"
-                blocks[node.name] = ast.get_source_segment(source, node)
+                blocks[node.name] = "\n".join(lines[node.lineno - 1 : node.end_lineno])  # whole lines
     return blocks
 
 
