@@ -74,7 +74,7 @@ def model_problem(model: str, error: Exception) -> str:
     text = str(error).strip() or type(error).__name__
     if "offline" in text.lower() or "HF_HUB_OFFLINE" in os.environ:
         text += "\n(offline: convert the weights with `hf-iqa convert` and pass the folder with --model, or run once with network access.)"
-    return f"{model}: {text}"
+    return text if text.startswith(f"{model}: ") else f"{model}: {text}"
 
 
 def score(paths: list[str], models: list[str]) -> dict[str, Any]:

@@ -143,3 +143,16 @@ def test_app_through_gradio_client(liqe_dir, photos):  # noqa: F811
     assert [row[2] for row in table["data"][1:]] == [round(r["score"], 4) for r in expected]
     rows = list(csv.DictReader(open(csv_file, encoding="utf-8")))
     assert [float(r["score"]) for r in rows if r["score"]] == [r["score"] for r in expected]
+
+
+def test_launch_settings(monkeypatch, capsys):
+    """What `hf-iqa demo` and app.py pass to Gradio: local address, no share link, the upload cap; a model that
+    cannot be loaded is reported at start and the app still starts."""
+    import gradio as gr
+
+    seen = {}
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: seen.update(kw))
+    demo.launch(["./missing/model"])
+    assert seen["server_name"] == "127.0.0.1" and seen["server_port"] == 7860 and seen["share"] is False
+    assert seen["max_file_size"] == demo.MAX_UPLOAD == "50mb"
+    assert "hf-iqa demo: ./missing/model: no such model folder\n" in capsys.readouterr().out
