@@ -1,117 +1,103 @@
-"""The `image-quality` pipeline: any hf_iqa model (or any model honouring the output contract in
-`hf_iqa.models`) -> one `{"score": float, ...}` dict per image.
+"""The `image-quality` task for package users, and the hooks that make every saved hf_iqa folder carry it.
 
-transformers has no IQA task, so this registers one. Package users call `hf_iqa.pipeline(model=...)` or
-`transformers.pipeline("image-quality", model=...)` after `import hf_iqa`.
+The pipeline class itself lives in `pipeline_image_quality.py`, a flat remote-code file. Here the package:
+- registers it as the `image-quality` task (so `import hf_iqa; transformers.pipeline("image-quality", model=...)`
+  works) and makes it read images through `hf_iqa.io` (errors are `hf_iqa.ImageLoadError`);
+- makes every registered hf_iqa config write `custom_pipelines` into `config.json` and copy the pipeline file next
+  to it on `save_pretrained` (which `model.save_pretrained`, `push_to_hub` and the converters all go through), so
+  `transformers.pipeline(model=folder, trust_remote_code=True)` works where hf_iqa is not installed;
+- keeps `transformers.pipeline("image-quality", model=folder)` working with the package installed: transformers
+  refuses a task listed in `custom_pipelines` without `trust_remote_code=True`, even when the task is registered
+  locally, so configs loaded by the package answer "not a remote task" for it (`_RemoteTasks`). With hf_iqa
+  installed, `pipeline("image-quality", model=folder)`, `pipeline(model=folder)` (task read from
+  `custom_pipelines`), their `trust_remote_code=True` forms and `hf_iqa.pipeline(model=folder)` all use the
+  package's own pipeline and model classes.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
+import shutil
+from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from transformers import AutoImageProcessor, AutoModel, Pipeline
+from transformers import AutoImageProcessor, AutoModel
 from transformers import pipeline as transformers_pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from . import pipeline_image_quality
 from .io import load_image
+from .models import registered_models
+from .pipeline_image_quality import CUSTOM_PIPELINES, TASK, ImageQualityPipeline, describe_output
 
-TASK = "image-quality"
+__all__ = ["CUSTOM_PIPELINES", "PIPELINE_FILE", "TASK", "ImageQualityPipeline", "describe_output", "pipeline"]
 
+PIPELINE_FILE = Path(pipeline_image_quality.__file__)
 
-def _as_list(value: Any) -> list[float]:
-    return value.detach().float().cpu().reshape(-1).tolist()
-
-
-def _python(value: torch.Tensor) -> Any:
-    value = value.detach().cpu()
-    return value.float().tolist() if value.is_floating_point() else value.tolist()
-
-
-def describe_output(outputs: Any, index: int, config: Any) -> dict[str, Any]:
-    """One image's result as a plain dict, following the output contract in `hf_iqa.models`: `score`; for every
-    field in `config.output_labels` a `{label: probability}` dict and the most probable label (`scene_probs` ->
-    `scene`); every other one-value-per-image field as a number; `region_*` fields as lists of `num_regions`."""
-    result: dict[str, Any] = {"score": float(outputs["scores"][index].float())}
-    labelled = getattr(config, "output_labels", None) or {}
-    for field, labels in labelled.items():
-        value = outputs.get(field)
-        if value is None:
-            continue
-        probs = _as_list(value[index])
-        if len(probs) != len(labels):
-            continue
-        result[field] = dict(zip(labels, probs))
-        if field.endswith("_probs") and abs(sum(probs) - 1.0) < 1e-3:  # a distribution, not independent pairs
-            result[field[: -len("_probs")]] = labels[int(np.argmax(probs))]
-    num_regions = outputs.get("num_regions")
-    for field, value in outputs.items():
-        if field == "scores" or field in labelled or not isinstance(value, torch.Tensor) or value.dim() == 0:
-            continue
-        if value.dim() == 1:
-            result[field] = _python(value[index])
-        elif field.startswith("region_") and num_regions is not None:
-            result[field] = _python(value[index][: int(num_regions[index])])
-    return result
-
-
-class ImageQualityPipeline(Pipeline):
-    """Score images with an hf_iqa model.
-
-    Inputs: a path, a PIL image, a numpy array (HxWx3 uint8 or float in [0, 1]), or a list / generator of them.
-    Output: `{"score": float, ...extras}` per image (a list for list inputs). Scores follow `model.config.score_range`
-    and higher is better.
-    """
-
-    _load_processor = False
-    _load_image_processor = True
-    _load_feature_extractor = False
-    _load_tokenizer = False
-    _load_video_processor = False
-
-    def _sanitize_parameters(self, return_visualization: bool | None = None, **kwargs):
-        forward = {} if return_visualization is None else {"return_visualization": return_visualization}
-        return {}, forward, {}
-
-    def preprocess(self, image: Any) -> dict[str, Any]:
-        image = load_image(image)
-        inputs = self.image_processor(images=image, return_tensors="pt")
-        model_inputs = {}
-        for key, value in inputs.items():
-            if isinstance(value, torch.Tensor) and value.is_floating_point():
-                value = value.to(self.dtype)
-            elif isinstance(value, list):  # native-resolution processors: keep ragged lists as lists
-                value = [v.to(self.dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v for v in value]
-            model_inputs[key] = value
-        return model_inputs
-
-    def _forward(self, model_inputs: dict[str, Any], return_visualization: bool = False) -> dict[str, Any]:
-        flat = {}
-        for key, value in model_inputs.items():
-            if isinstance(value, list) and value and isinstance(value[0], list):
-                value = [item for sub in value for item in sub]  # batched ragged lists -> one flat list
-            flat[key] = value
-        outputs = self.model(**flat)
-        result = {key: value for key, value in outputs.items() if isinstance(value, torch.Tensor)}
-        if return_visualization:
-            if not hasattr(self.model, "render_regions"):
-                raise ValueError(f"{type(self.model).__name__} has no region visualization (return_visualization)")
-            pixels = flat["pixel_values"]
-            result["visualization"] = [self.model.render_regions(pixels[i], outputs, index=i)
-                                       for i in range(len(pixels))]  # fmt: skip
-        return result
-
-    def postprocess(self, model_outputs: dict[str, Any]) -> dict[str, Any]:
-        result = describe_output(model_outputs, 0, self.model.config)
-        if "visualization" in model_outputs:
-            visualization = model_outputs["visualization"]
-            result["visualization"] = visualization[0] if isinstance(visualization, list) else visualization
-        return result
-
-
+ImageQualityPipeline.load_image = staticmethod(load_image)  # the same code as the flat copy, hf_iqa's errors
 PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=ImageQualityPipeline, pt_model=AutoModel, type="image")
+
+
+def _carry_pipeline_on_save(config_cls: type) -> None:
+    """`config_cls.save_pretrained` also writes `custom_pipelines` and copies the pipeline file (idempotent)."""
+    original = config_cls.save_pretrained
+    if getattr(original, "_hf_iqa_pipeline", False):
+        return
+
+    @functools.wraps(original)
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any):
+        os.makedirs(save_directory, exist_ok=True)
+        # before the config is written: `save_pretrained(push_to_hub=True)` uploads files newer than its start
+        shutil.copyfile(PIPELINE_FILE, Path(save_directory) / PIPELINE_FILE.name)
+        missing = object()
+        previous = self.__dict__.get("custom_pipelines", missing)
+        self.custom_pipelines = {**(previous if isinstance(previous, dict) else {}), **copy.deepcopy(CUSTOM_PIPELINES)}
+        try:
+            return original(self, save_directory, *args, **kwargs)
+        finally:  # the in-memory config is left as it was
+            if previous is missing:
+                del self.custom_pipelines
+            else:
+                self.custom_pipelines = previous
+
+    save_pretrained._hf_iqa_pipeline = True
+    config_cls.save_pretrained = save_pretrained
+
+
+class _RemoteTasks(dict):
+    """`config.custom_pipelines` as the installed package loads it: the same entries (saved back unchanged), but
+    `task in custom_pipelines` is False for the tasks this package registers itself. `transformers.pipeline()`
+    only asks `in` to decide whether to fetch the remote pipeline file and demand `trust_remote_code=True`; with
+    hf_iqa installed the local class serves the task instead (with or without a task name)."""
+
+    def __contains__(self, task: object) -> bool:
+        return task != TASK and super().__contains__(task)
+
+
+def _local_task_on_load(config_cls: type) -> None:
+    """Configs loaded by the package's classes get their `custom_pipelines` wrapped in `_RemoteTasks` (idempotent)."""
+    original = config_cls.from_dict.__func__
+    if getattr(original, "_hf_iqa_pipeline", False):
+        return
+
+    @functools.wraps(original)
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any):
+        loaded = original(cls, config_dict, **kwargs)
+        config = loaded[0] if isinstance(loaded, tuple) else loaded
+        remote = getattr(config, "custom_pipelines", None)
+        if isinstance(remote, dict) and not isinstance(remote, _RemoteTasks):
+            config.custom_pipelines = _RemoteTasks(remote)
+        return loaded
+
+    from_dict._hf_iqa_pipeline = True
+    config_cls.from_dict = classmethod(from_dict)
+
+
+for _classes in registered_models().values():
+    _carry_pipeline_on_save(_classes["config"])
+    _local_task_on_load(_classes["config"])
 
 
 def pipeline(

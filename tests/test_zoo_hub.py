@@ -132,8 +132,8 @@ def test_push_to_hub_uploads_verified_folder_in_one_commit(openai_clip_model, tm
     assert kwargs["repo_id"] == "org/liqe" and kwargs["revision"] == "v1"
     uploaded = sorted(p.name for p in Path(kwargs["folder_path"]).iterdir())
     assert uploaded == ["README.md", "config.json", "configuration_liqe.py", "image_processing_liqe.py",
-                        "model.safetensors", "modeling_liqe.py", "preprocessor_config.json", "tokenizer.json",
-                        "tokenizer_config.json"]  # fmt: skip
+                        "model.safetensors", "modeling_liqe.py", "pipeline_image_quality.py",
+                        "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json"]  # fmt: skip
 
 
 def test_push_refused_when_parity_fails(openai_clip_model, tmp_path, monkeypatch):
