@@ -188,7 +188,10 @@ def test_torch_resize_equals_pil_float_resampling():
     picture = photo("hubble_deep_field", 872, 1000)
     for size, resample in [((768, 880), Image.BILINEAR), ((1000, 1147), Image.BICUBIC), ((300, 345), Image.BICUBIC)]:
         expected = np.stack(
-            [np.asarray(Image.fromarray(picture[..., c].astype(np.float32)).resize(size[::-1], resample)) for c in range(3)]
+            [
+                np.asarray(Image.fromarray(picture[..., c].astype(np.float32)).resize(size[::-1], resample))
+                for c in range(3)
+            ]
         )
         expected = np.clip(expected / 255, 0, 1)
         actual = resize_like_pil(as_tensor(picture).double(), size, int(resample))[0].numpy()

@@ -38,7 +38,9 @@ class UniQaTensorProcessor:
 
     def __init__(self, image_processor: UniQaImageProcessor | None = None):
         processor = image_processor if image_processor is not None else UniQaImageProcessor()
-        self.crop = processor._check(processor.crop_size, processor.num_crops, processor.crop_mode, processor.crop_seed)
+        self.crop = processor._check(
+            processor.crop_size, processor.num_crops, processor.crop_mode, processor.crop_seed
+        )
         resize_like_pil(torch.zeros(1, 3, 2, 2), (2, 2), processor.resample)  # unsupported filter: fail now
         self.image_processor = processor
         self._geometry: dict[tuple[int, int], tuple[int, int, list[tuple[int, int]]]] = {}
