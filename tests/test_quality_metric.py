@@ -385,3 +385,22 @@ def test_dog_iqa_is_refused_with_the_reason():
         QualityMetric(Stub())
     with pytest.raises(TypeError, match="expected a model name"):
         QualityMetric(42)
+
+
+def test_example_writes_its_figures_and_keeps_existing_ones(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "quality_reward.py"
+    spec = importlib.util.spec_from_file_location("quality_reward_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    arguments = ["--steps", "2", "--size", "224", "--output-dir", str(tmp_path), "--no-progress", "--device", "cpu"]
+    assert example.main(arguments) == 0
+    assert (tmp_path / "before_after.png").stat().st_size > 0 and (tmp_path / "score_curve.png").stat().st_size > 0
+    first, last = (float(v) for v in capsys.readouterr().out.split("score ")[1].split(" in ")[0].split(" -> "))
+    assert last > first  # two steps already raise the score
+    stamp = (tmp_path / "score_curve.png").stat().st_mtime_ns
+    assert example.main(arguments) == 2  # refuses to overwrite
+    assert "exists" in capsys.readouterr().err and (tmp_path / "score_curve.png").stat().st_mtime_ns == stamp
+    assert example.main([*arguments, "--overwrite", "--optimise", "net"]) == 0
