@@ -210,11 +210,13 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--no-parity", action="store_true", help="skip the PIL-path score differences")
+    parser.add_argument("--no-speed", action="store_true", help="only the PIL-path score differences")
     args = parser.parse_args()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     print(f"torch {torch.__version__}, {device}, {args.dtype}, threads {torch.get_num_threads()}, "
           f"{'tiny' if args.tiny else 'real-size'} random models")  # fmt: skip
-    bench_speed(args, device, dtype)
+    if not args.no_speed:
+        bench_speed(args, device, dtype)
     if not args.no_parity:
         bench_parity(args)
 

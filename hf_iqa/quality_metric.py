@@ -67,9 +67,10 @@ class QualityMetric(nn.Module):
     image processor redone in torch: the same LIQE windows, QualiCLIP native resolution, UniQA crops. Where the
     processor resizes with PIL (LIQE official protocol when both sides are >= 768, images smaller than a window or
     crop, `qualiclip+-spaq`), the tensor path uses PIL's antialiased filter through `F.interpolate` but does not
-    round to uint8: pixels differ by <= 0.5/255 plus rounding, scores by ~1e-4 of the score range (measured, see
-    the README section "Quality as a loss or reward"). Elsewhere scores equal the pipeline's to ~1e-7 for inputs
-    `uint8 / 255`. All images of a batch share one size, hence one set of windows / crops; values are not clipped.
+    round to uint8 as PIL does after each 1-D pass: pixels differ by <= 1/255 (bicubic 1.4/255), scores by <= 2e-3
+    of the score range (measured; README section "Quality as a loss or reward", `bench/bench_quality_metric.py`).
+    Elsewhere the model inputs are bit-identical for inputs `uint8 / 255` and scores equal the pipeline's to 1e-5.
+    All images of a batch share one size, hence one set of windows / crops; values are not clipped.
 
     With `as_loss=True`, `forward` returns `loss_weight * reduce(1 - (score - low) / (high - low))` with
     `(low, high) = score_range`: 0 at the best score, 1 at the worst, whatever the model's native range.

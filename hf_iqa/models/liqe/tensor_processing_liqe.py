@@ -5,9 +5,10 @@ their device. The geometry (resize target, stride, window corners) comes from th
 per image size, so both paths always pick the same windows. Only the pixel maths is redone in torch:
 
 - the official protocol's resize of images with both sides >= 768 and the upsampling of images with a side below
-  the window use `F.interpolate(mode="bilinear", antialias=True)`, PIL's bilinear filter; PIL also rounds its
-  output to uint8, which the tensor path does not. Measured on 1920x1080 -> 1365x768 photos: pixels differ by at
-  most 0.5/255 plus float rounding (mean ~0.25/255), see the README ("Quality as a loss or reward");
+  the window use `F.interpolate(mode="bilinear", antialias=True)`: PIL's bilinear filter (equal to PIL's float
+  resampling to < 1e-5/255), without PIL's rounding to uint8 after each of its two 1-D passes. Measured on
+  scikit-image photos: pixels differ from the processor's by at most 1/255 (mean 0.3/255); the README section
+  "Quality as a loss or reward" gives the score differences;
 - images the processor does not resize give bit-identical `pixel_values` for inputs `uint8 / 255`.
 
 This file is a Hub unit: it imports only torch, numpy and same-folder files.
