@@ -87,6 +87,7 @@ class QualityMetric(nn.Module):
         freeze: weights frozen (`requires_grad=False`) and the model kept in eval mode even when the metric's
             parent module is put in training mode (BatchNorm statistics must not move). `False` to fine-tune it.
         revision: Hub revision for names and Hub ids.
+        model_kwargs: `from_pretrained` overrides of config fields, e.g. `{"task": "aesthetics"}` for UniQA.
         **options: image-processor settings, as for `hf_iqa.pipeline(processor_kwargs=...)`, e.g.
             `protocol="pyiqa"` for LIQE, `crop_mode="grid"` for UniQA.
 
@@ -106,6 +107,7 @@ class QualityMetric(nn.Module):
         device: torch.device | str | None = None,
         freeze: bool = True,
         revision: str | None = None,
+        model_kwargs: dict[str, Any] | None = None,
         **options: Any,
     ):
         super().__init__()
@@ -113,7 +115,7 @@ class QualityMetric(nn.Module):
             raise ValueError(f"QualityMetric: reduction must be one of {REDUCTIONS}, got {reduction!r}")
         if image_processor is not None and options:
             raise ValueError("QualityMetric: give either image_processor or processor options, not both")
-        model, folder, classes, source = self._load(model_or_name, dtype, revision)
+        model, folder, classes, source = self._load(model_or_name, dtype, revision, model_kwargs or {})
         if image_processor is None:
             image_processor = self._load_processor(model, source, classes, options, revision)
         self.tensor_processor = _tensor_processor_class(folder, classes)(image_processor)
@@ -136,9 +138,11 @@ class QualityMetric(nn.Module):
 
     # -- construction ----------------------------------------------------------------------------------------------
     @staticmethod
-    def _load(model_or_name: Any, dtype, revision) -> tuple[nn.Module, str, dict, str | None]:
+    def _load(model_or_name: Any, dtype, revision, model_kwargs: dict) -> tuple[nn.Module, str, dict, str | None]:
         """The model, its folder name and AUTO_CLASSES, and where it was loaded from (None for an object)."""
         if isinstance(model_or_name, nn.Module):
+            if model_kwargs:
+                raise ValueError("QualityMetric: model_kwargs apply when loading by name or folder, not to a model")
             config = getattr(model_or_name, "config", None)
             if config is None:
                 raise ValueError(f"QualityMetric: {type(model_or_name).__name__} is not an hf_iqa model (no config)")
@@ -162,7 +166,7 @@ class QualityMetric(nn.Module):
         config = AutoConfig.from_pretrained(source, revision=revision)
         folder, classes = _family_of(config.model_type)
         _tensor_processor_class(folder, classes)
-        kwargs = {"revision": revision} if revision else {}
+        kwargs = {**model_kwargs, **({"revision": revision} if revision else {})}
         if dtype is not None:
             kwargs["dtype"] = dtype
         return AutoModel.from_pretrained(source, **kwargs), folder, classes, source

@@ -161,6 +161,8 @@ def test_scores_equal_the_pipeline_for_saved_folders(models, tmp_path):
     assert metric(as_tensor(image)).item() == pytest.approx(expected, abs=1e-5)
     official = QualityMetric(str(tmp_path), protocol="official")  # options reach the processor
     assert abs(official(as_tensor(image)).item() - expected) > 1e-4  # 1000x872 is resized there: scores differ
+    coarse = QualityMetric(str(tmp_path), model_kwargs={"num_patches": 3}, num_patches=3)  # and model_kwargs
+    assert coarse.model.config.num_patches == 3 and coarse.preprocess(as_tensor(image))["patch_mask"].shape == (1, 3)
 
 
 @pytest.mark.parametrize(
