@@ -422,3 +422,15 @@ def test_example_writes_its_figures_and_keeps_existing_ones(tmp_path, capsys):
     assert example.main(arguments) == 2  # refuses to overwrite
     assert "exists" in capsys.readouterr().err and (tmp_path / "score_curve.png").stat().st_mtime_ns == stamp
     assert example.main([*arguments, "--overwrite", "--optimise", "net"]) == 0
+
+
+def test_copies_of_resize_like_pil_are_identical():
+    """Model folders are flat Hub units, so `resize_like_pil` is copied; the copies must not drift."""
+    import importlib
+    import inspect
+
+    modules = [
+        importlib.import_module(f"hf_iqa.models.{f}.tensor_processing_{f}") for f in ("qualiclip", "liqe", "uniqa")
+    ]
+    sources = {inspect.getsource(module.resize_like_pil) for module in modules}
+    assert len(sources) == 1 and all(module._TORCH_MODES == modules[0]._TORCH_MODES for module in modules)
