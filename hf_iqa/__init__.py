@@ -13,11 +13,12 @@ from .models.mplug_owl3 import register_mplug_owl3  # noqa: E402  (an MLLM backb
 register_mplug_owl3()
 
 from .pipeline import ImageQualityPipeline, pipeline  # noqa: E402  (needs the registered classes)
+from .quality_metric import QualityMetric  # noqa: E402
 from .zoo import ModelNotAvailableError, list_models, load, resolve  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ImageLoadError", "ImageQualityPipeline", "ModelNotAvailableError", "list_models", "load", "load_image",
-    "pipeline", "register_all", "registered_models", "resolve",
+    "pipeline", "QualityMetric", "register_all", "registered_models", "resolve",
 ]  # fmt: skip
