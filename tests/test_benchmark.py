@@ -229,27 +229,27 @@ def test_scatter_plot_with_matplotlib(workspace, tmp_path):
         assert plot.size[0] > 100
 
 
-def test_interrupted_run_resumes_without_recomputing(workspace, tmp_path, monkeypatch):
-    import hf_iqa.benchmark as benchmark
+def test_interrupted_run_resumes_without_recomputing(workspace, tmp_path, monkeypatch, capsys):
     from hf_iqa.cli import main
+    from hf_iqa.engine import PipelineScorer
 
     reference_dir = tmp_path / "reference"
     assert main(folder_args(workspace, reference_dir)) == 0
     reference_ids, reference = read_predictions(reference_dir / "model_a" / "mine-all" / "predictions.csv")
 
-    real_predict = benchmark.predict
+    real_predict = PipelineScorer.predict
     scored: list[int] = []
 
-    def interrupted_after_two_batches(model, processor, images):
+    def interrupted_after_two_batches(self, prepared):
         if len(scored) >= 6:
             raise KeyboardInterrupt("simulated Ctrl-C")
-        scored.extend([1] * len(images))
-        return real_predict(model, processor, images)
+        scored.extend([1] * len(prepared))
+        return real_predict(self, prepared)
 
     output = tmp_path / "out"
-    monkeypatch.setattr(benchmark, "predict", interrupted_after_two_batches)
-    with pytest.raises(KeyboardInterrupt):
-        main(folder_args(workspace, output))
+    monkeypatch.setattr(PipelineScorer, "predict", interrupted_after_two_batches)
+    assert main(folder_args(workspace, output)) == 130  # one line, no traceback
+    assert "interrupted after 6 of 14 images" in capsys.readouterr().err
     run_dir = output / "model_a" / "mine-all"
     partial_ids, _ = read_predictions(run_dir / "partial" / "rank0.csv")
     assert len(partial_ids) == 6 and not (run_dir / "predictions.csv").exists()
@@ -258,11 +258,11 @@ def test_interrupted_run_resumes_without_recomputing(workspace, tmp_path, monkey
 
     resumed: list[int] = []
 
-    def counting(model, processor, images):
-        resumed.extend([1] * len(images))
-        return real_predict(model, processor, images)
+    def counting(self, prepared):
+        resumed.extend([1] * len(prepared))
+        return real_predict(self, prepared)
 
-    monkeypatch.setattr(benchmark, "predict", counting)
+    monkeypatch.setattr(PipelineScorer, "predict", counting)
     assert main(folder_args(workspace, output)) == 0
     assert len(resumed) == 14 - 6  # finished images are not scored again
     ids, predictions = read_predictions(run_dir / "predictions.csv")
@@ -275,6 +275,7 @@ def test_interrupted_run_resumes_without_recomputing(workspace, tmp_path, monkey
     assert main(folder_args(workspace, output)) == 0 and not resumed
 
     # a different configuration refuses to mix with the earlier predictions unless told to start over
+    capsys.readouterr()
     assert main(folder_args(workspace, output, "--dtype", "bf16")) == 1
     assert main(folder_args(workspace, output, "--dtype", "bf16", "--overwrite")) == 0 and len(resumed) == 14
 
