@@ -187,7 +187,7 @@ class Item:
     key: str
     source: Any = None
     error: str | None = None
-    index: int = -1  # position in the whole input stream (sharding, merge order)
+    index: Any = -1  # position in the input stream, e.g. (source number, position in it): sharding, merge order
 
 
 @dataclass
@@ -195,16 +195,19 @@ class Inputs:
     """What a command scores: a re-iterable stream of `Item`s, how many (None when only known by reading them,
     e.g. tar shards or streamed datasets), the result column that names an input, and the local files read."""
 
-    iterate: Callable[[Callable[[str], bool]], Iterator[Item]]
+    iterate: Callable[[Callable[[str], bool], int, int], Iterator[Item]]
     total: int | None
     key_field: str = "path"
     files: list[Path] = field(default_factory=list)
 
-    def items(self, skip: Callable[[str], bool] = lambda key: False) -> Iterator[Item]:
-        """Items in stream order, numbered; `skip(key)` items (already done) are passed over without reading."""
-        for index, item in enumerate(self.iterate(skip)):
-            item.index = index
-            yield item
+    def items(
+        self, skip: Callable[[str], bool] = lambda key: False, process_index: int = 0, num_processes: int = 1
+    ) -> Iterator[Item]:
+        """This process's items in stream order, each with its `index` (`[source, position]`, comparable across
+        processes); `skip(key)` items (already done) are passed over without being read. Processes share the items
+        round-robin, or whole tar shards when there are at least as many shards as processes (then no process
+        reads another's shards)."""
+        yield from self.iterate(skip, process_index, num_processes)
 
 
 def escape_name(name: str) -> str:
@@ -386,36 +389,39 @@ def _dataset_items(source: str, split: str | None, image_column: str | None, id_
     loaded = loaded.select_columns([c for c in (column, id_column) if c])
     total = len(loaded) if hasattr(loaded, "__len__") else None
 
-    def iterate(skip: Callable[[str], bool]) -> Iterator[Item]:
+    def iterate(skip: Callable[[str], bool], process_index: int, num_processes: int) -> Iterator[Item]:
         for number, row in enumerate(loaded):
+            if number % num_processes != process_index:
+                continue
             key = str(row[id_column]) if id_column else str(number)
-            yield Item(key) if skip(key) else Item(key, source=row[column])
+            yield Item(key, index=[0, number]) if skip(key) else Item(key, source=row[column], index=[0, number])
 
     return iterate, total
 
 
-def _tar_items(path: Path) -> Callable[[Callable[[str], bool]], Iterator[Item]]:
+def _tar_items(path: Path, source: int, skip: Callable[[str], bool], mine: Callable[[int], bool]) -> Iterator[Item]:
     """Members of a tar shard (WebDataset / img2dataset layout), read sequentially without extracting; members not
-    named like images (`.json`, `.txt` sidecars) are passed over."""
-
-    def iterate(skip: Callable[[str], bool]) -> Iterator[Item]:
-        try:
-            with tarfile.open(path, "r|*") as archive:
-                for member in archive:
-                    if not _has_image_suffix(member.name):
-                        continue
-                    key = f"{path}/{member.name}"
-                    if skip(key):
-                        yield Item(key)
-                    elif not member.isfile():
-                        yield Item(key, error="tar member is not a regular file")
-                    else:
-                        handle = archive.extractfile(member)
-                        yield Item(key, source=handle.read() if handle else b"")
-        except (tarfile.TarError, OSError, EOFError) as error:
-            yield Item(str(path), error=f"cannot read tar shard ({error})")
-
-    return iterate
+    named like images (`.json`, `.txt` sidecars) are passed over, and so are (unread) members of other processes."""
+    position = -1
+    try:
+        with tarfile.open(path, "r|*") as archive:
+            for member in archive:
+                if not _has_image_suffix(member.name):
+                    continue
+                position += 1
+                if not mine(position):
+                    continue
+                key, index = f"{path}/{member.name}", [source, position]
+                if skip(key):
+                    yield Item(key, index=index)
+                elif not member.isfile():
+                    yield Item(key, error="tar member is not a regular file", index=index)
+                else:
+                    handle = archive.extractfile(member)
+                    yield Item(key, source=handle.read() if handle else b"", index=index)
+    except (tarfile.TarError, OSError, EOFError) as error:
+        if mine(0):
+            yield Item(str(path), error=f"cannot read tar shard ({error})", index=[source, -1])
 
 
 def open_inputs(
@@ -468,13 +474,25 @@ def open_inputs(
     if total is not None:
         total = sum(len(items) for kind, items in sources if kind == "items")
 
-    def iterate(skip: Callable[[str], bool]) -> Iterator[Item]:
-        for kind, content in sources:
+    tars = sum(kind == "tar" for kind, _ in sources)
+
+    def iterate(skip: Callable[[str], bool], process_index: int, num_processes: int) -> Iterator[Item]:
+        tar_number = 0
+        for number, (kind, content) in enumerate(sources):
             if kind == "tar":
-                yield from _tar_items(content)(skip)
-            else:
-                for item in content:
-                    yield Item(item.key) if skip(item.key) else Item(item.key, item.source, item.error)
+                if tars >= num_processes:  # whole shards per process
+                    mine = (lambda _: True) if tar_number % num_processes == process_index else None
+                else:
+                    mine = lambda position: position % num_processes == process_index  # noqa: E731
+                tar_number += 1
+                if mine is not None:
+                    yield from _tar_items(content, number, skip, mine)
+                continue
+            for position, item in enumerate(content):
+                if position % num_processes != process_index:
+                    continue
+                index = [number, position]
+                yield Item(item.key, index=index) if skip(item.key) else Item(item.key, item.source, item.error, index)
 
     return Inputs(iterate, total, "path", files)
 

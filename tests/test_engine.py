@@ -430,3 +430,32 @@ def test_two_processes_equal_one_process_row_for_row(setup, tmp_path):
     assert [r["path"] for r in two] == [r["path"] for r in one]  # every image once, in input order
     np.testing.assert_allclose([float(r["score"]) for r in two], [float(r["score"]) for r in one], atol=1e-6)
     assert not (tmp_path / "double.csv.parts").exists()
+
+
+def test_processes_share_inputs_disjointly_and_tar_shards_whole(setup, tmp_path, monkeypatch):
+    images = all_images(setup)
+    shards = []
+    for number in range(3):
+        shard = tmp_path / f"{number:05d}.tar"
+        with tarfile.open(shard, "w") as archive:
+            for p in images[number * 3 : number * 3 + 3]:
+                archive.add(p, arcname=p.name)
+        shards.append(str(shard))
+    opened = []
+    real_open = tarfile.open
+    monkeypatch.setattr(
+        tarfile, "open", lambda name, *a, **k: opened.append(Path(name).name) or real_open(name, *a, **k)
+    )
+    for sources, whole in ((shards, True), (shards[:1], False), ([str(setup["photos"]), *shards[:1]], False)):
+        inputs = engine.open_inputs(sources)
+        single = [(item.key, tuple(item.index)) for item in inputs.items()]
+        shares = []
+        for process in range(2):
+            opened.clear()
+            shares.append(
+                [(item.key, tuple(item.index)) for item in inputs.items(process_index=process, num_processes=2)]
+            )
+            if whole:  # with at least as many shards as processes, no process reads another's shard
+                assert opened == [Path(s).name for s in shards[process::2]]
+        assert not set(shares[0]) & set(shares[1])
+        assert sorted(shares[0] + shares[1], key=lambda pair: pair[1]) == single

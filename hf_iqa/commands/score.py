@@ -89,8 +89,8 @@ def _run(args: argparse.Namespace) -> int:
     output.open() if output else None
     writer = output or engine.StdoutWriter()
     world, rank = engine.world_size(), engine.rank()
-    items = inputs.items(skip=lambda key: key in done or engine.escape_name(key) in done)
-    mine = (item for item in engine.shard(items, rank, world) if item.source is not None or item.error)
+    items = inputs.items(lambda key: key in done or engine.escape_name(key) in done, rank, world)
+    mine = (item for item in items if item.source is not None or item.error)  # skipped items carry neither
     total = None if inputs.total is None else _share(inputs.total, rank, world)
     scorer = engine.PipelineScorer(pipe, visualize=visualizations is not None)
     return _loop(args, mine, scorer, writer, inputs.key_field, visualizations, total, len(done))
