@@ -943,10 +943,6 @@ class Output:
                     done.add(str(row[self.key_field]))
         return done
 
-    def stored_key(self, key: str) -> str:
-        """The key as it appears in the output (names are escaped in CSV)."""
-        return escape_name(key) if self.path.suffix.lower() == ".csv" and self.world == 1 else key
-
     def open(self) -> None:
         if self.overwrite and not self.resume and self.rank == 0:
             import shutil
@@ -959,6 +955,7 @@ class Output:
             self.parts.mkdir(parents=True, exist_ok=True)
             self.writer = TextWriter(self.part, self.key_field, append=True)
         elif self.parquet:
+            self._seed_journal()
             self.writer = TextWriter(self.journal, self.key_field, append=True)
         else:
             self.writer = TextWriter(self.path, self.key_field, append=self.resume)
@@ -996,6 +993,7 @@ class Output:
                 yield row
 
         if self.parquet:
+            self._seed_journal()
             journal = TextWriter(self.journal, self.key_field, append=True)
             for row in merged():
                 journal.write(row)
@@ -1008,20 +1006,19 @@ class Output:
             writer.close()
         shutil.rmtree(self.parts, ignore_errors=True)
 
+    def _seed_journal(self) -> None:
+        """Resuming a Parquet output without a journal (an earlier run completed): its rows start the journal, which
+        is always the whole truth while a run is unfinished."""
+        if self.resume and self.path.exists() and not self.journal.exists():
+            writer = TextWriter(self.journal, self.key_field, append=False)
+            for row in read_rows(self.path):
+                writer.write({k: v for k, v in row.items() if v is not None})
+            writer.close()
+
     def _convert_journal(self, keep_journal: bool) -> None:
         if not self.journal.exists():
             return
-        earlier = self.path.with_name(f".{self.path.name}.earlier")
-        if self.path.exists() and self.resume:
-            os.replace(self.path, earlier)  # rows of a finished earlier run are kept in front
-
-        def rows() -> Iterator[dict[str, Any]]:
-            if earlier.exists():
-                yield from read_rows(earlier)
-            yield from read_rows(self.journal)
-
-        write_parquet(self.path, rows, self.key_field)
-        earlier.unlink(missing_ok=True)
+        write_parquet(self.path, lambda: read_rows(self.journal), self.key_field)
         if not keep_journal:
             self.journal.unlink()
 

@@ -459,3 +459,28 @@ def test_processes_share_inputs_disjointly_and_tar_shards_whole(setup, tmp_path,
                 assert opened == [Path(s).name for s in shards[process::2]]
         assert not set(shares[0]) & set(shares[1])
         assert sorted(shares[0] + shares[1], key=lambda pair: pair[1]) == single
+
+
+def test_parquet_output_interrupted_then_resumed_has_each_image_once(setup, tmp_path, monkeypatch, capsys):
+    datasets = pytest.importorskip("datasets")
+    real = engine.PipelineScorer.predict
+    calls = []
+
+    def interrupted_on_second_batch(self, prepared):
+        calls.append(len(prepared))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, prepared)
+
+    monkeypatch.setattr(engine.PipelineScorer, "predict", interrupted_on_second_batch)
+    out = tmp_path / "out.parquet"
+    assert score(setup, str(setup["photos"]), "-o", str(out)) == 130
+    assert len(datasets.Dataset.from_parquet(str(out))) == 3  # what was scored is readable as Parquet
+    assert (tmp_path / "out.parquet.journal.jsonl").exists()
+    monkeypatch.setattr(engine.PipelineScorer, "predict", real)
+    for _ in range(2):  # a second --resume of a finished run changes nothing
+        assert score(setup, str(setup["photos"]), "-o", str(out), "--resume") == 0
+        table = datasets.Dataset.from_parquet(str(out), cache_dir=str(tmp_path / f"cache{_}"))
+        assert sorted(table["path"]) == [str(p) for p in all_images(setup)]
+        assert not (tmp_path / "out.parquet.journal.jsonl").exists()
+    assert by_name(list(table)) == pytest.approx(direct(setup, all_images(setup)), abs=1e-6)
