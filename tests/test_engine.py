@@ -388,12 +388,24 @@ def test_sigkill_then_resume_keeps_rows_and_scores_only_the_rest(setup, tmp_path
     out = tmp_path / "out.csv"
     command = [*driver_command(tmp_path), "score", "--model", setup["model"], str(folder), "-o", str(out),
                "-b", "2", "--workers", "1", "--no-progress"]  # fmt: skip
-    process = subprocess.Popen(command, env=subprocess_env(TINY_DELAY="0.5"), stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if out.exists() and out.read_text().count("\n") >= 5:  # header + 4 rows
-            break
-        time.sleep(0.05)
+
+    def start_and_wait_for(rows: int, *extra: str) -> subprocess.Popen:
+        process = subprocess.Popen([*command, *extra], env=subprocess_env(TINY_DELAY="0.5"), stderr=subprocess.PIPE,
+                                   text=True)  # fmt: skip
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            if out.exists() and out.read_text().count("\n") >= rows + 1:  # header + rows
+                break
+            time.sleep(0.05)
+        return process
+
+    process = start_and_wait_for(2)  # SIGTERM (a scheduler stopping the job): one line, exit 130
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 130
+    message = process.stderr.read()
+    assert "interrupted after" in message and "rerun with --resume" in message and "Traceback" not in message
+    assert len(read_csv(out)) >= 2
+    process = start_and_wait_for(4, "--resume")
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     first = read_csv(out)
