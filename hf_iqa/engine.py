@@ -273,7 +273,10 @@ def scan_folder(root: Path) -> Iterator[Item]:
             return
         identity = (info.st_dev, info.st_ino)
         if identity in visited:
-            yield Item(str(folder), error="symbolic link loop (folder already scanned)")
+            yield Item(
+                str(folder),
+                error="link to a folder already scanned (a loop or a duplicate; its images are listed once)",
+            )
             return
         visited.add(identity)
         for entry in entries:

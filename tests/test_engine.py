@@ -115,7 +115,7 @@ def test_folder_scan_reports_what_it_cannot_score(tmp_path):
         "R/loop2.jpg": "symbolic link loop",
         "R/empty.jpg": "is a directory (named like an image) with no image in it",
         "R/pipe.jpg": "not a regular file: a FIFO (named pipe)",
-        "R/sub/back": "symbolic link loop (folder already scanned)",
+        "R/sub/back": "link to a folder already scanned (a loop or a duplicate; its images are listed once)",
     }
     assert sorted(k for k, item in items.items() if not item.error) == ["R/good.png", "R/sub/deep.png"]
 
