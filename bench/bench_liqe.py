@@ -32,6 +32,7 @@ from common import (
     CLIP_MEAN,
     CLIP_STD,
     compare,
+    engine_scores,
     make_images,
     openai_model_module,
     peak_rss_mb,
@@ -133,13 +134,8 @@ def worker(method: str, size: str, dtype: str, count: int, batch_size: int, weig
                 model = LiqeModel.from_pretrained(folder, dtype=torch_dtype).eval()
         processor = LiqeImageProcessor(protocol="pyiqa")
 
-        def run(images):
-            scores = []
-            for start in range(0, len(images), batch_size):
-                inputs = processor(images[start : start + batch_size], return_tensors="pt")
-                inputs["pixel_values"] = inputs["pixel_values"].to(torch_dtype)
-                scores.append(model(**inputs).scores)
-            return torch.cat(scores)
+        def run(images):  # the engine's loop, as `hf-iqa score` runs it (one loader thread)
+            return engine_scores(model, processor, images, batch_size, torch_dtype)
 
     del saved
     gc.collect()

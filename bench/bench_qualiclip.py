@@ -28,6 +28,7 @@ from common import (
     CLIP_MEAN,
     CLIP_STD,
     compare,
+    engine_scores,
     make_images,
     openai_model_module,
     peak_rss_mb,
@@ -89,12 +90,8 @@ def worker(method: str, size: str, dtype: str, count: int, batch_size: int, warm
         model.vision_model.to(torch_dtype)  # as from_pretrained(dtype=...): the prompt features stay fp32
         processor = QualiClipImageProcessor()
 
-        def run(images):
-            scores = []
-            for start in range(0, len(images), batch_size):
-                inputs = processor(images[start : start + batch_size], return_tensors="pt")
-                scores.append(model(**inputs).scores)
-            return torch.cat(scores)
+        def run(images):  # the engine's loop, as `hf-iqa score` runs it (one loader thread)
+            return engine_scores(model, processor, images, batch_size)
 
     del saved
     images = make_images(size, count)

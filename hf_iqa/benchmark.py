@@ -4,9 +4,12 @@
     ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2 -m hf_iqa.benchmark ...   # or accelerate launch
 
 Models are loaded with `AutoModel`/`AutoImageProcessor` and used only through the output contract of
-`hf_iqa.models` (`scores`, higher is better). Under torchrun / `accelerate launch` every process scores its own
-shard of the images still to do; predictions are appended to `partial/rank<k>.csv` after every batch, so an
+`hf_iqa.models` (`scores`, higher is better); images are scored by `hf_iqa.engine.score_stream`, the loop
+`hf-iqa score` uses. Under torchrun / `accelerate launch` every process scores its own shard of the images still
+to do (`hf_iqa.engine.shard`); predictions are appended to `partial/rank<k>.csv` after every batch, so an
 interrupted run resumes where it stopped, and rank 0 merges the gathered shards (each image exactly once).
+An image that cannot be read or scored is an error row (counted in the tables and `metrics.json`; the metrics use
+the other images) unless `--strict` asks to fail.
 
 Output (`--output-dir`, default `benchmark_results/`):
 
@@ -28,17 +31,15 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hf_iqa.io import ImageLoadError, load_image
+from hf_iqa.engine import Interrupted, Item, UsageError, add_runtime_arguments
+from hf_iqa.io import ImageLoadError
 from hf_iqa.metrics import MetricInputError, fit_logistic, iqa_correlations, logistic4, logistic5
 
-DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16",
-          "float16": "float16", "auto": "auto"}  # fmt: skip
 FIT_LABELS = {"logistic4": "after a 4-parameter logistic fit", "logistic5": "after a 5-parameter logistic fit",
               None: "raw (no fit)"}  # fmt: skip
 CARD_START, CARD_END = "<!-- hf_iqa:benchmark:start -->", "<!-- hf_iqa:benchmark:end -->"
@@ -61,9 +62,9 @@ class SingleProcess:
     is_main_process = True
 
     def __init__(self):
-        import torch
+        from hf_iqa.engine import resolve_device
 
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = resolve_device("auto")
 
     def wait_for_everyone(self) -> None:
         pass
@@ -110,19 +111,16 @@ def gather(state: Any, items: list) -> list:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def load_model(model_id: str, dtype: str = "fp32", device: Any = None, trust_remote_code: bool = False):
+def load_model(model_id: str, dtype: str = "float32", device: Any = None, trust_remote_code: bool = False):
     """(model, image processor) through the Auto classes, in eval mode on `device`. `model_id` may be a zoo name
-    (`hf_iqa.list_models()`), a folder or a Hub id."""
-    import torch
+    (`hf_iqa.list_models()`), a folder or a Hub id; `dtype` a word of `hf_iqa.engine.DTYPES`."""
     from transformers import AutoImageProcessor, AutoModel
 
+    from hf_iqa.engine import torch_dtype
     from hf_iqa.zoo import resolve
 
     model_id = resolve(model_id)
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    torch_dtype = "auto" if DTYPES[dtype] == "auto" else getattr(torch, DTYPES[dtype])
-    model = AutoModel.from_pretrained(model_id, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    model = AutoModel.from_pretrained(model_id, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code)
     processor = AutoImageProcessor.from_pretrained(model_id, trust_remote_code=trust_remote_code)
     model.eval()
     if device is not None:
@@ -130,41 +128,13 @@ def load_model(model_id: str, dtype: str = "fp32", device: Any = None, trust_rem
     return model, processor
 
 
-def _load(path: str, resize_short_side: int | None):
-    image = load_image(path)
-    if resize_short_side:
-        width, height = image.size
-        scale = resize_short_side / min(width, height)
-        if scale != 1:
-            from PIL import Image
+def scorer_for(model: Any, processor: Any, resize_short_side: int | None = None) -> Any:
+    """The engine's scorer for a loaded model: the image-quality pipeline's preprocess and forward."""
+    import hf_iqa
+    from hf_iqa.engine import PipelineScorer
 
-            image = image.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.BICUBIC)
-    return image
-
-
-def _to_device(value: Any, device: Any, dtype: Any) -> Any:
-    if hasattr(value, "to") and hasattr(value, "is_floating_point"):
-        return value.to(device=device, dtype=dtype) if value.is_floating_point() else value.to(device)
-    if isinstance(value, (list, tuple)) and value and hasattr(value[0], "is_floating_point"):
-        return [_to_device(v, device, dtype) for v in value]
-    return value
-
-
-def predict(model: Any, processor: Any, images: list) -> list[float]:
-    """Scores of a batch of PIL images through the output contract (`scores`, shape (batch,))."""
-    import torch
-
-    inputs = processor(images, return_tensors="pt")
-    inputs = {k: _to_device(v, model.device, model.dtype) for k, v in inputs.items()}
-    with torch.inference_mode():
-        output = model(**inputs)
-    scores = output["scores"] if "scores" in output else output[0]
-    if scores.ndim != 1 or scores.shape[0] != len(images):
-        raise BenchmarkError(
-            f"{type(model).__name__} broke the output contract: `scores` must have shape ({len(images)},), "
-            f"got {tuple(scores.shape)}"
-        )
-    return scores.float().cpu().tolist()
+    pipe = hf_iqa.pipeline(model=model, image_processor=processor, device=model.device)
+    return PipelineScorer(pipe, resize_short_side=resize_short_side)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -172,10 +142,10 @@ def predict(model: Any, processor: Any, images: list) -> list[float]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _read_predictions(run_dir: Path) -> dict[int, tuple[str, float]]:
-    """Predictions already on disk (final file and partial shards): index -> (image_id, score). A last line cut
-    short by an interruption (no newline yet) is ignored, so its image is scored again."""
-    found: dict[int, tuple[str, float]] = {}
+def _read_predictions(run_dir: Path) -> dict[int, tuple[str, float | None, str | None]]:
+    """Predictions already on disk (final file and partial shards): index -> (image_id, score, error). A last line
+    cut short by an interruption (no newline yet) is ignored, so its image is scored again."""
+    found: dict[int, tuple[str, float | None, str | None]] = {}
     files = [run_dir / "predictions.csv", *sorted((run_dir / "partial").glob("rank*.csv"))]
     for path in files:
         if not path.is_file():
@@ -184,7 +154,9 @@ def _read_predictions(run_dir: Path) -> dict[int, tuple[str, float]]:
         complete = [line for line in lines if line.endswith("\n")]
         for record in csv.DictReader(complete):
             try:
-                found[int(record["index"])] = (record["image_id"], float(record["prediction"]))
+                error = record.get("error") or None
+                score = None if error else float(record["prediction"])
+                found[int(record["index"])] = (record["image_id"], score, error)
             except (KeyError, TypeError, ValueError):
                 continue
     return found
@@ -215,47 +187,49 @@ def _prepare_run_dir(run_dir: Path, manifest: dict, overwrite: bool) -> None:
 
 
 def score_shard(
-    model: Any,
-    processor: Any,
+    scorer: Any,
     paths: list[str],
     indices: list[int],
     image_ids: list[str],
     partial_file: Path,
     batch_size: int,
-    resize_short_side: int | None = None,
     num_workers: int = 4,
     progress: bool = True,
     description: str = "",
-) -> list[tuple[int, float]]:
-    """Score `indices` in batches, appending `index,image_id,prediction` to `partial_file` after each batch while
-    the next batch's images are decoded in background threads."""
+) -> list[tuple[int, float | None, str | None]]:
+    """Score `indices` through the engine, appending `index,image_id,prediction,error` to `partial_file` after each
+    batch. An image that fails is an error row; Ctrl-C raises `Interrupted` with the count scored."""
     from tqdm.auto import tqdm
 
-    batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
-    results: list[tuple[int, float]] = []
+    from hf_iqa.engine import score_stream
+
+    results: list[tuple[int, float | None, str | None]] = []
     new_file = not partial_file.exists() or partial_file.stat().st_size == 0
     if not new_file:
         content = partial_file.read_bytes()
         if not content.endswith(b"\n"):  # drop a line cut short by an interruption (its image is scored again)
             partial_file.write_bytes(content[: content.rfind(b"\n") + 1])
+    items = (Item(paths[i], source=paths[i], index=i) for i in indices)
     with (
-        ThreadPoolExecutor(max(1, num_workers)) as pool,
         open(partial_file, "a", newline="") as handle,
         tqdm(total=len(indices), desc=description, unit="img", disable=not progress) as bar,
     ):
         writer = csv.writer(handle)
         if new_file:
-            writer.writerow(["index", "image_id", "prediction"])
-        pending = [pool.submit(_load, paths[i], resize_short_side) for i in batches[0]] if batches else []
-        for number, batch in enumerate(batches):
-            images = [future.result() for future in pending]
-            if number + 1 < len(batches):
-                pending = [pool.submit(_load, paths[i], resize_short_side) for i in batches[number + 1]]
-            scores = predict(model, processor, images)
-            writer.writerows([index, image_ids[index], repr(score)] for index, score in zip(batch, scores))
+            writer.writerow(["index", "image_id", "prediction", "error"])
+        try:
+            stream = score_stream(items, scorer, batch_size=batch_size, workers=num_workers)
+            for number, result in enumerate(stream, 1):
+                index = result.item.index
+                score = None if result.error is not None else float(result.output["score"])
+                writer.writerow([index, image_ids[index], "" if score is None else repr(score), result.error or ""])
+                results.append((index, score, result.error))
+                bar.update(1)
+                if number % batch_size == 0:
+                    handle.flush()
+        except KeyboardInterrupt:
             handle.flush()
-            results.extend(zip(batch, scores))
-            bar.update(len(batch))
+            raise Interrupted(len(results), len(indices)) from None
     return results
 
 
@@ -289,12 +263,13 @@ def markdown_table(results: list[dict]) -> str:
     lines = [
         f"PLCC and RMSE {note}; SRCC and KRCC on raw predictions.",
         "",
-        "| Model | Dataset | Split | Images | SRCC | PLCC | KRCC | RMSE |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| Model | Dataset | Split | Images | Errors | SRCC | PLCC | KRCC | RMSE |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
-            f"| {display_name(r['model'])} | {r['dataset_name']} | {r['split']} | {r['num_images']} | {_format(r['srcc'])} | "
+            f"| {display_name(r['model'])} | {r['dataset_name']} | {r['split']} | {r['num_images']} | "
+            f"{r.get('num_errors', 0)} | {_format(r['srcc'])} | "
             f"{_format(r['plcc'])} | {_format(r['krcc'])} | {_format(r['rmse'])} |"
         )
     return "\n".join(lines) + "\n"
@@ -432,10 +407,10 @@ def run_benchmark(
     datasets: Sequence[str],
     data_root: str | os.PathLike | Sequence[str],
     *,
-    split: str = "test",
+    split: str | None = None,
     split_options: dict | None = None,
     batch_size: int = 8,
-    dtype: str = "fp32",
+    dtype: str = "float32",
     device: str | None = None,
     output_dir: str | os.PathLike = "benchmark_results",
     fit: str | None = "logistic4",
@@ -445,11 +420,15 @@ def run_benchmark(
     overwrite: bool = False,
     progress: bool = True,
     trust_remote_code: bool = False,
+    strict: bool = False,
 ) -> list[dict]:
     """Score every model on every dataset; returns one metrics dict per (model, dataset) on every process (only the
-    main process writes files). `split="all"` scores every image of a dataset (zero-shot protocol);
+    main process writes files). `split="all"` scores every image of a dataset (zero-shot protocol; the default for a
+    user's `folder` dataset, "test" for named benchmarks); unreadable or missing images are error rows counted in
+    `num_errors` (metrics on the rest) unless `strict`;
     `split_options` go to the loaders (`split_scheme`, `split_index`, `split_dir`, `cache_dir`, ...)."""
-    from hf_iqa.data import dataset_metadata, load_benchmark
+    from hf_iqa.data import canonical_name, dataset_metadata, load_benchmark
+    from hf_iqa.engine import shard
 
     if batch_size < 1:
         raise BenchmarkError(f"batch_size must be >= 1, got {batch_size}")
@@ -458,15 +437,18 @@ def run_benchmark(
     output_dir = Path(output_dir)
     roots = _data_roots(datasets, data_root)
     split_options = dict(split_options or {})
+    split_options.setdefault("missing_images", "error" if strict else "keep")  # missing files become error rows
     loaded = []
     for name, root in zip(datasets, roots):
+        chosen = split or ("all" if canonical_name(name) == "folder" else "test")  # a user's folder: every image
         with state.main_process_first():  # one process fills the Arrow cache, the others read it
-            loaded.append((name, load_benchmark(name, root, split, **split_options)))
+            loaded.append((name, chosen, load_benchmark(name, root, chosen, **split_options)))
 
     results = []
     for model_id in models:
         model, processor = load_model(model_id, dtype, device, trust_remote_code)
-        for name, dataset in loaded:
+        scorer = scorer_for(model, processor, resize_short_side)
+        for name, split, dataset in loaded:
             meta = dataset_metadata(dataset)
             key = meta.get("key", name)
             folder = _slug(meta.get("name", key)) if key == "folder" else key  # several user folders may be scored
@@ -480,27 +462,36 @@ def run_benchmark(
             state.wait_for_everyone()
             done = _read_predictions(run_dir)
             state.wait_for_everyone()  # everyone has read before anyone appends
-            remaining = [i for i in range(len(paths)) if i not in done]
-            mine = remaining[state.process_index :: state.num_processes]
+            remaining = (Item(paths[i], index=i) for i in range(len(paths)) if i not in done)
+            mine = [item.index for item in shard(remaining, state.process_index, state.num_processes)]
             started = time.perf_counter()
-            new = score_shard(
-                model, processor, paths, mine, image_ids,
-                run_dir / "partial" / f"rank{state.process_index}.csv",
-                batch_size, resize_short_side, num_workers,
-                progress=progress and state.is_main_process,
-                description=f"{_slug(model_id)} on {key} ({state.num_processes} process(es))",
-            )  # fmt: skip
+            try:
+                new = score_shard(
+                    scorer, paths, mine, image_ids,
+                    run_dir / "partial" / f"rank{state.process_index}.csv",
+                    batch_size, num_workers,
+                    progress=progress and state.is_main_process,
+                    description=f"{_slug(model_id)} on {key} ({state.num_processes} process(es))",
+                )  # fmt: skip
+            except Interrupted as stop:
+                raise Interrupted(len(done) + stop.scored, len(paths)) from None
             seconds = time.perf_counter() - started
             gathered = gather(state, new)
-            merged = {index: score for index, (_, score) in done.items()} | dict(gathered)
+            merged = {index: (score, error) for index, (_, score, error) in done.items()}
+            merged |= {index: (score, error) for index, score, error in gathered}
             missing = [i for i in range(len(paths)) if i not in merged]
             if missing:
                 raise BenchmarkError(
                     f"{len(missing)} images of {key} have no prediction after gathering: {missing[:5]}"
                 )
-            predictions = np.array([merged[i] for i in range(len(paths))], dtype=np.float64)
+            errors = {i: merged[i][1] for i in range(len(paths)) if merged[i][1] is not None}
+            if errors and strict:
+                examples = "; ".join(f"{paths[i]}: {error}" for i, error in list(errors.items())[:3])
+                raise BenchmarkError(f"{len(errors)} image(s) of {key} could not be scored (--strict): {examples}")
+            predictions = np.array([np.nan if merged[i][0] is None else merged[i][0] for i in range(len(paths))])
+            scored = np.array([i not in errors for i in range(len(paths))], dtype=bool)
             labels, orientation = oriented_labels(mos, meta)
-            metrics = iqa_correlations(predictions, labels, fit=fit)
+            metrics = iqa_correlations(predictions[scored], labels[scored], fit=fit)
             result = {
                 "model": model_id,
                 "dataset": key,
@@ -508,6 +499,8 @@ def run_benchmark(
                 "split": split,
                 "split_scheme": meta.get("split_scheme"),
                 "num_images": len(paths),
+                "num_errors": len(errors),
+                "errors": {image_ids[i]: error for i, error in errors.items()},
                 **metrics,
                 "fit_requested": fit,
                 "label_column": meta.get("label_column"),
@@ -524,7 +517,7 @@ def run_benchmark(
                 "output_dir": str(run_dir),
             }
             if state.is_main_process:
-                _write_run(run_dir, result, paths, image_ids, mos, predictions, labels)
+                _write_run(run_dir, result, paths, image_ids, mos, predictions, labels, errors)
             state.wait_for_everyone()
             results.append(result)
         del model
@@ -549,16 +542,18 @@ def _undecoded_image():
     return Image(decode=False)
 
 
-def _write_run(run_dir, result, paths, image_ids, mos, predictions, labels) -> None:
+def _write_run(run_dir, result, paths, image_ids, mos, predictions, labels, errors) -> None:
     with open(run_dir / "predictions.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["index", "image_id", "image", "mos", "prediction"])
+        writer.writerow(["index", "image_id", "image", "mos", "prediction", "error"])
         for index, (path, image_id, label, score) in enumerate(zip(paths, image_ids, mos, predictions)):
-            writer.writerow([index, image_id, path, repr(float(label)), repr(float(score))])
+            prediction = "" if index in errors else repr(float(score))
+            writer.writerow([index, image_id, path, repr(float(label)), prediction, errors.get(index, "")])
     shutil.rmtree(run_dir / "partial", ignore_errors=True)
     (run_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     (run_dir / "table.md").write_text(markdown_table([result]))
-    scatter_plot(run_dir / "scatter.png", predictions, labels, result)
+    scored = np.isfinite(predictions)
+    scatter_plot(run_dir / "scatter.png", predictions[scored], labels[scored], result)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -570,31 +565,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", nargs="+", required=True, help="Hub ids or local folders of hf_iqa models")
     parser.add_argument("--dataset", nargs="+", required=True, help="benchmark names (see hf_iqa.data.list_datasets) or 'folder'")  # fmt: skip
     parser.add_argument("--data-root", nargs="+", required=True, help="one folder for all datasets (their parent or the dataset folder), one per dataset, or NAME=PATH")  # fmt: skip
-    parser.add_argument("--split", default="test", help="train, validation, test or all (every image: zero-shot protocol)")  # fmt: skip
+    parser.add_argument("--split", help="train, validation, test or all (every image: zero-shot protocol); default: all for a folder dataset, test for named benchmarks")  # fmt: skip
+    parser.add_argument("--scores-file", help="folder dataset: the CSV/TSV/JSON(L) file of image paths and scores (default: scores.csv, metadata.csv... in --data-root)")  # fmt: skip
     parser.add_argument("--split-scheme", choices=("official", "random", "liqe", "file"), help="default: official where it exists, else seeded random")  # fmt: skip
     parser.add_argument("--split-index", type=int, default=1, help="which of the random/LIQE splits (1..10)")
     parser.add_argument("--split-dir", help="LIQE's IQA_Database folder (for --split-scheme liqe)")
     parser.add_argument("--split-file", help="JSON/CSV of image ids per split (for --split-scheme file)")
     parser.add_argument("--seed", type=int, default=123, help="seed of the random splits")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
-    parser.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: the launcher's device, else cuda if available)")  # fmt: skip
+    add_runtime_arguments(parser)
     parser.add_argument("--output-dir", default="benchmark_results")
     parser.add_argument("--fit", default="logistic4", choices=("logistic4", "logistic5", "none"), help="mapping before PLCC/RMSE (LIQE: logistic4; pyiqa, Dog-IQA: none)")  # fmt: skip
     parser.add_argument("--resize-short-side", type=int, help="resize every image to this short side first (e.g. SPAQ protocols)")  # fmt: skip
     parser.add_argument("--num-workers", type=int, default=4, help="threads decoding images ahead of the model")
     parser.add_argument("--update-card", action="store_true", help="write the results into the model card (local model folders)")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="discard earlier predictions instead of resuming")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--strict", action="store_true", help="fail when an image is missing or cannot be scored (default: error rows, counted, metrics on the rest)")  # fmt: skip
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("--trust-remote-code", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
+    from hf_iqa import engine
     from hf_iqa.data import DatasetLayoutError
 
+    engine.handle_sigterm()
     split_options = {"split_scheme": args.split_scheme, "split_index": args.split_index, "split_dir": args.split_dir,
-                     "split_file": args.split_file, "seed": args.seed}  # fmt: skip
+                     "split_file": args.split_file, "seed": args.seed, "scores_file": args.scores_file}  # fmt: skip
+    if args.scores_file and any(name != "folder" for name in args.dataset):
+        print("hf-iqa benchmark: error: --scores-file is for --dataset folder", file=sys.stderr)
+        return 2
     try:
+        if args.no_progress:
+            engine.disable_progress_bars()
+        device = engine.resolve_device(args.device)
         results = run_benchmark(
             args.model,
             args.dataset,
@@ -603,7 +607,7 @@ def run(args: argparse.Namespace) -> int:
             split_options={k: v for k, v in split_options.items() if v is not None},
             batch_size=args.batch_size,
             dtype=args.dtype,
-            device=args.device,
+            device=device,
             output_dir=args.output_dir,
             fit=None if args.fit == "none" else args.fit,
             resize_short_side=args.resize_short_side,
@@ -612,7 +616,18 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=not args.no_progress,
             trust_remote_code=args.trust_remote_code,
+            strict=args.strict,
         )
+    except UsageError as error:
+        print(f"hf-iqa benchmark: error: {error}", file=sys.stderr)
+        return 2
+    except Interrupted as stop:
+        print(f"hf-iqa benchmark: interrupted after {stop.scored} of {stop.total} images; rerun the same command to "
+              "resume", file=sys.stderr)  # fmt: skip
+        return 130
+    except KeyboardInterrupt:
+        print("hf-iqa benchmark: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
     except (DatasetLayoutError, ImageLoadError, BenchmarkError, MetricInputError, KeyError, ValueError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"hf-iqa benchmark: error: {message}", file=sys.stderr)

@@ -229,27 +229,27 @@ def test_scatter_plot_with_matplotlib(workspace, tmp_path):
         assert plot.size[0] > 100
 
 
-def test_interrupted_run_resumes_without_recomputing(workspace, tmp_path, monkeypatch):
-    import hf_iqa.benchmark as benchmark
+def test_interrupted_run_resumes_without_recomputing(workspace, tmp_path, monkeypatch, capsys):
     from hf_iqa.cli import main
+    from hf_iqa.engine import PipelineScorer
 
     reference_dir = tmp_path / "reference"
     assert main(folder_args(workspace, reference_dir)) == 0
     reference_ids, reference = read_predictions(reference_dir / "model_a" / "mine-all" / "predictions.csv")
 
-    real_predict = benchmark.predict
+    real_predict = PipelineScorer.predict
     scored: list[int] = []
 
-    def interrupted_after_two_batches(model, processor, images):
+    def interrupted_after_two_batches(self, prepared):
         if len(scored) >= 6:
             raise KeyboardInterrupt("simulated Ctrl-C")
-        scored.extend([1] * len(images))
-        return real_predict(model, processor, images)
+        scored.extend([1] * len(prepared))
+        return real_predict(self, prepared)
 
     output = tmp_path / "out"
-    monkeypatch.setattr(benchmark, "predict", interrupted_after_two_batches)
-    with pytest.raises(KeyboardInterrupt):
-        main(folder_args(workspace, output))
+    monkeypatch.setattr(PipelineScorer, "predict", interrupted_after_two_batches)
+    assert main(folder_args(workspace, output)) == 130  # one line, no traceback
+    assert "interrupted after 6 of 14 images" in capsys.readouterr().err
     run_dir = output / "model_a" / "mine-all"
     partial_ids, _ = read_predictions(run_dir / "partial" / "rank0.csv")
     assert len(partial_ids) == 6 and not (run_dir / "predictions.csv").exists()
@@ -258,11 +258,11 @@ def test_interrupted_run_resumes_without_recomputing(workspace, tmp_path, monkey
 
     resumed: list[int] = []
 
-    def counting(model, processor, images):
-        resumed.extend([1] * len(images))
-        return real_predict(model, processor, images)
+    def counting(self, prepared):
+        resumed.extend([1] * len(prepared))
+        return real_predict(self, prepared)
 
-    monkeypatch.setattr(benchmark, "predict", counting)
+    monkeypatch.setattr(PipelineScorer, "predict", counting)
     assert main(folder_args(workspace, output)) == 0
     assert len(resumed) == 14 - 6  # finished images are not scored again
     ids, predictions = read_predictions(run_dir / "predictions.csv")
@@ -275,6 +275,7 @@ def test_interrupted_run_resumes_without_recomputing(workspace, tmp_path, monkey
     assert main(folder_args(workspace, output)) == 0 and not resumed
 
     # a different configuration refuses to mix with the earlier predictions unless told to start over
+    capsys.readouterr()
     assert main(folder_args(workspace, output, "--dtype", "bf16")) == 1
     assert main(folder_args(workspace, output, "--dtype", "bf16", "--overwrite")) == 0 and len(resumed) == 14
 
@@ -380,3 +381,38 @@ def _no_matplotlib() -> bool:
     except ImportError:
         return True
     return False
+
+
+def test_unreadable_and_missing_images_are_counted_not_fatal(workspace, tmp_path, capsys):
+    from hf_iqa.cli import main
+    from hf_iqa.metrics import iqa_correlations
+
+    root = tmp_path / "data"
+    make_folder_dataset(root)
+    (root / "scores.csv").rename(root / "my_labels.csv")  # not a default name: needs --scores-file
+    content = (root / "images" / "img03.png").read_bytes()
+    (root / "images" / "img03.png").write_bytes(content[: len(content) // 2])  # truncated
+    (root / "images" / "img07.png").unlink()  # missing
+    args = ["benchmark", "--model", workspace["model_a"], "--dataset", "folder", "--data-root", str(root),
+            "--output-dir", str(tmp_path / "out"), "--no-progress", "--batch-size", "4"]  # fmt: skip
+    assert main(args) == 1
+    assert "--scores-file" in capsys.readouterr().err  # the hint names the option the command line has
+    args += ["--scores-file", "my_labels.csv"]
+    assert main([*args, "--strict"]) == 1
+    assert "1 of 14 images listed in the meta file are missing" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
+    run_dir = tmp_path / "out" / "model_a" / "data-all"  # no --split: every image of a folder
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert (metrics["num_images"], metrics["num_errors"]) == (14, 2)
+    assert set(metrics["errors"]) == {"images/img03", "images/img07"}
+    assert "no such file" in metrics["errors"]["images/img07"]
+    with open(run_dir / "predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    good = [r for r in rows if not r["error"]]
+    assert len(good) == 12 and all(r["prediction"] == "" for r in rows if r["error"])
+    expected = iqa_correlations([float(r["prediction"]) for r in good], [float(r["mos"]) for r in good])
+    assert metrics["srcc"] == pytest.approx(expected["srcc"], abs=1e-12)
+    assert "| 14 | 2 |" in (run_dir / "table.md").read_text()
+    (root / "images" / "img07.png").write_bytes(content)  # only the truncated image left: --strict names it
+    assert main([*args, "--strict", "--overwrite"]) == 1
+    assert "1 image(s) of folder could not be scored (--strict)" in capsys.readouterr().err

@@ -142,3 +142,14 @@ def test_cli_rejected_model_or_processor_argument_is_a_clear_error(liqe_dir, pho
     assert main(["score", "--model", str(liqe_dir), image, "--processor-arg", "protocol=nope", "--no-progress"]) == 2
     error = capsys.readouterr().err
     assert "cannot load" in error and "protocol" in error and "Traceback" not in error
+
+
+def test_cli_unknown_model_or_processor_key_is_an_error_not_ignored(liqe_dir, photo_dir, capsys):
+    image = str(photo_dir / "photo0.jpg")
+    assert main(["score", "--model", str(liqe_dir), image, "--processor-arg", "crop_mode=grid", "--no-progress"]) == 2
+    error = capsys.readouterr().err
+    assert (
+        error == f"hf-iqa score: error: --processor-arg crop_mode: not a setting of LiqeImageProcessor ({liqe_dir})\n"
+    )
+    assert main(["score", "--model", str(liqe_dir), image, "--model-arg", "prompt_scale=5", "--no-progress"]) == 2
+    assert "--model-arg prompt_scale: not a setting of LiqeConfig" in capsys.readouterr().err

@@ -1,236 +1,144 @@
-"""`hf-iqa score --model M PATH_OR_FOLDER... [--output results.csv|.jsonl]`.
+"""`hf-iqa score --model M INPUT... [--output results.csv|.jsonl|.parquet] [--resume | --overwrite]`.
 
-Decoding and preprocessing run in a thread pool ahead of the model, so the model is rarely idle. A file that
-cannot be read becomes an error row and the run goes on; every row is written (and flushed) as soon as it is
-known, so an interrupted run loses nothing already scored. Exit status 1 if any file failed.
+Inputs: image files, folders (recursive), `--from-list` files, `.tar` shards, or one `datasets` dataset. The
+scoring itself is `hf_iqa.engine.score_stream`: images are decoded in threads a bounded number of batches ahead of
+the model, every row is written and flushed as soon as it is known, a file that cannot be read becomes an error
+row and the run goes on. Exit status 1 if any input failed, 2 for a usage error, 130 when interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import sys
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TextIO
 
-DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16",
-          "fp16": "float16"}  # fmt: skip
+from hf_iqa.engine import UsageError, add_runtime_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("paths", nargs="+", help="image files and/or folders (searched recursively)")
+    parser.add_argument("paths", nargs="*", help="image files, folders (recursive), .tar shards, or one dataset "
+                        "(save_to_disk folder, .parquet/.arrow file, Hub dataset id)")  # fmt: skip
     parser.add_argument("--model", "-m", required=True, help="model folder, Hub id or hf_iqa model name")
-    parser.add_argument("--output", "-o", help="write results to this .csv or .jsonl file (default: print)")
+    parser.add_argument("--from-list", metavar="FILE", help="a text file of paths (one per line) or a CSV with a "
+                        "path column; relative paths are relative to the list's folder")  # fmt: skip
+    parser.add_argument("--split", help="dataset split (datasets inputs)")
+    parser.add_argument("--image-column", help="dataset or CSV-list column holding the images (default: detected)")
+    parser.add_argument("--id-column", help="dataset column naming each row in the results (default: row index)")
+    parser.add_argument("--output", "-o", help="write results to a .csv, .jsonl or .parquet file (default: print)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run: keep the rows already "
+                        "in --output and score only the rest")  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     parser.add_argument("--batch-size", "-b", type=int, default=8, help="images per model call (default 8)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
-    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="model precision")
+    add_runtime_arguments(parser)
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="loading threads")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument(
-        "--model-arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="model/config option at load time, e.g. task=aesthetics or prompt_logit_scale=50 (repeatable)",
-    )
-    parser.add_argument(
-        "--save-visualizations",
-        metavar="DIR",
-        help="models that score regions (Dog-IQA): save <name>_regions.png pictures of the scored regions here",
-    )
-    parser.add_argument(
-        "--processor-arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="image-processor option, e.g. protocol=pyiqa (repeatable; values parsed as JSON when possible)",
-    )
-
-
-def parse_key_values(items: list[str]) -> dict[str, Any]:
-    options = {}
-    for item in items:
-        if "=" not in item:
-            raise SystemExit(f"hf-iqa: expected KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
-
-
-def flatten(result: dict[str, Any]) -> dict[str, Any]:
-    """{"scene_probs": {"animal": 0.1}} -> {"scene_probs.animal": 0.1}; lists as JSON text (CSV cells)."""
-    flat = {}
-    for key, value in result.items():
-        if isinstance(value, dict):
-            flat.update({f"{key}.{label}": v for label, v in value.items()})
-        elif isinstance(value, list):
-            flat[key] = json.dumps(value)
-        else:
-            flat[key] = value
-    return flat
-
-
-class ResultWriter:
-    """Writes one row per image as it comes: CSV, JSONL, or stdout. The CSV header is taken from the first
-    scored image (error rows that come earlier wait for it)."""
-
-    def __init__(self, path: str | None):
-        self.path = path
-        self.csv = None
-        self.waiting: list[dict[str, Any]] = []
-        self.format = "print"
-        self.handle: TextIO = sys.stdout
-        if path:
-            suffix = Path(path).suffix.lower()
-            if suffix not in (".csv", ".jsonl", ".json"):
-                raise SystemExit(f"hf-iqa score: --output must end in .csv or .jsonl, got {path!r}")
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.handle = open(path, "w", newline="", encoding="utf-8")
-            self.format = "csv" if suffix == ".csv" else "jsonl"
-
-    def _write_csv(self, row: dict[str, Any]) -> None:
-        if self.csv is None:
-            if row.get("error"):
-                self.waiting.append(row)
-                return
-            columns = ["path", *(k for k in flatten(row) if k not in ("path", "error")), "error"]
-            self.csv = csv.DictWriter(self.handle, fieldnames=columns, extrasaction="ignore")
-            self.csv.writeheader()
-        for waiting in self.waiting:
-            self.csv.writerow(waiting)
-        self.waiting = []
-        self.csv.writerow(flatten(row))
-
-    def write(self, row: dict[str, Any]) -> None:
-        if self.format == "csv":
-            self._write_csv(row)
-        elif self.format == "jsonl":
-            self.handle.write(json.dumps(row) + "\n")
-        elif row.get("error"):
-            print(f"{row['path']}\tERROR\t{row['error']}", file=sys.stderr)
-        else:
-            print(f"{row['path']}\t{row['score']:.6f}")
-        self.handle.flush()
-
-    def close(self) -> None:
-        if self.format == "csv" and self.waiting:  # nothing could be scored: header for the error rows only
-            self.csv = csv.DictWriter(self.handle, fieldnames=["path", "score", "error"], extrasaction="ignore")
-            self.csv.writeheader()
-            self.csv.writerows(self.waiting)
-        if self.handle is not sys.stdout:
-            self.handle.close()
-
-
-def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack per-image model inputs: tensors along dim 0, ragged lists concatenated."""
-    import torch
-
-    batch = {}
-    for key in items[0]:
-        values = [item[key] for item in items]
-        if isinstance(values[0], torch.Tensor):
-            batch[key] = torch.cat(values, dim=0)
-        elif isinstance(values[0], list):
-            batch[key] = [v for value in values for v in value]
-        else:
-            batch[key] = values
-    return batch
-
-
-def score_files(
-    pipe, files: list[Path], batch_size: int, workers: int, visualizations: Path | None = None
-) -> Iterator[dict[str, Any]]:
-    """Yield one result row per file, in input order; decoding/preprocessing overlaps the model."""
-    from hf_iqa.io import ImageLoadError
-    from hf_iqa.pipeline import describe_output
-
-    def prepare(path: Path) -> tuple[Path, dict[str, Any] | None, str | None]:
-        try:
-            return path, pipe.preprocess(str(path)), None
-        except ImageLoadError as error:
-            return path, None, error.problem
-        except Exception as error:  # a processor rejecting an image must not stop the run
-            return path, None, f"{type(error).__name__}: {error}"
-
-    def run_batch(batch: list[tuple[Path, dict[str, Any]]]) -> Iterator[dict[str, Any]]:
-        try:
-            outputs = pipe.forward(collate([inputs for _, inputs in batch]), return_visualization=bool(visualizations))
-            for index, (path, _) in enumerate(batch):
-                row = {"path": str(path), **describe_output(outputs, index, pipe.model.config)}
-                if visualizations:
-                    picture = visualizations / f"{path.stem}_regions.png"
-                    outputs["visualization"][index].save(picture)
-                    row["visualization"] = str(picture)
-                yield row
-        except Exception as error:
-            if len(batch) == 1:
-                yield {"path": str(batch[0][0]), "error": f"{type(error).__name__}: {error}"}
-                return
-            for item in batch:  # isolate the image that broke the batch
-                yield from run_batch([item])
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        pending: list[tuple[Path, dict[str, Any]]] = []
-        for path, inputs, error in pool.map(prepare, files):  # map keeps order and prefetches
-            if error is not None:
-                yield from run_batch(pending)
-                pending = []
-                yield {"path": str(path), "error": error}
-                continue
-            pending.append((path, inputs))
-            if len(pending) >= batch_size:
-                yield from run_batch(pending)
-                pending = []
-        if pending:
-            yield from run_batch(pending)
+    parser.add_argument("--prefetch", type=int, default=2, help="batches prepared ahead of the model (default 2)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="config option at load time, e.g. task=aesthetics or prompt_logit_scale=50 (repeatable)")  # fmt: skip
+    parser.add_argument("--processor-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="image-processor option, e.g. protocol=pyiqa (repeatable; values parsed as JSON)")  # fmt: skip
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow a Hub model's own code")
+    parser.add_argument("--save-visualizations", metavar="DIR", help="models that score regions (Dog-IQA): save a "
+                        "picture of the scored regions per image, named after the input's relative path")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    from hf_iqa import engine
+
+    engine.handle_sigterm()
+    try:
+        return _run(args)
+    except UsageError as error:
+        print(f"hf-iqa score: error: {error}", file=sys.stderr)
+        return 2
+    except engine.Interrupted as stop:
+        print(f"hf-iqa score: {stop}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # before anything was scored (while loading the model)
+        print("hf-iqa score: interrupted before scoring; nothing written", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    from hf_iqa import engine
+
+    if not args.paths and not args.from_list:
+        raise UsageError("give image files, folders, tar shards, a dataset, or --from-list FILE")
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite contradict each other: choose one")
+    if args.resume and not args.output:
+        raise UsageError("--resume needs --output (the file to continue)")
+    if args.no_progress:
+        engine.disable_progress_bars()
+    inputs = engine.open_inputs(args.paths, from_list=args.from_list, split=args.split,
+                                image_column=args.image_column, id_column=args.id_column)  # fmt: skip
+    output = None
+    if args.output:
+        output = engine.Output(args.output, inputs.key_field, resume=args.resume, overwrite=args.overwrite)
+        output.check(inputs.files)
+    if inputs.total == 0:
+        print("hf-iqa score: no image files found in " + ", ".join(args.paths or [args.from_list]), file=sys.stderr)
+        return 1
+    model_kwargs = engine.parse_key_values(args.model_arg, "--model-arg")
+    processor_kwargs = engine.parse_key_values(args.processor_arg, "--processor-arg")
+    pipe = engine.load_pipeline(args.model, dtype=args.dtype, device=args.device, model_kwargs=model_kwargs,
+                                processor_kwargs=processor_kwargs, trust_remote_code=args.trust_remote_code)  # fmt: skip
+    visualizations = Path(args.save_visualizations) if args.save_visualizations else None
+    done = output.done_keys() if output else set()
+    output.open() if output else None
+    writer = output or engine.StdoutWriter()
+    world, rank = engine.world_size(), engine.rank()
+    items = inputs.items(lambda key: key in done or engine.escape_name(key) in done, rank, world)
+    mine = (item for item in items if item.source is not None or item.error)  # skipped items carry neither
+    total = None if inputs.total is None else _share(inputs.total, rank, world)
+    scorer = engine.PipelineScorer(pipe, visualize=visualizations is not None)
+    return _loop(args, mine, scorer, writer, inputs.key_field, visualizations, total, len(done))
+
+
+def _share(total: int, rank: int, world: int) -> int:
+    return len(range(rank, total, world))
+
+
+def _loop(args, items, scorer, writer, key_field, visualizations, total, resumed) -> int:
     from tqdm.auto import tqdm
 
-    import hf_iqa
-    from hf_iqa.io import find_images
+    from hf_iqa import engine
 
-    files = find_images(args.paths)
-    if not files:
-        print("hf-iqa score: no image files found in " + ", ".join(args.paths), file=sys.stderr)
-        return 1
-    device = args.device
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if total is not None:
+        total = max(0, total - (resumed if engine.world_size() == 1 else 0))
+    scored = failed = 0
+    complete = False
+    progress = tqdm(total=total, unit="img", disable=args.no_progress or engine.rank() != 0, file=sys.stderr)
     try:
-        pipe = hf_iqa.pipeline(
-            model=args.model,
-            device=device,
-            dtype=getattr(torch, DTYPES[args.dtype]),
-            processor_kwargs=parse_key_values(args.processor_arg),
-            model_kwargs=parse_key_values(args.model_arg),
-        )
-    except (ValueError, TypeError) as error:  # e.g. a --model-arg / --processor-arg the model rejects
-        print(f"hf-iqa score: error: cannot load {args.model}: {error}", file=sys.stderr)
-        return 2
-    visualizations = Path(args.save_visualizations) if args.save_visualizations else None
-    if visualizations:
-        visualizations.mkdir(parents=True, exist_ok=True)
-    writer = ResultWriter(args.output)
-    failed = 0
-    try:
-        progress = tqdm(total=len(files), unit="img", disable=args.no_progress, file=sys.stderr)
-        for row in score_files(pipe, files, args.batch_size, args.workers, visualizations):
-            failed += bool(row.get("error"))
-            writer.write(row)
+        for result in engine.score_stream(items, scorer, batch_size=args.batch_size, workers=args.workers,
+                                          prefetch_batches=args.prefetch):  # fmt: skip
+            row = {key_field: result.item.key}
+            if result.error is not None:
+                row["error"] = result.error
+                failed += 1
+            else:
+                output = dict(result.output)
+                picture = output.pop("visualization", None)
+                if picture is not None and visualizations is not None:
+                    row_path = visualizations / f"{engine.visual_name(result.item.key)}_regions.png"
+                    row_path.parent.mkdir(parents=True, exist_ok=True)
+                    picture.save(row_path)
+                    output["visualization"] = str(row_path)
+                row.update(output)
+            writer.write(row, result.item.index)
+            scored += 1
             progress.update(1)
-        progress.close()
+            if scored % args.batch_size == 0:
+                writer.flush()
+        complete = True
+    except KeyboardInterrupt:
+        raise engine.Interrupted(scored, total) from None
     finally:
-        writer.close()
+        progress.close()
+        writer.close(complete)
+    if resumed:
+        print(f"hf-iqa score: {resumed} image(s) already in {args.output} were kept", file=sys.stderr)
     if failed:
-        print(f"hf-iqa score: {failed} of {len(files)} file(s) could not be scored", file=sys.stderr)
+        print(f"hf-iqa score: {failed} of {scored} file(s) could not be scored", file=sys.stderr)
     return 1 if failed else 0

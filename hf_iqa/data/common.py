@@ -410,9 +410,12 @@ def _generate(rows: list[dict], columns: tuple[str, ...]) -> Iterator[dict]:
 
 
 def check_images(info: BenchmarkInfo, rows: list[dict], image_columns: Iterable[str], missing: str) -> list[dict]:
-    """Raise (or, with `missing="skip"`, drop and warn) when image files named by the meta file are absent."""
-    if missing not in ("error", "skip"):
-        raise ValueError(f"missing_images must be 'error' or 'skip', got {missing!r}")
+    """Raise (or, with `missing="skip"`, drop and warn) when image files named by the meta file are absent;
+    `missing="keep"` keeps their rows (the benchmark scores them as error rows and counts them)."""
+    if missing not in ("error", "skip", "keep"):
+        raise ValueError(f"missing_images must be 'error', 'skip' or 'keep', got {missing!r}")
+    if missing == "keep":
+        return rows
     columns = [c for c in image_columns if rows and c in rows[0]]
     absent = [row for row in rows if any(row[c] is None or not os.path.isfile(row[c]) for c in columns)]
     if not absent:

@@ -70,7 +70,9 @@ def load_folder(
     if scores_file is None:
         found = next((root / f for f in SCORE_FILES if (root / f).is_file()), None)
         if found is None:
-            raise DatasetLayoutError(f"{root}: no score file; expected one of {list(SCORE_FILES)} or scores_file=...")
+            raise DatasetLayoutError(
+                f"{root}: no score file; expected one of {list(SCORE_FILES)} or scores_file=... (--scores-file)"
+            )
         path = found
     else:
         path = Path(scores_file).expanduser()
