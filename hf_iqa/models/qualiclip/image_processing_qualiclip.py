@@ -7,6 +7,12 @@ Padding is never used: it would leak into the attention pool's mean token and ch
 The `qualiclip+-spaq` checkpoint was trained on images resized to 512 on the short side; its saved processor config
 sets `do_resize=True` with `size={"shortest_edge": 512}`.
 
+Bounded cost: the model's memory grows with the pixels it sees (~130 bytes per pixel in the fp32 ResNet-50), so
+an image whose processed size (after the optional resize) is over `max_pixels` (default 4096 x 4096 = 16.8 Mpx,
+~2 GB of activations) is refused before anything is resized or allocated; raise it with
+`processor_kwargs={"max_pixels": N}` for trusted large images. A thin image can thus not be blown up by the
+resize (40000x2 with `shortest_edge=512` would be 5 Gpx).
+
 This file is a Hub unit: it imports only transformers.
 """
 
@@ -17,13 +23,32 @@ import torch
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_processing_backends import PilBackend
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
+from transformers.processing_utils import ImagesKwargs
 from transformers.utils import TensorType
+
+
+class QualiClipImageProcessorKwargs(ImagesKwargs, total=False):
+    max_pixels: int
+
+
+def processed_size(height: int, width: int, do_resize: bool, size) -> tuple[int, int]:
+    """(height, width) the PIL backend will produce; computed without resizing (approximate by at most a pixel)."""
+    if not do_resize or size is None:
+        return height, width
+    if getattr(size, "shortest_edge", None):
+        scale = size.shortest_edge / min(height, width)
+        return max(1, round(height * scale)), max(1, round(width * scale))
+    if getattr(size, "height", None) and getattr(size, "width", None):
+        return size.height, size.width
+    return height, width
 
 
 class QualiClipImageProcessor(PilBackend):
     """PIL/numpy preprocessing equal to torchvision `ToTensor()` + `Normalize(CLIP mean, std)` at native size."""
 
+    valid_kwargs = QualiClipImageProcessorKwargs
     model_input_names = ["pixel_values"]
+    max_pixels = 4096 * 4096
     do_convert_rgb = True
     do_resize = False
     size = {"shortest_edge": 512}  # only used when do_resize=True (the -spaq variant)
@@ -39,7 +64,22 @@ class QualiClipImageProcessor(PilBackend):
 
     def _preprocess(self, images: list[np.ndarray], return_tensors: str | TensorType | None = None, **kwargs):
         """As the PIL backend, but with `return_tensors="pt"` the result is always a list of (3, H, W) tensors, one
-        per image, whatever their sizes (so single images and mixed batches look the same to the pipeline)."""
+        per image, whatever their sizes (so single images and mixed batches look the same to the pipeline).
+        Every image's cost is checked before any is processed (module docstring)."""
+        limit = kwargs.pop("max_pixels", None) or self.max_pixels
+        for image in images:
+            height, width = image.shape[-2:]
+            new_height, new_width = processed_size(height, width, kwargs.get("do_resize"), kwargs.get("size"))
+            if new_height * new_width > limit:
+                resized = (
+                    f" (resized to {new_width}x{new_height})" if (new_height, new_width) != (height, width) else ""
+                )
+                raise ValueError(
+                    f"QualiCLIP: an image of {width}x{height}{resized} is over the {limit:,}-pixel budget of this "
+                    "processor; downscale it or raise max_pixels (processor_kwargs={'max_pixels': N})"
+                )
+            if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+                raise ValueError("QualiCLIP: the image contains NaN or infinite pixel values")
         pixel_values = super()._preprocess(images, return_tensors=None, **kwargs)["pixel_values"]
         if return_tensors is None:
             return BatchFeature({"pixel_values": pixel_values})
@@ -54,4 +94,4 @@ class QualiClipImageProcessor(PilBackend):
         return BatchFeature({"pixel_values": tensors}, skip_tensor_conversion=["pixel_values"])
 
 
-__all__ = ["QualiClipImageProcessor"]
+__all__ = ["QualiClipImageProcessor", "processed_size"]
