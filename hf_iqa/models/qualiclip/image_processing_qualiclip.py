@@ -13,13 +13,14 @@ an image whose processed size (after the optional resize) is over `max_pixels` (
 `processor_kwargs={"max_pixels": N}` for trusted large images. A thin image can thus not be blown up by the
 resize (40000x2 with `shortest_edge=512` would be 5 Gpx).
 
-This file is a Hub unit: it imports only transformers.
+This file is a Hub unit: it imports only numpy, torch, PIL and transformers.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from PIL import Image
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_processing_backends import PilBackend
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
@@ -62,22 +63,32 @@ class QualiClipImageProcessor(PilBackend):
     image_std = OPENAI_CLIP_STD
     do_pad = False
 
+    def check_budget(self, height: int, width: int, do_resize: bool, size, max_pixels: int | None = None) -> None:
+        """Refuse an image whose processed size is over `max_pixels` (module docstring), before any work."""
+        limit = max_pixels or self.max_pixels
+        new_height, new_width = processed_size(height, width, do_resize, size)
+        if new_height * new_width > limit:
+            resized = f" (resized to {new_width}x{new_height})" if (new_height, new_width) != (height, width) else ""
+            raise ValueError(
+                f"QualiCLIP: an image of {width}x{height}{resized} is over the {limit:,}-pixel budget of this "
+                "processor; downscale it or raise max_pixels (processor_kwargs={'max_pixels': N})"
+            )
+
+    def process_image(self, image, *args, **kwargs) -> np.ndarray:
+        """Check a PIL image's budget before the backend copies it into an array."""
+        if isinstance(image, Image.Image):
+            self.check_budget(
+                image.height, image.width, kwargs.get("do_resize"), kwargs.get("size"), kwargs.get("max_pixels")
+            )
+        return super().process_image(image, *args, **kwargs)
+
     def _preprocess(self, images: list[np.ndarray], return_tensors: str | TensorType | None = None, **kwargs):
         """As the PIL backend, but with `return_tensors="pt"` the result is always a list of (3, H, W) tensors, one
         per image, whatever their sizes (so single images and mixed batches look the same to the pipeline).
         Every image's cost is checked before any is processed (module docstring)."""
-        limit = kwargs.pop("max_pixels", None) or self.max_pixels
+        limit = kwargs.pop("max_pixels", None)
         for image in images:
-            height, width = image.shape[-2:]
-            new_height, new_width = processed_size(height, width, kwargs.get("do_resize"), kwargs.get("size"))
-            if new_height * new_width > limit:
-                resized = (
-                    f" (resized to {new_width}x{new_height})" if (new_height, new_width) != (height, width) else ""
-                )
-                raise ValueError(
-                    f"QualiCLIP: an image of {width}x{height}{resized} is over the {limit:,}-pixel budget of this "
-                    "processor; downscale it or raise max_pixels (processor_kwargs={'max_pixels': N})"
-                )
+            self.check_budget(*image.shape[-2:], kwargs.get("do_resize"), kwargs.get("size"), limit)
             if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
                 raise ValueError("QualiCLIP: the image contains NaN or infinite pixel values")
         pixel_values = super()._preprocess(images, return_tensors=None, **kwargs)["pixel_values"]
