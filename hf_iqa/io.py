@@ -188,8 +188,8 @@ def _load_file(path: Path, name: str, limit: float) -> Image.Image:
             return _to_rgb(opened, name)  # the pixels stay valid once the file is closed
     except ImageLoadError:
         raise
-    except Image.DecompressionBombError as error:  # Pillow's own hard limit, when it is below ours
-        raise ImageLoadError(name, f"image is too large ({error})") from None
+    except Image.DecompressionBombError as error:  # Pillow's own check, before ours could run
+        raise ImageLoadError(name, f"image is over Pillow's decompression-bomb pixel limit ({error})") from None
     except UnidentifiedImageError:
         raise ImageLoadError(
             name, f"not an image hf_iqa can read (unknown, unsupported or corrupt; it reads {', '.join(FORMATS)})"
