@@ -5,13 +5,17 @@ on white), CMYK, 16-bit and I;16/I/F converted; the first frame of animated imag
 used raises `ImageLoadError`, one line naming the file and the problem.
 
 Bounded cost: a file's declared size (its header, read before any pixel is decoded) must not exceed
-`max_pixels` (default `MAX_PIXELS`, 89,478,485 pixels, Pillow's own warning threshold). This check is hf_iqa's own
-comparison, so it holds in any thread (Pillow's bomb check is a process-wide warning). A decoded image then takes
-at most ~12 bytes per pixel while it is converted to RGB (~1.1 GB at the limit); an image of `max_pixels` costs
-~270 MB once loaded. Raise the limit for trusted files with `hf_iqa.io.MAX_PIXELS = N` (every later load) or
-`load_image(..., max_pixels=N)`. Only raster formats are opened (`FORMATS`): a PostScript, PDF or SVG file named
-`.jpg` is refused, never handed to an external interpreter. Pixels must be finite: NaN or infinite values (float
-TIFFs, arrays, tensors, PIL images in mode F) are refused.
+`max_pixels` (default `MAX_PIXELS`, 89,478,485 pixels, Pillow's own warning threshold). This is hf_iqa's own
+comparison, so it holds in any thread (Pillow's bomb check is a process-wide warning) and applies to every input
+(files, PIL images before `load()`, arrays, tensors). Loading peaks at ~10 bytes per pixel (RGBA composited on
+white) and keeps 4 (Pillow's RGB); with any hf_iqa processor's preprocessing ~14 bytes per pixel: under 1.3 GB
+for any input at the default limit (tests/test_hostile_inputs.py measures it). Raise the limit for trusted files
+with `hf_iqa.io.MAX_PIXELS = N` (every later load) or `load_image(..., max_pixels=N)` (0: no limit); a limit
+above Pillow's `Image.MAX_IMAGE_PIXELS` raises that too, so Pillow's own check does not override it.
+
+Only raster formats are opened (`FORMATS`): a PostScript, PDF, SVG or HEIC file named `.jpg` is refused, never
+handed to an external interpreter. Pixels must be finite: NaN or infinite values (float TIFFs, arrays, tensors,
+PIL images in mode F) are refused. Any decoder failure becomes one `ImageLoadError` line.
 """
 
 from __future__ import annotations

@@ -18,9 +18,9 @@ short side is 224, and an image with fewer than `num_patches` windows uses all o
 Bounded cost, whatever the aspect ratio: the upsampled image is never built. Each window is resampled (PIL
 bilinear, `box=`) from the part of the original it covers, so a 40000x2 image (a 224 x 4,480,000 picture once
 upsampled, 3 GB) costs 15 windows. Pixels equal those of a whole-image resize to within one 8-bit level. The
-official downscale (short side to 768) never enlarges. So memory is at most ~3 bytes per input pixel for the
-copy Pillow resamples from, plus ~2 bytes per pixel of the downscaled image, plus the output (num_patches x 602 KB):
-~0.5 GB for an image at `hf_iqa.io.MAX_PIXELS` (89.5 Mpx), a few MB for a thin one.
+official downscale (short side to 768) never enlarges. Memory: the input array, one copy Pillow resamples from
+(4 bytes per pixel) and the output (num_patches x 602 KB); with loading, ~14 bytes per input pixel at most
+(README, "Limits"), a few MB for a thin image.
 """
 
 from __future__ import annotations

@@ -7,11 +7,11 @@ Padding is never used: it would leak into the attention pool's mean token and ch
 The `qualiclip+-spaq` checkpoint was trained on images resized to 512 on the short side; its saved processor config
 sets `do_resize=True` with `size={"shortest_edge": 512}`.
 
-Bounded cost: the model's memory grows with the pixels it sees (~130 bytes per pixel in the fp32 ResNet-50), so
-an image whose processed size (after the optional resize) is over `max_pixels` (default 4096 x 4096 = 16.8 Mpx,
-~2 GB of activations) is refused before anything is resized or allocated; raise it with
-`processor_kwargs={"max_pixels": N}` for trusted large images. A thin image can thus not be blown up by the
-resize (40000x2 with `shortest_edge=512` would be 5 Gpx).
+Bounded cost: the model's activations and this processor's output (float32, with the backend's temporaries ~44
+bytes per pixel) grow with the pixels the model sees, so an image whose processed size (after the optional
+resize) is over `max_pixels` (default 4096 x 4096 = 16.8 Mpx, so 4000 x 3000 camera pictures pass) is refused
+before anything is resized or copied; raise it with `processor_kwargs={"max_pixels": N}` for trusted large images.
+A thin image can thus not be blown up by the resize (40000x2 with `shortest_edge=512` would be 5 Gpx).
 
 This file is a Hub unit: it imports only numpy, torch, PIL and transformers.
 """
