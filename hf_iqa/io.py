@@ -158,10 +158,16 @@ def load_image(
     if isinstance(image, np.ndarray):
         return _from_array(image, source or "<array>", limit)
     if hasattr(image, "numpy") and hasattr(image, "dim"):  # a torch tensor, without importing torch here
-        tensor = image.detach().cpu()
-        if tensor.is_floating_point() and str(tensor.dtype) not in ("torch.float32", "torch.float64"):
-            tensor = tensor.float()  # bfloat16 has no numpy dtype; float16 would round differently
-        return _from_array(tensor.numpy(), source or "<tensor>", limit)
+        try:
+            tensor = image.detach().cpu()
+            if tensor.is_floating_point() and str(tensor.dtype) not in ("torch.float32", "torch.float64"):
+                tensor = tensor.float()  # bfloat16 has no numpy dtype; float16 would round differently
+            array = tensor.numpy()
+        except Exception as error:  # sparse, meta, quantised, ... tensors
+            raise ImageLoadError(
+                source or "<tensor>", f"cannot read tensor ({type(error).__name__}: {error})"
+            ) from None
+        return _from_array(array, source or "<tensor>", limit)
     if not isinstance(image, (str, os.PathLike)):
         raise ImageLoadError(source or repr(type(image)), "expected a file path, a PIL image or a numpy array")
     return _load_file(Path(image), source or str(image), limit)
