@@ -207,7 +207,7 @@ def _load_file(path: Path, name: str, limit: float) -> Image.Image:
     except MemoryError:
         raise ImageLoadError(name, "out of memory while decoding") from None
     except OSError as error:
-        message = str(error)
+        message = error.strerror if error.filename else str(error)  # the file is already named once
         if "truncated" in message.lower() or "broken data stream" in message.lower():
             raise ImageLoadError(name, f"truncated or corrupt image data ({message})") from None
         raise ImageLoadError(name, f"cannot read image ({message})") from None

@@ -138,6 +138,8 @@ def build_corpus(folder: Path) -> dict[str, str]:
     out["folder.jpg"] = "error"
     (folder / "dangling.jpg").symlink_to(folder / "nowhere.jpg")
     out["dangling.jpg"] = "error"
+    (folder / "loop.jpg").symlink_to(folder / "loop.jpg")
+    out["loop.jpg"] = "error"
     os.mkfifo(folder / "fifo.jpg")  # opening it would block forever
     out["fifo.jpg"] = "error"
     return out
