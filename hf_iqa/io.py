@@ -2,13 +2,27 @@
 
 Every input becomes an RGB `PIL.Image.Image`: EXIF orientation applied; grayscale, palette, RGBA/LA (composited
 on white), CMYK, 16-bit and I;16/I/F converted; the first frame of animated images. Anything that cannot be
-decoded raises `ImageLoadError`, which names the file and the problem.
+used raises `ImageLoadError`, one line naming the file and the problem.
+
+Bounded cost: a file's declared size (its header, read before any pixel is decoded) must not exceed
+`max_pixels` (default `MAX_PIXELS`, 89,478,485 pixels, Pillow's own warning threshold). This is hf_iqa's own
+comparison, so it holds in any thread (Pillow's bomb check is a process-wide warning) and applies to every input
+(files, PIL images before `load()`, arrays, tensors). Loading peaks at ~10 bytes per pixel (RGBA composited on
+white) and keeps 4 (Pillow's RGB); with any hf_iqa processor's preprocessing ~14 bytes per pixel: under 1.3 GB
+for any input at the default limit (tests/test_hostile_inputs.py measures it). Raise the limit for trusted files
+with `hf_iqa.io.MAX_PIXELS = N` (every later load) or `load_image(..., max_pixels=N)` (0: no limit); a limit
+above Pillow's `Image.MAX_IMAGE_PIXELS` raises that too, so Pillow's own check does not override it.
+
+Only raster formats are opened (`FORMATS`): a PostScript, PDF, SVG or HEIC file named `.jpg` is refused, never
+handed to an external interpreter. Pixels must be finite: NaN or infinite values (float TIFFs, arrays, tensors,
+PIL images in mode F) are refused. Any decoder failure becomes one `ImageLoadError` line.
 """
 
 from __future__ import annotations
 
+import math
 import os
-import warnings
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +31,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 IMAGE_EXTENSIONS = (
     ".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pnm", ".jp2", ".j2k",
 )  # fmt: skip
+
+# Pillow plug-ins allowed to open a file, whatever its name: the formats of IMAGE_EXTENSIONS ("JPEG" opens MPO too).
+FORMATS = ("JPEG", "PNG", "BMP", "DIB", "TIFF", "WEBP", "GIF", "PPM", "JPEG2000")
+
+MAX_PIXELS = 89_478_485
+"""Largest image (width x height, as declared by the file) any input may have; see the module docstring."""
 
 
 class ImageLoadError(ValueError):
@@ -28,28 +48,66 @@ class ImageLoadError(ValueError):
         super().__init__(f"{source}: {problem}")
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL mode to 8-bit RGB the way a user would expect to see the picture."""
+def _limit(max_pixels: int | None) -> float:
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    return math.inf if limit is None or limit <= 0 else limit
+
+
+def _check_size(width: int, height: int, limit: float, source: str) -> None:
+    if width <= 0 or height <= 0:
+        raise ImageLoadError(source, f"image has no pixels ({width}x{height})")
+    if width * height > limit:
+        raise ImageLoadError(
+            source,
+            f"image of {width}x{height} ({width * height:,} pixels) is over the {int(limit):,}-pixel limit "
+            "(a decompression bomb, or a trusted file: raise hf_iqa.io.MAX_PIXELS / max_pixels)",
+        )
+
+
+def _check_finite(array: np.ndarray, source: str) -> None:
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        raise ImageLoadError(source, "image contains NaN or infinite pixel values")
+
+
+def _to_rgb(image: Image.Image, source: str) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB the way a user would expect to see the picture, with as few full-size
+    copies as possible (peak ~9 bytes per pixel besides the decoded image)."""
     if image.mode == "RGB":
         return image
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        if image.mode.startswith("I;16") or (image.mode == "I" and array.max(initial=0) > 255):
-            array = array / 65535.0 * 255.0  # 16-bit data: scale the full 16-bit range to 8 bits
-        elif image.mode == "F" and array.max(initial=0) <= 1.0:
-            array = array * 255.0
-        array = np.clip(np.rint(array), 0, 255).astype(np.uint8)
-        return Image.fromarray(array, mode="L").convert("RGB")
+        if image.mode not in ("RGBA", "LA"):
+            image = image.convert("RGBA")
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image, mask=image.getchannel("A"))  # composite on white
+        return background
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        return _deep_to_rgb(image, source)
     return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
 
 
-def _from_array(array: np.ndarray, source: str) -> Image.Image:
+def _deep_to_rgb(image: Image.Image, source: str) -> Image.Image:
+    """16-bit, 32-bit integer and float images to 8 bits, in blocks of rows so no full-size float copy exists."""
+    high = image.getextrema()[1]
+    if image.mode.startswith("I;16") or (image.mode == "I" and high > 255):
+        factor = np.float32(255.0 / 65535.0)  # 16-bit data: scale the full 16-bit range to 8 bits
+    elif image.mode == "F" and high <= 1.0:
+        factor = np.float32(255.0)
+    else:
+        factor = np.float32(1.0)
+    width, height = image.size
+    out = np.empty((height, width), dtype=np.uint8)
+    step = max(1, (1 << 22) // width)
+    for top in range(0, height, step):
+        block = np.asarray(image.crop((0, top, width, min(height, top + step))))
+        _check_finite(block, source)
+        block = block.astype(np.float32) * factor
+        out[top : top + step] = np.clip(np.rint(block, out=block), 0, 255, out=block)
+    return Image.fromarray(out, mode="L").convert("RGB")
+
+
+def _from_array(array: np.ndarray, source: str, limit: float) -> Image.Image:
     array = np.asarray(array)
     if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] > 4:
         array = np.moveaxis(array, 0, -1)  # channels-first input
@@ -59,67 +117,102 @@ def _from_array(array: np.ndarray, source: str) -> Image.Image:
         raise ImageLoadError(source, f"expected an HxW, HxWx3 or HxWx4 array, got shape {tuple(array.shape)}")
     if array.size == 0:
         raise ImageLoadError(source, "empty array")
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all():
-            raise ImageLoadError(source, "array contains NaN or infinite values")
+    _check_size(array.shape[1], array.shape[0], limit, source)
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    elif np.issubdtype(array.dtype, np.floating):
+        _check_finite(array, source)
         if array.min() < 0 or array.max() > 1:
             raise ImageLoadError(source, "float arrays must hold values in [0, 1]")
-        array = np.rint(array * 255.0).astype(np.uint8)
+        array = np.rint(array.astype(np.float32) * np.float32(255.0)).astype(np.uint8)
     elif array.dtype == np.uint16:
         array = np.rint(array / 257.0).astype(np.uint8)
-    elif array.dtype != np.uint8:
+    elif np.issubdtype(array.dtype, np.integer):
         if array.min() < 0 or array.max() > 255:
             raise ImageLoadError(source, f"integer array of dtype {array.dtype} has values outside [0, 255]")
         array = array.astype(np.uint8)
-    return _to_rgb(Image.fromarray(array))
+    else:
+        raise ImageLoadError(source, f"unsupported array dtype {array.dtype}")
+    return _to_rgb(Image.fromarray(array), source)
 
 
-def load_image(image: str | os.PathLike | Image.Image | np.ndarray, *, source: str | None = None) -> Image.Image:
-    """Return `image` (a path, PIL image or array) as an RGB PIL image, or raise `ImageLoadError`."""
+def load_image(
+    image: str | os.PathLike | Image.Image | np.ndarray,
+    *,
+    source: str | None = None,
+    max_pixels: int | None = None,
+) -> Image.Image:
+    """Return `image` (a path, PIL image, numpy array or torch tensor) as an RGB PIL image, or raise
+    `ImageLoadError`. `max_pixels` (default `MAX_PIXELS`; 0 or negative: no limit) caps width x height."""
+    limit = _limit(max_pixels)
     if isinstance(image, Image.Image):
+        name = source or "<PIL image>"
+        _check_size(image.width, image.height, limit, name)  # before `load()`: a lazily opened file is not decoded
         try:
             image.load()
-            return _to_rgb(ImageOps.exif_transpose(image) or image)
-        except (OSError, ValueError) as error:
-            raise ImageLoadError(source or "<PIL image>", f"cannot decode image ({error})") from None
+            return _to_rgb(ImageOps.exif_transpose(image), name)  # a copy: the caller's image is left as it is
+        except (OSError, ValueError, SyntaxError, EOFError) as error:
+            if isinstance(error, ImageLoadError):
+                raise
+            raise ImageLoadError(name, f"cannot decode image ({error})") from None
     if isinstance(image, np.ndarray):
-        return _from_array(image, source or "<array>")
+        return _from_array(image, source or "<array>", limit)
     if hasattr(image, "numpy") and hasattr(image, "dim"):  # a torch tensor, without importing torch here
-        return _from_array(image.detach().cpu().numpy(), source or "<tensor>")
+        try:
+            tensor = image.detach().cpu()
+            if tensor.is_floating_point() and str(tensor.dtype) not in ("torch.float32", "torch.float64"):
+                tensor = tensor.float()  # bfloat16 has no numpy dtype; float16 would round differently
+            array = tensor.numpy()
+        except Exception as error:  # sparse, meta, quantised, ... tensors
+            raise ImageLoadError(
+                source or "<tensor>", f"cannot read tensor ({type(error).__name__}: {error})"
+            ) from None
+        return _from_array(array, source or "<tensor>", limit)
     if not isinstance(image, (str, os.PathLike)):
         raise ImageLoadError(source or repr(type(image)), "expected a file path, a PIL image or a numpy array")
+    return _load_file(Path(image), source or str(image), limit)
 
-    path = Path(image)
-    name = source or str(path)
-    if not path.exists():
-        raise ImageLoadError(name, "no such file")
-    if path.is_dir():
-        raise ImageLoadError(name, "is a directory, not an image file")
-    if path.stat().st_size == 0:
-        raise ImageLoadError(name, "file is empty (0 bytes)")
+
+def _load_file(path: Path, name: str, limit: float) -> Image.Image:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as opened:
-                opened.seek(0)  # first frame of animated GIF/WebP/APNG/TIFF
-                opened.load()
-                oriented = ImageOps.exif_transpose(opened) or opened
-                return _to_rgb(oriented).copy()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageLoadError(
-            name,
-            f"image is too large for Pillow's decompression-bomb limit ({error}); "
-            "raise PIL.Image.MAX_IMAGE_PIXELS if you trust this file",
-        ) from None
-    except UnidentifiedImageError:
-        raise ImageLoadError(name, "not an image file Pillow can read (unknown or corrupt format)") from None
+        info = path.stat()
+    except FileNotFoundError:
+        raise ImageLoadError(name, "no such file" if not path.is_symlink() else "broken symbolic link") from None
     except OSError as error:
-        message = str(error)
+        raise ImageLoadError(name, f"cannot read file ({error.strerror or error})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageLoadError(name, "is a directory, not an image file")
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageLoadError(name, "not a regular file (a device, FIFO or socket)")
+    if info.st_size == 0:
+        raise ImageLoadError(name, "file is empty (0 bytes)")
+    if limit > (Image.MAX_IMAGE_PIXELS or math.inf):
+        Image.MAX_IMAGE_PIXELS = int(limit) if limit != math.inf else None  # a raised hf_iqa limit governs
+    try:
+        with Image.open(path, formats=FORMATS) as opened:
+            _check_size(opened.width, opened.height, limit, name)  # the declared size, nothing decoded yet
+            opened.seek(0)  # first frame of animated GIF/WebP/APNG/TIFF
+            _check_size(opened.width, opened.height, limit, name)
+            opened.load()
+            ImageOps.exif_transpose(opened, in_place=True)
+            return _to_rgb(opened, name)  # the pixels stay valid once the file is closed
+    except ImageLoadError:
+        raise
+    except Image.DecompressionBombError as error:  # Pillow's own check, before ours could run
+        raise ImageLoadError(name, f"image is over Pillow's decompression-bomb pixel limit ({error})") from None
+    except UnidentifiedImageError:
+        raise ImageLoadError(
+            name, f"not an image hf_iqa can read (unknown, unsupported or corrupt; it reads {', '.join(FORMATS)})"
+        ) from None
+    except MemoryError:
+        raise ImageLoadError(name, "out of memory while decoding") from None
+    except OSError as error:
+        message = error.strerror if error.filename else str(error)  # the file is already named once
         if "truncated" in message.lower() or "broken data stream" in message.lower():
             raise ImageLoadError(name, f"truncated or corrupt image data ({message})") from None
         raise ImageLoadError(name, f"cannot read image ({message})") from None
-    except (ValueError, SyntaxError, EOFError) as error:
-        raise ImageLoadError(name, f"corrupt image ({error})") from None
+    except Exception as error:  # a corrupt file can make a decoder fail in any way: still one line, no traceback
+        raise ImageLoadError(name, f"corrupt image ({type(error).__name__}: {error})") from None
 
 
 def find_images(paths: list[str | os.PathLike], recursive: bool = True) -> list[Path]:

@@ -109,10 +109,15 @@ def test_truncated_jpeg(tmp_path):
 
 
 def test_decompression_bomb_is_a_clear_error(tmp_path, monkeypatch):
+    import hf_iqa.io
+
     random_image(64, 64).save(tmp_path / "big.png")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
-    with pytest.raises(ImageLoadError, match="big.png: image is too large"):
+    monkeypatch.setattr(hf_iqa.io, "MAX_PIXELS", 1000)
+    with pytest.raises(ImageLoadError, match="big.png: image of 64x64 .* over the 1,000-pixel limit"):
         load_image(tmp_path / "big.png")
+    assert load_image(tmp_path / "big.png", max_pixels=4096).size == (64, 64)  # a per-call limit a user can raise
+    with pytest.raises(ImageLoadError, match="over the 100-pixel limit"):
+        load_image(np.zeros((64, 64, 3), np.uint8), max_pixels=100)  # every input path, not only files
 
 
 def test_find_images(tmp_path):

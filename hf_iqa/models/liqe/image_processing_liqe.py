@@ -14,6 +14,13 @@ out and normalised: the full window grid is never materialised (pyiqa's unfold c
 Deviations from the originals, for inputs they reject: an image with a side < 224 is upsampled (bilinear) so its
 short side is 224, and an image with fewer than `num_patches` windows uses all of them; the output is padded to
 `num_patches` windows and `patch_mask` marks the real ones, so any image batches with any other.
+
+Bounded cost, whatever the aspect ratio: the upsampled image is never built. Each window is resampled (PIL
+bilinear, `box=`) from the part of the original it covers, so a 40000x2 image (a 224 x 4,480,000 picture once
+upsampled, 3 GB) costs 15 windows. Pixels equal those of a whole-image resize to within one 8-bit level. The
+official downscale (short side to 768) never enlarges. Memory: the input array, one copy Pillow resamples from
+(4 bytes per pixel) and the output (num_patches x 602 KB); with loading, ~14 bytes per input pixel at most
+(README, "Limits"), a few MB for a thin image.
 """
 
 from __future__ import annotations
@@ -34,6 +41,20 @@ class LiqeImageProcessorKwargs(ImagesKwargs, total=False):
     patch_size: int
     patch_sampling: str
     seed: int | None
+
+
+def _check_finite(image: np.ndarray) -> None:
+    if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+        raise ValueError("LiqeImageProcessor: the image contains NaN or infinite pixel values")
+
+
+def upsampled_size(height: int, width: int, patch_size: int) -> tuple[int, int]:
+    """(height, width) of an image whose short side is below `patch_size` once upsampled to it; else unchanged."""
+    if min(height, width) >= patch_size:
+        return height, width
+    if height <= width:
+        return patch_size, max(patch_size, round(width * patch_size / height))
+    return max(patch_size, round(height * patch_size / width)), patch_size
 
 
 def _resize_hw(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -99,7 +120,10 @@ class LiqeImageProcessor(PilBackend):
             raise ValueError("LiqeImageProcessor: num_patches and patch_size must be positive")
 
     def prepare_image(self, image: np.ndarray, protocol: str, patch_size: int) -> tuple[np.ndarray, int]:
-        """Resize per protocol (and upsample images smaller than a window); return the image and the stride."""
+        """Resize per protocol (official: short side to 768, a downscale); return the image and the stride.
+
+        An image with a side < `patch_size` comes back as it is: its windows are upsampled one by one
+        (`upsampled_size`, `_preprocess`); the stride is that of the upsampled size."""
         _, height, width = image.shape
         if protocol == "official" and min(height, width) >= 768:
             short, long = min(height, width), max(height, width)
@@ -107,18 +131,7 @@ class LiqeImageProcessor(PilBackend):
             height, width = (768, new_long) if height <= width else (new_long, 768)
             if (height, width) != image.shape[1:]:
                 image = _resize_hw(image, height, width)
-        if min(height, width) < patch_size:
-            if height <= width:
-                new_height, new_width = patch_size, max(patch_size, round(width * patch_size / height))
-            else:
-                new_height, new_width = max(patch_size, round(height * patch_size / width)), patch_size
-            warnings.warn(
-                f"LIQE: image of {width}x{height} is smaller than a {patch_size}px window; upsampled to "
-                f"{new_width}x{new_height} (the original implementations reject such images)",
-                stacklevel=2,
-            )
-            image = _resize_hw(image, new_height, new_width)
-            height, width = new_height, new_width
+        height, width = upsampled_size(height, width, patch_size)
         stride = 48 if protocol == "official" and max(height, width) >= 1024 else 32
         return image, stride
 
@@ -147,17 +160,34 @@ class LiqeImageProcessor(PilBackend):
         for index, image in enumerate(images):
             if image.shape[0] != 3:
                 raise ValueError(f"LiqeImageProcessor expects RGB images, got {image.shape[0]} channels")
+            _check_finite(image)
             image, stride = self.prepare_image(image, protocol, patch_size)
-            height, width = image.shape[1:]
+            source_height, source_width = image.shape[1:]
+            height, width = upsampled_size(source_height, source_width, patch_size)
             if rng is None:
                 corners = select_windows(height, width, patch_size, stride, num_patches)
             else:
                 rows, cols = window_grid(height, width, patch_size, stride)
                 picks = rng.integers(0, rows * cols, size=num_patches)
                 corners = [(int(p) // cols * stride, int(p) % cols * stride) for p in picks]
-            for slot, (y, x) in enumerate(corners):
-                pixel_values[index, slot] = image[:, y : y + patch_size, x : x + patch_size]
-                patch_mask[index, slot] = 1
+            if (height, width) == (source_height, source_width):
+                for slot, (y, x) in enumerate(corners):
+                    pixel_values[index, slot] = image[:, y : y + patch_size, x : x + patch_size]
+            else:
+                warnings.warn(
+                    f"LIQE: image of {source_width}x{source_height} is smaller than a {patch_size}px window; "
+                    f"upsampled to {width}x{height} (the original implementations reject such images)",
+                    stacklevel=2,
+                )
+                if image.dtype != np.uint8:
+                    raise ValueError("LiqeImageProcessor resizes uint8 images only; pass PIL images or uint8 arrays")
+                source = Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0)))
+                scale_y, scale_x = source_height / height, source_width / width
+                for slot, (y, x) in enumerate(corners):  # only the windows used are resampled, never the whole
+                    box = (x * scale_x, y * scale_y, (x + patch_size) * scale_x, (y + patch_size) * scale_y)
+                    window = source.resize((patch_size, patch_size), Image.BILINEAR, box=box)
+                    pixel_values[index, slot] = np.asarray(window).transpose(2, 0, 1)
+            patch_mask[index, : len(corners)] = 1
             windows = pixel_values[index, : len(corners)]  # in place, padding slots stay zero
             if do_rescale:  # divide like ToTensor does, so pixels match the originals bit for bit
                 windows /= np.float32(1.0 / rescale_factor)
@@ -167,4 +197,4 @@ class LiqeImageProcessor(PilBackend):
         return BatchFeature({"pixel_values": pixel_values, "patch_mask": patch_mask}, tensor_type=return_tensors)
 
 
-__all__ = ["LiqeImageProcessor", "select_windows", "window_grid"]
+__all__ = ["LiqeImageProcessor", "select_windows", "upsampled_size", "window_grid"]

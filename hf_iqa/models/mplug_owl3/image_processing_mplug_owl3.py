@@ -9,6 +9,9 @@ For each image (tile size S, 384 for the published model):
 3. Append the global view: the image resized (PIL bicubic, aspect ratio not kept) to S².
 4. Normalise: `(x / 255 - 0.5) / 0.5` in float32.
 
+Cost is bounded whatever the input: at most 6 tiles plus the global view are resampled (`ANCHOR_GRIDS`), never a
+copy larger than the tiles, besides one uint8 copy of the input for Pillow.
+
 With `cut_enable=False` only the global view is returned. `image_grids` holds `(rows, cols)` per image, `(0, 0)` when
 not cut, so an image has `rows * cols + 1` tiles either way; `placeholder_text` gives the text that replaces the
 image's `<|image|>` in the prompt.
@@ -105,6 +108,10 @@ class MplugOwl3ImageProcessor(PilBackend):
         std = np.asarray(image_std, dtype=np.float32)[:, None, None]
         tiles, grids = [], []
         for array in images:
+            if array.dtype != np.uint8:
+                raise ValueError(
+                    f"MplugOwl3ImageProcessor resizes uint8 images only (PIL images or uint8 arrays), got {array.dtype}"
+                )
             image = Image.fromarray(np.ascontiguousarray(np.moveaxis(array, 0, -1)))
             if cut_enable:
                 rows, cols = select_grid(image.width, image.height, tile)

@@ -7,23 +7,49 @@ Padding is never used: it would leak into the attention pool's mean token and ch
 The `qualiclip+-spaq` checkpoint was trained on images resized to 512 on the short side; its saved processor config
 sets `do_resize=True` with `size={"shortest_edge": 512}`.
 
-This file is a Hub unit: it imports only transformers.
+Bounded cost: the model's activations and this processor's output (float32, with the backend's temporaries ~44
+bytes per pixel) grow with the pixels the model sees, so an image whose processed size (after the optional
+resize) is over `max_pixels` (default 4096 x 4096 = 16.8 Mpx, so 4000 x 3000 camera pictures pass) is refused
+before anything is resized or copied; raise it with `processor_kwargs={"max_pixels": N}` for trusted large images.
+A thin image can thus not be blown up by the resize (40000x2 with `shortest_edge=512` would be 5 Gpx).
+
+This file is a Hub unit: it imports only numpy, torch, PIL and transformers.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from PIL import Image
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_processing_backends import PilBackend
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
+from transformers.processing_utils import ImagesKwargs
 from transformers.utils import TensorType
+
+
+class QualiClipImageProcessorKwargs(ImagesKwargs, total=False):
+    max_pixels: int
+
+
+def processed_size(height: int, width: int, do_resize: bool, size) -> tuple[int, int]:
+    """(height, width) the PIL backend will produce; computed without resizing (approximate by at most a pixel)."""
+    if not do_resize or size is None:
+        return height, width
+    if getattr(size, "shortest_edge", None):
+        scale = size.shortest_edge / min(height, width)
+        return max(1, round(height * scale)), max(1, round(width * scale))
+    if getattr(size, "height", None) and getattr(size, "width", None):
+        return size.height, size.width
+    return height, width
 
 
 class QualiClipImageProcessor(PilBackend):
     """PIL/numpy preprocessing equal to torchvision `ToTensor()` + `Normalize(CLIP mean, std)` at native size."""
 
+    valid_kwargs = QualiClipImageProcessorKwargs
     model_input_names = ["pixel_values"]
+    max_pixels = 4096 * 4096
     do_convert_rgb = True
     do_resize = False
     size = {"shortest_edge": 512}  # only used when do_resize=True (the -spaq variant)
@@ -37,9 +63,34 @@ class QualiClipImageProcessor(PilBackend):
     image_std = OPENAI_CLIP_STD
     do_pad = False
 
+    def check_budget(self, height: int, width: int, do_resize: bool, size, max_pixels: int | None = None) -> None:
+        """Refuse an image whose processed size is over `max_pixels` (module docstring), before any work."""
+        limit = max_pixels or self.max_pixels
+        new_height, new_width = processed_size(height, width, do_resize, size)
+        if new_height * new_width > limit:
+            resized = f" (resized to {new_width}x{new_height})" if (new_height, new_width) != (height, width) else ""
+            raise ValueError(
+                f"QualiCLIP: an image of {width}x{height}{resized} is over the {limit:,}-pixel budget of this "
+                "processor; downscale it or raise max_pixels (processor_kwargs={'max_pixels': N})"
+            )
+
+    def process_image(self, image, *args, **kwargs) -> np.ndarray:
+        """Check a PIL image's budget before the backend copies it into an array."""
+        if isinstance(image, Image.Image):
+            self.check_budget(
+                image.height, image.width, kwargs.get("do_resize"), kwargs.get("size"), kwargs.get("max_pixels")
+            )
+        return super().process_image(image, *args, **kwargs)
+
     def _preprocess(self, images: list[np.ndarray], return_tensors: str | TensorType | None = None, **kwargs):
         """As the PIL backend, but with `return_tensors="pt"` the result is always a list of (3, H, W) tensors, one
-        per image, whatever their sizes (so single images and mixed batches look the same to the pipeline)."""
+        per image, whatever their sizes (so single images and mixed batches look the same to the pipeline).
+        Every image's cost is checked before any is processed (module docstring)."""
+        limit = kwargs.pop("max_pixels", None)
+        for image in images:
+            self.check_budget(*image.shape[-2:], kwargs.get("do_resize"), kwargs.get("size"), limit)
+            if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+                raise ValueError("QualiCLIP: the image contains NaN or infinite pixel values")
         pixel_values = super()._preprocess(images, return_tensors=None, **kwargs)["pixel_values"]
         if return_tensors is None:
             return BatchFeature({"pixel_values": pixel_values})
@@ -54,4 +105,4 @@ class QualiClipImageProcessor(PilBackend):
         return BatchFeature({"pixel_values": tensors}, skip_tensor_conversion=["pixel_values"])
 
 
-__all__ = ["QualiClipImageProcessor"]
+__all__ = ["QualiClipImageProcessor", "processed_size"]

@@ -17,6 +17,12 @@ Pixels are divided by 255 (as `ToTensor` does) and normalised with the OpenAI CL
 normalising is equivalent to upstream's order. Images with a side shorter than the crop (upstream crashes) are
 upsampled, bicubic, so the short side equals the crop size, with a warning. Output: `pixel_values` of shape
 (batch, num_crops, 3, crop, crop), so any images batch together.
+
+Bounded cost, whatever the aspect ratio: the upsampled image is never built. Positions are drawn on the
+upsampled size and each crop is resampled (PIL bicubic, `box=`) from the part of the original it covers (equal to
+cropping a whole-image resize to within one 8-bit level), so a 40000x2 image costs 10 crops, not the 3 GB of a
+224 x 4,480,000 picture. Memory: the input, one uint8 copy of it for Pillow when it must be upsampled, and the
+output (num_crops x 602 KB).
 """
 
 from __future__ import annotations
@@ -105,25 +111,36 @@ class UniQaImageProcessor(PilBackend):
             raise ValueError(f"UniQaImageProcessor: crop_seed must be an integer, got {crop_seed!r}")
         return int(crop_size.height)
 
-    def upsample_small(self, image: np.ndarray, size: int, resample) -> np.ndarray:
-        """Upsample a (3, H, W) uint8 image whose short side is below `size` so that it equals `size`."""
-        _, height, width = image.shape
+    @staticmethod
+    def upsampled_size(height: int, width: int, size: int) -> tuple[int, int]:
+        """(height, width) once the short side is upsampled to `size`; unchanged when it is already >= `size`."""
         if min(height, width) >= size:
-            return image
+            return height, width
+        scale = size / min(height, width)
+        return max(size, round(height * scale)), max(size, round(width * scale))
+
+    def _upsampled_crops(self, image: np.ndarray, height: int, width: int, size: int, positions, resample):
+        """The crops at `positions` of `image` upsampled to `height` x `width`, each resampled from the region it
+        covers: the upsampled image is never materialised (a thin image would need gigabytes)."""
+        _, source_height, source_width = image.shape
         if image.dtype != np.uint8:
             raise ValueError(
-                f"UniQaImageProcessor: an image of {width}x{height} is smaller than the {size}px crop and can only "
-                "be upsampled from uint8 pixels; pass a PIL image or a uint8 array"
+                f"UniQaImageProcessor: an image of {source_width}x{source_height} is smaller than the {size}px crop "
+                "and can only be upsampled from uint8 pixels; pass a PIL image or a uint8 array"
             )
-        scale = size / min(height, width)
-        new_height, new_width = max(size, round(height * scale)), max(size, round(width * scale))
         warnings.warn(
-            f"UniQA: image of {width}x{height} is smaller than a {size}px crop; upsampled to {new_width}x{new_height} "
-            "(the original implementation rejects such images)",
-            stacklevel=3,
+            f"UniQA: image of {source_width}x{source_height} is smaller than a {size}px crop; upsampled to "
+            f"{width}x{height} (the original implementation rejects such images)",
+            stacklevel=4,
         )
-        pil = Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0)))
-        return np.asarray(pil.resize((new_width, new_height), resample)).transpose(2, 0, 1)
+        source = Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0)))
+        resample = resample if resample is not None else self.resample
+        scale_y, scale_x = source_height / height, source_width / width
+        crops = []
+        for top, left in positions:
+            box = (left * scale_x, top * scale_y, (left + size) * scale_x, (top + size) * scale_y)
+            crops.append(np.asarray(source.resize((size, size), resample, box=box)).transpose(2, 0, 1))
+        return crops
 
     def _preprocess(
         self,
@@ -149,10 +166,17 @@ class UniQaImageProcessor(PilBackend):
         for index, image in enumerate(images):
             if image.shape[0] != 3:
                 raise ValueError(f"UniQaImageProcessor expects RGB images, got {image.shape[0]} channels")
-            image = self.upsample_small(image, size, resample if resample is not None else self.resample)
-            _, height, width = image.shape
-            for slot, (top, left) in enumerate(crop_positions(height, width, size, count, crop_mode, crop_seed)):
-                crop = image[:, top : top + size, left : left + size].astype(np.float32)
+            if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+                raise ValueError("UniQaImageProcessor: the image contains NaN or infinite pixel values")
+            _, source_height, source_width = image.shape
+            height, width = self.upsampled_size(source_height, source_width, size)
+            positions = crop_positions(height, width, size, count, crop_mode, crop_seed)
+            if (height, width) == (source_height, source_width):
+                crops = [image[:, top : top + size, left : left + size] for top, left in positions]
+            else:
+                crops = self._upsampled_crops(image, height, width, size, positions, resample)
+            for slot, crop in enumerate(crops):
+                crop = crop.astype(np.float32)
                 if do_rescale:  # divide like ToTensor does, so pixels match the original bit for bit
                     crop = crop / np.float32(1.0 / rescale_factor)
                 if do_normalize:
