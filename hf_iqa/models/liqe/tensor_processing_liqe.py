@@ -16,11 +16,13 @@ This file is a Hub unit: it imports only torch, numpy and same-folder files.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .image_processing_liqe import LiqeImageProcessor, select_windows
+from .image_processing_liqe import LiqeImageProcessor, select_windows, upsampled_size
 
 _TORCH_MODES = {2: "bilinear", 3: "bicubic"}  # PIL resampling filters F.interpolate(antialias=True) reproduces
 PIL_BILINEAR = 2  # the filter of LIQE's resizes (official protocol and small images)
@@ -64,7 +66,13 @@ class LiqeTensorProcessor:
             processor = self.image_processor
             blank = np.broadcast_to(np.zeros((), dtype=np.uint8), (3, height, width))
             prepared, stride = processor.prepare_image(blank, processor.protocol, processor.patch_size)
-            new_height, new_width = prepared.shape[1:]
+            new_height, new_width = upsampled_size(*prepared.shape[1:], processor.patch_size)
+            if (new_height, new_width) != prepared.shape[1:]:
+                warnings.warn(
+                    f"LIQE: image of {width}x{height} is smaller than a {processor.patch_size}px window; upsampled "
+                    f"to {new_width}x{new_height} (the original implementations reject such images)",
+                    stacklevel=3,
+                )
             corners = select_windows(new_height, new_width, processor.patch_size, stride, processor.num_patches)
             self._geometry[key] = (new_height, new_width, corners)
         return self._geometry[key]

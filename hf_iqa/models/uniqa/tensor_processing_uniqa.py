@@ -12,7 +12,8 @@ This file is a Hub unit: it imports only torch, numpy and same-folder files.
 
 from __future__ import annotations
 
-import numpy as np
+import warnings
+
 import torch
 import torch.nn.functional as F
 
@@ -51,8 +52,13 @@ class UniQaTensorProcessor:
         The size comes from the PIL processor, asked once per size with a blank picture (and its warning)."""
         if (height, width) not in self._geometry:
             processor = self.image_processor
-            blank = np.broadcast_to(np.zeros((), dtype=np.uint8), (3, height, width))
-            new_height, new_width = processor.upsample_small(blank, self.crop, processor.resample).shape[1:]
+            new_height, new_width = processor.upsampled_size(height, width, self.crop)
+            if (new_height, new_width) != (height, width):
+                warnings.warn(
+                    f"UniQA: image of {width}x{height} is smaller than a {self.crop}px crop; upsampled to "
+                    f"{new_width}x{new_height} (the original implementation rejects such images)",
+                    stacklevel=3,
+                )
             count = 5 if processor.crop_mode == "five_crop" else processor.num_crops
             corners = crop_positions(new_height, new_width, self.crop, count, processor.crop_mode, processor.crop_seed)
             self._geometry[height, width] = (new_height, new_width, corners)
