@@ -198,12 +198,17 @@ def test_false_markers_are_reported(tmp_path):
 
         x = 1
     """)  # fmt: skip
-    result = run_script("--root", str(tmp_path), "--fix")
+    result = run_script("--root", str(tmp_path))
     assert result.returncode == 1
     out = result.stdout
     assert "pkg/copy.py:2: false marker: pkg.base.Missing: pkg/base.py defines no 'Missing'" in out
     assert "pkg/copy.py:7: false marker: pkg.nowhere.Foo: no file of the repository matches" in out
+    assert "pkg/copy.py:12: differs from pkg.base.Foo" in out
     assert "pkg/copy.py:18: '# Copied from' must stand directly above a class, function or assignment" in out
-    # the one marker that resolves is fixed: the copy is now true
+    assert "4 copy problem(s)" in result.stderr
+
+    result = run_script("--root", str(tmp_path), "--fix")  # only the copy that has a source can be fixed
+    assert result.returncode == 1
+    assert "fixed pkg/copy.py:12 from pkg.base.Foo" in result.stdout
+    assert "differs" not in result.stdout and "3 copy problem(s)" in result.stderr
     assert "return x * LIMIT" in (tmp_path / "pkg/copy.py").read_text()
-    assert "differs" not in out

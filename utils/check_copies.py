@@ -70,10 +70,10 @@ class CopyError(ValueError):
     """A marker that cannot be resolved (its target does not exist, or it marks nothing)."""
 
 
-def definitions(tree: ast.Module) -> dict[str, tuple[int, int]]:
-    """Qualified name -> (first line incl. decorators, end line exclusive), 0-based, for every class, function,
-    method and single-name assignment, at any depth of classes (functions' insides are not definitions)."""
-    found: dict[str, tuple[int, int]] = {}
+def walk_definitions(tree: ast.Module) -> list[tuple[str, int, int]]:
+    """(qualified name, first line incl. decorators, end line exclusive), 0-based, of every class, function, method
+    and single-name assignment, at any depth of classes (the insides of functions are not definitions)."""
+    found: list[tuple[str, int, int]] = []
 
     def visit(body: list[ast.stmt], prefix: str) -> None:
         for node in body:
@@ -87,12 +87,18 @@ def definitions(tree: ast.Module) -> dict[str, tuple[int, int]]:
             if name is None:
                 continue
             first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
-            found[prefix + name] = (first - 1, node.end_lineno)
+            found.append((prefix + name, first - 1, node.end_lineno))
             if isinstance(node, ast.ClassDef):
                 visit(node.body, f"{prefix}{name}.")
 
     visit(tree.body, "")
     return found
+
+
+def definitions(tree: ast.Module) -> dict[str, tuple[int, int]]:
+    """Qualified name -> (first line, end line exclusive); a name defined twice means its last definition, as in
+    Python."""
+    return {name: (start, end) for name, start, end in walk_definitions(tree)}
 
 
 def marker_comments(text: str) -> list[tuple[int, re.Match]]:
@@ -111,7 +117,7 @@ def find_copies(path: Path, text: str) -> tuple[list[Copy], list[Problem]]:
     markers = marker_comments(text)
     if not markers:
         return [], []
-    by_start = {start: (start, end) for start, end in definitions(ast.parse(text, str(path))).values()}
+    by_start = {start: (start, end) for _, start, end in walk_definitions(ast.parse(text, str(path)))}
     copies, problems = [], []
     for line, match in markers:
         span = by_start.get(line + 1)
