@@ -347,14 +347,17 @@ class QualiClipModel(QualiClipPreTrainedModel):
     def _images_per_chunk(self, size: tuple[int, int]) -> int:
         return max(1, self.config.max_pixels_per_forward // (size[0] * size[1]))
 
-    def forward(self, pixel_values: torch.Tensor | list[torch.Tensor], **kwargs) -> QualiClipOutput:
+    def forward(
+        self, pixel_values: torch.Tensor | list[torch.Tensor], return_dict: bool | None = None, **kwargs
+    ) -> QualiClipOutput | tuple:
         image_embeds = F.normalize(self.get_image_features(pixel_values).float(), dim=-1)
         cosine = image_embeds @ self.prompt_text_features.float().t()
         logits = (self.config.prompt_logit_scale * cosine).view(cosine.shape[0], -1, 2)
         pair_probs = logits.softmax(dim=-1)[..., 0]
-        return QualiClipOutput(
+        output = QualiClipOutput(
             scores=pair_probs.mean(dim=-1), pair_probs=pair_probs, logits=logits, image_embeds=image_embeds
         )
+        return output if return_dict is not False else output.to_tuple()
 
     # ---- text side (optional; only to recompute or retrain the stored prompt features) -------------------------
     def _require_text_tower(self) -> None:
