@@ -1,4 +1,4 @@
-"""Every inference speed-up against the plain path it replaces (issue 10: exactness first).
+"""Every inference speed-up (the `fast_<model>.py` files) against the plain path it replaces (exactness first).
 
 - the flat CLIP vision loop (LIQE, UniQA ViT): oneDNN linears, quick_gelu as a fused SiLU, the patch embedding as a
   linear, class-token-only last layer, against transformers' `get_image_features`;
@@ -109,6 +109,20 @@ def test_liqe_uses_the_plain_path_with_gradients():
     slow.sum().backward()
     assert model.clip.vision_model.encoder.layers[0].mlp.fc1.weight.grad is not None
     torch.testing.assert_close(fast, slow.detach(), atol=1e-6, rtol=1e-5)
+
+
+def test_liqe_inference_takes_the_fast_loop(monkeypatch):
+    """The modeling file's one call into fast_liqe.py is really made (the speed-up cannot vanish silently)."""
+    from hf_iqa.models.liqe import LiqeConfig, LiqeModel, modeling_liqe
+
+    model = LiqeModel(LiqeConfig(clip_config=tiny_clip().config)).eval()
+    calls = []
+    monkeypatch.setattr(
+        modeling_liqe, "clip_vision_features", lambda *a: calls.append(1) or fast_liqe.clip_vision_features(*a)
+    )
+    with torch.no_grad():
+        model.encode_windows(torch.randn(1, 2, 3, 32, 32))
+    assert calls == [1]
 
 
 # --- QualiCLIP / UniQA ResNet tower ----------------------------------------------------------------------------------
