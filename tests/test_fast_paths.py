@@ -1,4 +1,4 @@
-"""Every inference speed-up against the plain path it replaces (issue 10: exactness first).
+"""Every inference speed-up (the `fast_<model>.py` files) against the plain path it replaces (exactness first).
 
 - the flat CLIP vision loop (LIQE, UniQA ViT): oneDNN linears, quick_gelu as a fused SiLU, the patch embedding as a
   linear, class-token-only last layer, against transformers' `get_image_features`;
@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPConfig, CLIPModel
 
-from hf_iqa.models.liqe import modeling_liqe
+from hf_iqa.models.liqe import fast_liqe
 from hf_iqa.models.qualiclip import ClipResNetConfig, ClipResNetVisionModel
 from hf_iqa.models.qualiclip.modeling_qualiclip import ClipResNetAttentionPool
-from hf_iqa.models.uniqa import modeling_uniqa
+from hf_iqa.models.uniqa import fast_uniqa
 
 
 def tiny_clip(hidden_act: str = "quick_gelu", patch_size: int = 8, image_size: int = 32, seed: int = 0) -> CLIPModel:
@@ -40,7 +40,7 @@ def plain_features(clip: CLIPModel, pixels: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("hidden_act", ["quick_gelu", "gelu"])
-@pytest.mark.parametrize("module", [modeling_liqe, modeling_uniqa], ids=["liqe", "uniqa"])
+@pytest.mark.parametrize("module", [fast_liqe, fast_uniqa], ids=["liqe", "uniqa"])
 def test_flat_clip_vision_loop_matches_transformers(module, hidden_act):
     clip = tiny_clip(hidden_act)
     pixels = torch.randn(5, 3, 32, 32)
@@ -55,9 +55,9 @@ def test_flat_loop_without_onednn_matches(monkeypatch):
     """The plain `F.linear` branch (GPU, or a PyTorch without the oneDNN op) computes the same thing."""
     clip = tiny_clip()
     pixels = torch.randn(3, 3, 32, 32)
-    monkeypatch.setattr(modeling_liqe, "ONEDNN_LINEAR", False)
+    monkeypatch.setattr(fast_liqe, "ONEDNN_LINEAR", False)
     with torch.no_grad():
-        actual = modeling_liqe.clip_vision_features(clip, pixels)
+        actual = fast_liqe.clip_vision_features(clip, pixels)
         expected = plain_features(clip, pixels)
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
 
@@ -66,14 +66,14 @@ def test_onednn_linear_is_used_on_cpu():
     """Fails when a PyTorch release changes the internal op, so the 2x fp32 speed-up cannot vanish silently."""
     if not torch.backends.mkldnn.is_available():
         pytest.skip("this PyTorch build has no oneDNN")
-    assert modeling_liqe.ONEDNN_LINEAR
+    assert fast_liqe.ONEDNN_LINEAR
     layer = nn.Linear(64, 48)
     x = torch.randn(7, 64)
     with torch.no_grad():
-        torch.testing.assert_close(modeling_liqe.linear(x, layer.weight, layer.bias), layer(x))
-        fused = modeling_liqe.linear(x, layer.weight, layer.bias, silu=True)
+        torch.testing.assert_close(fast_liqe.linear(x, layer.weight, layer.bias), layer(x))
+        fused = fast_liqe.linear(x, layer.weight, layer.bias, silu=True)
         torch.testing.assert_close(fused, F.silu(layer(x)))
-    assert modeling_liqe.ONEDNN_LINEAR, "torch.ops.mkldnn._linear_pointwise failed: the fast path is off"
+    assert fast_liqe.ONEDNN_LINEAR, "torch.ops.mkldnn._linear_pointwise failed: the fast path is off"
 
 
 def test_patch_embedding_as_linear_and_conv_fallback():
@@ -82,7 +82,7 @@ def test_patch_embedding_as_linear_and_conv_fallback():
     pixels = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(
-            modeling_liqe.clip_vision_embeddings(embeddings, pixels), embeddings(pixels), atol=1e-5, rtol=1e-5
+            fast_liqe.clip_vision_embeddings(embeddings, pixels), embeddings(pixels), atol=1e-5, rtol=1e-5
         )
 
 
@@ -91,7 +91,7 @@ def test_flat_loop_in_bf16_stays_close():
     pixels = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         expected = F.normalize(plain_features(clip, pixels), dim=-1)
-        actual = F.normalize(modeling_liqe.clip_vision_features(clip.to(torch.bfloat16), pixels), dim=-1)
+        actual = F.normalize(fast_liqe.clip_vision_features(clip.to(torch.bfloat16), pixels), dim=-1)
     assert (actual.float() - expected).abs().max() < 0.03
 
 
@@ -109,6 +109,20 @@ def test_liqe_uses_the_plain_path_with_gradients():
     slow.sum().backward()
     assert model.clip.vision_model.encoder.layers[0].mlp.fc1.weight.grad is not None
     torch.testing.assert_close(fast, slow.detach(), atol=1e-6, rtol=1e-5)
+
+
+def test_liqe_inference_takes_the_fast_loop(monkeypatch):
+    """The modeling file's one call into fast_liqe.py is really made (the speed-up cannot vanish silently)."""
+    from hf_iqa.models.liqe import LiqeConfig, LiqeModel, modeling_liqe
+
+    model = LiqeModel(LiqeConfig(clip_config=tiny_clip().config)).eval()
+    calls = []
+    monkeypatch.setattr(
+        modeling_liqe, "clip_vision_features", lambda *a: calls.append(1) or fast_liqe.clip_vision_features(*a)
+    )
+    with torch.no_grad():
+        model.encode_windows(torch.randn(1, 2, 3, 32, 32))
+    assert calls == [1]
 
 
 # --- QualiCLIP / UniQA ResNet tower ----------------------------------------------------------------------------------
@@ -223,18 +237,18 @@ def test_onednn_switch_and_failure_fall_back_to_plain_linear(monkeypatch):
 
     layer = nn.Linear(16, 8)
     x = torch.randn(4, 16)
-    monkeypatch.setattr(modeling_liqe, "ONEDNN_LINEAR", True)
+    monkeypatch.setattr(fast_liqe, "ONEDNN_LINEAR", True)
     with torch.no_grad():
         expected = layer(x)
         never = mock.patch.object(torch.ops.mkldnn, "_linear_pointwise", side_effect=AssertionError("called"))
         with never, torch.backends.mkldnn.flags(enabled=False):
-            torch.testing.assert_close(modeling_liqe.linear(x, layer.weight, layer.bias), expected)
+            torch.testing.assert_close(fast_liqe.linear(x, layer.weight, layer.bias), expected)
         failing = mock.patch.object(torch.ops.mkldnn, "_linear_pointwise", side_effect=RuntimeError("no such op"))
         with failing as op:
-            torch.testing.assert_close(modeling_liqe.linear(x, layer.weight, layer.bias), expected)
-            torch.testing.assert_close(modeling_liqe.linear(x, layer.weight, layer.bias), expected)
+            torch.testing.assert_close(fast_liqe.linear(x, layer.weight, layer.bias), expected)
+            torch.testing.assert_close(fast_liqe.linear(x, layer.weight, layer.bias), expected)
         assert op.call_count == 1
-    assert modeling_liqe.ONEDNN_LINEAR is False
+    assert fast_liqe.ONEDNN_LINEAR is False
 
 
 # --- memory ----------------------------------------------------------------------------------------------------------

@@ -131,7 +131,7 @@ def test_push_to_hub_uploads_verified_folder_in_one_commit(openai_clip_model, tm
     kwargs = upload.call_args.kwargs
     assert kwargs["repo_id"] == "org/liqe" and kwargs["revision"] == "v1"
     uploaded = sorted(p.name for p in Path(kwargs["folder_path"]).iterdir())
-    assert uploaded == ["README.md", "config.json", "configuration_liqe.py", "image_processing_liqe.py",
+    assert uploaded == ["README.md", "config.json", "configuration_liqe.py", "fast_liqe.py", "image_processing_liqe.py",
                         "model.safetensors", "modeling_liqe.py", "pipeline_image_quality.py",
                         "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json"]  # fmt: skip
 

@@ -24,6 +24,13 @@ DEFAULT_LEVEL_NAMES = ["Very Bad", "Poor", "Bad", "Fair", "Good", "Excellent", "
 
 AGGREGATIONS = ("paper", "released_code", "global", "local")
 SCORE_MODES = ("expected", "generate")
+_CASTS = (
+    (("unparsable_score", "pred_iou_thresh", "stability_score_thresh", "stability_score_offset"), float),
+    (("mask_threshold", "box_nms_thresh", "seg_lambda", "global_weight"), float),
+    (("points_per_side", "points_per_batch", "min_region_area", "view_batch_size"), int),
+    (("segmenter_batch_size", "cache_size"), int),
+    (("add_leftover", "dedup_views", "reuse_prefix_cache", "higher_is_better"), bool),
+)
 # Typical native ranges per aggregation (paper: floor (1 + 1 + 0.1) / 2; grows by 0.05 per extra region).
 _SCORE_RANGES = {"paper": [1.05, 7.5], "released_code": [1.6, 11.0], "global": [1.0, 7.0], "local": [1.0, 7.0]}
 
@@ -66,88 +73,59 @@ class DogIqaConfig(PreTrainedConfig):
 
     model_type = "hf_iqa_dog_iqa"
 
-    def __init__(
-        self,
-        segmenter_name_or_path: str = "facebook/sam2-hiera-large",
-        segmenter_revision: str | None = None,
-        mllm_name_or_path: str = "mPLUG/mPLUG-Owl3-7B-240728",
-        mllm_revision: str | None = None,
-        backbone: str | None = None,
-        mllm_image_processor_kwargs: dict | None = None,
-        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
-        query_prompt: str = DEFAULT_QUERY_PROMPT,
-        user_template: str = DEFAULT_USER_TEMPLATE,
-        level_names: list[str] | None = None,
-        score_mode: str = "expected",
-        unparsable_score: float = 1.0,
-        points_per_side: int = 8,
-        points_per_batch: int = 128,
-        pred_iou_thresh: float = 0.9,
-        stability_score_thresh: float = 0.8,
-        stability_score_offset: float = 0.7,
-        mask_threshold: float = 0.0,
-        box_nms_thresh: float = 0.9,
-        segmenter_image_size: int | None = None,
-        segmenter_resize: str = "square",
-        segmenter_image_mean: list[float] | None = None,
-        segmenter_image_std: list[float] | None = None,
-        min_region_area: int = 1000,
-        add_leftover: bool = True,
-        leftover_area: str = "subtractive",
-        crop_mode: str = "bbox",
-        aggregation: str = "paper",
-        seg_lambda: float = 0.1,
-        global_weight: float = 0.5,
-        view_batch_size: int = 8,
-        segmenter_batch_size: int = 4,
-        dedup_views: bool = True,
-        reuse_prefix_cache: bool = True,
-        cache_size: int = 1024,
-        score_range: list[float] | None = None,
-        higher_is_better: bool = True,
-        output_labels: dict[str, list[str]] | None = None,
-        **kwargs,
-    ):
-        self.segmenter_name_or_path = segmenter_name_or_path
-        self.segmenter_revision = segmenter_revision
-        self.mllm_name_or_path = mllm_name_or_path
-        self.mllm_revision = mllm_revision
-        self.backbone = backbone
-        self.mllm_image_processor_kwargs = dict(mllm_image_processor_kwargs or {})
-        self.system_prompt = system_prompt
-        self.query_prompt = query_prompt
-        self.user_template = user_template
-        self.level_names = list(level_names) if level_names is not None else list(DEFAULT_LEVEL_NAMES)
-        self.score_mode = score_mode
-        self.unparsable_score = float(unparsable_score)
-        self.points_per_side = int(points_per_side)
-        self.points_per_batch = int(points_per_batch)
-        self.pred_iou_thresh = float(pred_iou_thresh)
-        self.stability_score_thresh = float(stability_score_thresh)
-        self.stability_score_offset = float(stability_score_offset)
-        self.mask_threshold = float(mask_threshold)
-        self.box_nms_thresh = float(box_nms_thresh)
-        self.segmenter_image_size = int(segmenter_image_size) if segmenter_image_size else None
-        self.segmenter_resize = segmenter_resize
-        self.segmenter_image_mean = list(segmenter_image_mean or [0.485, 0.456, 0.406])
-        self.segmenter_image_std = list(segmenter_image_std or [0.229, 0.224, 0.225])
-        self.min_region_area = int(min_region_area)
-        self.add_leftover = bool(add_leftover)
-        self.leftover_area = leftover_area
-        self.crop_mode = crop_mode
-        self.aggregation = aggregation
-        self.seg_lambda = float(seg_lambda)
-        self.global_weight = float(global_weight)
-        self.view_batch_size = int(view_batch_size)
-        self.segmenter_batch_size = int(segmenter_batch_size)
-        self.dedup_views = bool(dedup_views)
-        self.reuse_prefix_cache = bool(reuse_prefix_cache)
-        self.cache_size = int(cache_size)
-        self.score_range = [float(v) for v in (score_range or _SCORE_RANGES.get(aggregation, [1.0, 7.0]))]
-        self.higher_is_better = bool(higher_is_better)
-        self.output_labels = output_labels or {"global_level_probs": list(self.level_names)}
+    segmenter_name_or_path: str = "facebook/sam2-hiera-large"
+    segmenter_revision: str | None = None
+    mllm_name_or_path: str = "mPLUG/mPLUG-Owl3-7B-240728"
+    mllm_revision: str | None = None
+    backbone: str | None = None
+    mllm_image_processor_kwargs: dict | None = None
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    query_prompt: str = DEFAULT_QUERY_PROMPT
+    user_template: str = DEFAULT_USER_TEMPLATE
+    level_names: list[str] | None = None
+    score_mode: str = "expected"
+    unparsable_score: float = 1.0
+    points_per_side: int = 8
+    points_per_batch: int = 128
+    pred_iou_thresh: float = 0.9
+    stability_score_thresh: float = 0.8
+    stability_score_offset: float = 0.7
+    mask_threshold: float = 0.0
+    box_nms_thresh: float = 0.9
+    segmenter_image_size: int | None = None
+    segmenter_resize: str = "square"
+    segmenter_image_mean: list[float] | None = None
+    segmenter_image_std: list[float] | None = None
+    min_region_area: int = 1000
+    add_leftover: bool = True
+    leftover_area: str = "subtractive"
+    crop_mode: str = "bbox"
+    aggregation: str = "paper"
+    seg_lambda: float = 0.1
+    global_weight: float = 0.5
+    view_batch_size: int = 8
+    segmenter_batch_size: int = 4
+    dedup_views: bool = True
+    reuse_prefix_cache: bool = True
+    cache_size: int = 1024
+    score_range: list[float] | None = None
+    higher_is_better: bool = True
+    output_labels: dict[str, list[str]] | None = None
+
+    def __post_init__(self, **kwargs):
+        self.mllm_image_processor_kwargs = dict(self.mllm_image_processor_kwargs or {})
+        self.level_names = list(DEFAULT_LEVEL_NAMES if self.level_names is None else self.level_names)
+        for names, cast in _CASTS:  # JSON and callers may give 8 for 8.0 or 1 for True
+            for name in names:
+                setattr(self, name, cast(getattr(self, name)))
+        self.segmenter_image_size = int(self.segmenter_image_size) if self.segmenter_image_size else None
+        self.segmenter_image_mean = list(self.segmenter_image_mean or [0.485, 0.456, 0.406])
+        self.segmenter_image_std = list(self.segmenter_image_std or [0.229, 0.224, 0.225])
+        default_range = _SCORE_RANGES.get(self.aggregation, [1.0, 7.0])
+        self.score_range = [float(v) for v in (self.score_range or default_range)]
+        self.output_labels = self.output_labels or {"global_level_probs": list(self.level_names)}
         self.validate_dog_iqa()
-        super().__init__(**kwargs)
+        super().__post_init__(**kwargs)
 
     def validate_dog_iqa(self) -> None:
         """Reject values the model cannot run with, naming the argument."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 from transformers import CLIPTextConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-# --- ClipResNet tower config: copied verbatim into models/uniqa (keep the copies identical) -------------------------
 POSITION_EMBEDDING_MODES = ("none", "legacy_1d", "fixed")
 
 
@@ -61,8 +60,6 @@ class ClipResNetConfig(PreTrainedConfig):
             )
         super().__post_init__(**kwargs)
 
-
-# --- end of the copied block ---------------------------------------------------------------------------------------
 
 # The 7 antonym pairs, positive first (QualiCLIP paper / pyiqa). Never rebuild them from the official hubconf list:
 # a missing comma there merges two prompts.

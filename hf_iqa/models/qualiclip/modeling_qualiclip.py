@@ -4,10 +4,12 @@ antonym-prompt features.
 The file holds two parts:
 1. the OpenAI CLIP "modified ResNet" image tower (`ClipResNet*` classes), which transformers does not have: a
    three-conv stem, anti-aliased average-pool downsampling and an attention pool whose only query is the mean
-   token. It is a self-contained block, copied verbatim into other model folders that need it (UniQA);
+   token. It is a self-contained block, copied into other model folders that need it (UniQA; `# Copied from`
+   markers there, checked by `utils/check_copies.py`);
 2. `QualiClipModel`: tower + stored prompt features -> quality score; optionally the CLIP text tower and the
    QualiCLIP+ prompt learner, kept only to recompute or retrain the prompt features.
 
+The inference speed-ups (BatchNorm folding, the memory-map release) live in `fast_qualiclip.py`.
 This file is a Hub unit: it imports only torch, transformers and same-folder files.
 """
 
@@ -26,43 +28,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
 from .configuration_qualiclip import ClipResNetConfig, QualiClipConfig
-
-
-# --- ClipResNet tower: copied verbatim into models/uniqa (keep the copies identical) -------------------------------
-def fold_batch_norm(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weight and bias of the one convolution equal to `norm(conv(x))` with the running statistics."""
-    scale = norm.weight.float() * torch.rsqrt(norm.running_var.float() + norm.eps)
-    weight = (conv.weight.float() * scale.view(-1, 1, 1, 1)).to(conv.weight.dtype)
-    bias = (norm.bias.float() - norm.running_mean.float() * scale).to(conv.weight.dtype)
-    return weight, bias
-
-
-def conv_batch_norm(x: torch.Tensor, conv: nn.Conv2d, norm: nn.BatchNorm2d, fold: bool) -> torch.Tensor:
-    """`norm(conv(x))`. In eval mode with `fold`, one convolution whose weights absorb the BatchNorm.
-
-    Without gradients the folded weights are cached on the BatchNorm module, keyed by the storage and version
-    counter of every tensor they come from, so an in-place update (`load_state_dict`, an optimiser step), a
-    `.to(dtype/device)` or new statistics all refold; the state dict keeps the original layout. With gradients
-    they are folded on the fly so that the gradients reach the original parameters.
-    """
-    if not fold or norm.training:
-        return norm(conv(x))
-    sources = (conv.weight, norm.weight, norm.bias, norm.running_mean, norm.running_var)
-    if torch.is_grad_enabled() or any(t.is_inference() for t in sources):
-        weight, bias = fold_batch_norm(conv, norm)
-    else:
-        key = (norm.eps, x.is_contiguous(memory_format=torch.channels_last)) + tuple(
-            (t.data_ptr(), t._version, t.dtype, t.device) for t in sources
-        )
-        cached = norm.__dict__.get("_folded_conv")
-        if cached is None or cached[0] != key:
-            with torch.inference_mode():
-                weight, bias = fold_batch_norm(conv, norm)
-                if key[1]:  # weights in the activations' layout: no reordering at every call
-                    weight = weight.contiguous(memory_format=torch.channels_last)
-            cached = norm.__dict__["_folded_conv"] = (key, weight, bias)
-        weight, bias = cached[1], cached[2]
-    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+from .fast_qualiclip import conv_batch_norm, forget_folded_weights, own_unconverted_tensors
 
 
 class ClipResNetDownsample(nn.Module):
@@ -213,10 +179,8 @@ class ClipResNetVisionModel(ClipResNetPreTrainedModel):
         self.post_init()
 
     def _apply(self, fn, recurse: bool = True):
-        """`.to()`, `.half()`, `.cuda()`... drop the folded-BatchNorm caches: a round trip such as `.half().float()`
-        could reuse the freed memory, so the storage pointer in the cache key would not tell the change."""
-        for module in self.modules():
-            module.__dict__.pop("_folded_conv", None)
+        """`.to()`, `.half()`, `.cuda()`... drop the folded-BatchNorm caches of `conv_batch_norm`."""
+        forget_folded_weights(self)
         return super()._apply(fn, recurse)
 
     def forward(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
@@ -241,33 +205,6 @@ class ClipResNetVisionModel(ClipResNetPreTrainedModel):
             for block in layer:
                 x = block(x, fold)
         return BaseModelOutputWithPooling(last_hidden_state=x, pooler_output=self.attnpool(x))
-
-
-# --- end of the copied block ---------------------------------------------------------------------------------------
-
-
-# --- checkpoint memory map: copied verbatim into models/qualiclip and models/uniqa (keep the copies identical) ------
-def own_unconverted_tensors(model: torch.nn.Module) -> None:
-    """Give the tensors that `from_pretrained(dtype=...)` did not convert (kept in fp32, integer buffers) memory of
-    their own. As loaded they are views into the checkpoint's memory map, which then stays resident although every
-    other weight was copied (+580 MB for LIQE loaded in bf16)."""
-    numel: dict[torch.dtype, int] = {}
-    for parameter in model.parameters():
-        numel[parameter.dtype] = numel.get(parameter.dtype, 0) + parameter.numel()
-    bulk = max(numel, key=numel.get)  # the dtype the weights were loaded in
-    with torch.no_grad():
-        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-            if tensor.dtype == bulk or tensor.device.type != "cpu":
-                continue
-            owner, _, attr = name.rpartition(".")
-            module = model.get_submodule(owner)
-            if isinstance(tensor, torch.nn.Parameter):
-                setattr(module, attr, torch.nn.Parameter(tensor.clone(), requires_grad=tensor.requires_grad))
-            else:
-                module.register_buffer(attr, tensor.clone(), persistent=attr not in module._non_persistent_buffers_set)
-
-
-# --- end of the copied block ---------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -328,11 +265,24 @@ class QualiClipPreTrainedModel(PreTrainedModel):
     # their rounding error, and they cost nothing
     _keep_in_fp32_modules_strict = ["prompt_text_features"]
 
+    # Copied from hf_iqa.models.liqe.modeling_liqe.LiqePreTrainedModel.from_pretrained
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
+        """transformers' loader, then the fp32-kept tensors are detached from the checkpoint's memory map."""
         loaded = super().from_pretrained(*args, **kwargs)
         own_unconverted_tensors(loaded[0] if isinstance(loaded, tuple) else loaded)
         return loaded
+
+    # Copied from hf_iqa.models.liqe.modeling_liqe.LiqePreTrainedModel.dtype
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the bulk of the weights, i.e. the one `from_pretrained(dtype=...)` was given. transformers
+        reports the first floating-point parameter's, which may be a tensor kept in fp32 (`logit_scale`)."""
+        numel: dict[torch.dtype, int] = {}
+        for parameter in self.parameters():
+            if parameter.is_floating_point():
+                numel[parameter.dtype] = numel.get(parameter.dtype, 0) + parameter.numel()
+        return max(numel, key=numel.get)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -397,14 +347,17 @@ class QualiClipModel(QualiClipPreTrainedModel):
     def _images_per_chunk(self, size: tuple[int, int]) -> int:
         return max(1, self.config.max_pixels_per_forward // (size[0] * size[1]))
 
-    def forward(self, pixel_values: torch.Tensor | list[torch.Tensor], **kwargs) -> QualiClipOutput:
+    def forward(
+        self, pixel_values: torch.Tensor | list[torch.Tensor], return_dict: bool | None = None, **kwargs
+    ) -> QualiClipOutput | tuple:
         image_embeds = F.normalize(self.get_image_features(pixel_values).float(), dim=-1)
         cosine = image_embeds @ self.prompt_text_features.float().t()
         logits = (self.config.prompt_logit_scale * cosine).view(cosine.shape[0], -1, 2)
         pair_probs = logits.softmax(dim=-1)[..., 0]
-        return QualiClipOutput(
+        output = QualiClipOutput(
             scores=pair_probs.mean(dim=-1), pair_probs=pair_probs, logits=logits, image_embeds=image_embeds
         )
+        return output if return_dict is not False else output.to_tuple()
 
     # ---- text side (optional; only to recompute or retrain the stored prompt features) -------------------------
     def _require_text_tower(self) -> None:

@@ -8,8 +8,8 @@ holds a head per task ("quality", "aesthetics"); `task` picks the one `forward` 
 
 The released backbone may be a ViT or a ResNet CLIP (sources disagree), so both are supported: "vit" uses
 transformers' `CLIPModel`; "resnet" uses the OpenAI "modified ResNet" tower shared with QualiCLIP, whose config
-below is a verbatim copy of `hf_iqa/models/qualiclip/configuration_qualiclip.py` (model folders must stay flat;
-a test fails when the copies drift).
+below is a copy of `hf_iqa/models/qualiclip/configuration_qualiclip.py` (model folders must stay flat; the
+`# Copied from` markers are checked by `utils/check_copies.py`).
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from __future__ import annotations
 from transformers import CLIPConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-# --- ClipResNet tower config: copied verbatim into models/uniqa (keep the copies identical) -------------------------
+# Copied from hf_iqa.models.qualiclip.configuration_qualiclip.POSITION_EMBEDDING_MODES
 POSITION_EMBEDDING_MODES = ("none", "legacy_1d", "fixed")
 
 
+# Copied from hf_iqa.models.qualiclip.configuration_qualiclip.ClipResNetConfig
 class ClipResNetConfig(PreTrainedConfig):
     r"""The OpenAI CLIP "modified ResNet" image tower (RN50 by default; RN101/RN50x4/x16/x64 differ only in
     `layers`, `width`, `num_attention_heads`, `image_size` and `projection_dim`).
@@ -70,8 +71,6 @@ class ClipResNetConfig(PreTrainedConfig):
             )
         super().__post_init__(**kwargs)
 
-
-# --- end of the copied block ---------------------------------------------------------------------------------------
 
 TASKS = ("quality", "aesthetics")
 QUALITY_LEVELS = ["bad", "poor", "fair", "good", "perfect"]

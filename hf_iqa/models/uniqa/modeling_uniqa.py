@@ -30,140 +30,12 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
 from .configuration_uniqa import PROMPT_ENSEMBLES, TASKS, ClipResNetConfig, UniQaConfig
+from .fast_uniqa import clip_vision_features, conv_batch_norm, forget_folded_weights, own_unconverted_tensors
 
 try:  # transformers >= 5: init functions that respect already-loaded weights
     from transformers import initialization as init
 except ImportError:  # pragma: no cover
     from torch.nn import init
-
-
-# --- fast CLIP vision inference: copied verbatim into models/uniqa (keep the copies identical) --------------------
-ONEDNN_LINEAR = hasattr(torch.ops.mkldnn, "_linear_pointwise") and torch.backends.mkldnn.is_available()
-QUICK_GELU_ALPHA = 1.702  # quick_gelu(h) = h * sigmoid(1.702 h) = silu(1.702 h) / 1.702
-
-
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, silu: bool = False) -> torch.Tensor:
-    """`F.linear` (then SiLU when `silu`) for inference; on CPU in fp32/bf16, one oneDNN call with the SiLU fused.
-
-    PyTorch sends fp32 CPU matmuls to MKL, which runs its AVX2 code on AMD CPUs: on a 2-core Zen 5 guest that
-    reached ~200 GFLOP/s where oneDNN, PyTorch's own CPU kernel library (its convolutions and bf16 matmuls),
-    reached 400-490 (bench/bench_liqe.py prints both). Fusing the activation saves a pass over the widest tensor of the layer.
-    Same maths, another summation order (~1e-7 relative). The op is internal to PyTorch (its compiler uses it),
-    so any failure switches to the plain path for good; `torch.backends.mkldnn.flags(enabled=False)` turns it off.
-    """
-    global ONEDNN_LINEAR
-    usable = ONEDNN_LINEAR and torch.backends.mkldnn.enabled  # the user's switch, read at call time
-    if usable and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16):
-        try:
-            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "swish" if silu else "none", [], "")
-        except (RuntimeError, TypeError):
-            ONEDNN_LINEAR = False
-    out = F.linear(x, weight, bias)
-    return F.silu(out, inplace=True) if silu else out
-
-
-def clip_mlp_residual(hidden: torch.Tensor, layer: torch.nn.Module) -> torch.Tensor:
-    """`hidden + mlp(layer_norm2(hidden))` of a CLIP encoder layer. OpenAI CLIP's quick_gelu runs as a fused SiLU:
-    the 1.702 goes into the layer norm's affine and fc1's bias, and comes back out through the residual add."""
-    norm, mlp = layer.layer_norm2, layer.mlp
-    if type(mlp.activation_fn).__name__ != "QuickGELUActivation":
-        inner = mlp.activation_fn(linear(norm(hidden), mlp.fc1.weight, mlp.fc1.bias))
-        return hidden + linear(inner, mlp.fc2.weight, mlp.fc2.bias)
-    alpha = QUICK_GELU_ALPHA
-    weight, bias = norm.weight.float() * alpha, norm.bias.float() * alpha  # fp32: no rounding of the scaled affine
-    if hidden.device.type != "cpu":  # only the CPU kernel takes fp32 affine parameters with bf16/fp16 inputs
-        weight, bias = weight.to(hidden.dtype), bias.to(hidden.dtype)
-    scaled = F.layer_norm(hidden, norm.normalized_shape, weight, bias, norm.eps)
-    inner = linear(scaled, mlp.fc1.weight, mlp.fc1.bias * alpha, silu=True)  # = 1.702 * quick_gelu(fc1(x))
-    return hidden.add(linear(inner, mlp.fc2.weight, mlp.fc2.bias * alpha), alpha=1 / alpha)
-
-
-def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """(batch, tokens, width) -> (batch, heads, tokens, width // heads)."""
-    batch, tokens, width = x.shape
-    return x.view(batch, tokens, heads, width // heads).transpose(1, 2)
-
-
-def clip_vision_embeddings(
-    embeddings: torch.nn.Module, pixel_values: torch.Tensor, position_embedding: bool = True
-) -> torch.Tensor:
-    """`embeddings(pixel_values)` of a CLIP vision tower, its stride = kernel patch convolution run as `linear`
-    over the flattened patches (twice as fast on CPU: a 3-channel convolution uses oneDNN poorly). Without
-    `position_embedding`, the tokens get none (UniQA's ensemble heads)."""
-    conv = embeddings.patch_embedding
-    batch, channels, height, width = pixel_values.shape
-    size = conv.kernel_size[0]
-    if conv.stride != conv.kernel_size or height != embeddings.image_size or width != embeddings.image_size:
-        if position_embedding:
-            return embeddings(pixel_values)  # transformers' path, and its error for a wrong input size
-        raise ValueError(f"expected {embeddings.image_size}x{embeddings.image_size} inputs, got {height}x{width}")
-    grid_h, grid_w = height // size, width // size
-    patches = pixel_values.to(conv.weight.dtype).view(batch, channels, grid_h, size, grid_w, size)
-    patches = patches.permute(0, 2, 4, 1, 3, 5).reshape(batch, grid_h * grid_w, channels * size * size)
-    tokens = linear(patches, conv.weight.view(conv.out_channels, -1), conv.bias)
-    class_token = embeddings.class_embedding.to(tokens.dtype).expand(batch, 1, -1)
-    tokens = torch.cat([class_token, tokens], dim=1)
-    return tokens + embeddings.position_embedding(embeddings.position_ids) if position_embedding else tokens
-
-
-def clip_vision_features(clip: CLIPModel, pixel_values: torch.Tensor, position_embedding: bool = True) -> torch.Tensor:
-    """`clip.get_image_features(pixel_values)` for inference (no autograd): the same layers, run as one flat loop.
-
-    Faster than the transformers forward and equal up to summation order: the patch embedding, the linear
-    layers and quick_gelu go through `linear` above, and the last layer runs its query, output projection and
-    MLP for the class token only, since the embedding reads nothing else (keys and values still cover every
-    token).
-    """
-    vision = clip.vision_model
-    hidden = vision.pre_layrnorm(clip_vision_embeddings(vision.embeddings, pixel_values, position_embedding))
-    layers = vision.encoder.layers
-    for index, layer in enumerate(layers):
-        attention = layer.self_attn
-        batch, _, width = hidden.shape
-        heads = attention.num_heads
-        normed = layer.layer_norm1(hidden)
-        queries = normed
-        if index == len(layers) - 1:
-            queries, hidden = normed[:, :1], hidden[:, :1]
-
-        attended = F.scaled_dot_product_attention(
-            split_heads(linear(queries, attention.q_proj.weight, attention.q_proj.bias), heads),
-            split_heads(linear(normed, attention.k_proj.weight, attention.k_proj.bias), heads),
-            split_heads(linear(normed, attention.v_proj.weight, attention.v_proj.bias), heads),
-            scale=attention.scale,
-        )
-        attended = attended.transpose(1, 2).reshape(batch, -1, width)
-        hidden = hidden + linear(attended, attention.out_proj.weight, attention.out_proj.bias)
-        hidden = clip_mlp_residual(hidden, layer)
-    pooled = vision.post_layernorm(hidden[:, 0])
-    return linear(pooled, clip.visual_projection.weight, None)
-
-
-# --- end of the copied block ---------------------------------------------------------------------------------------
-
-
-# --- checkpoint memory map: copied verbatim into models/qualiclip and models/uniqa (keep the copies identical) ------
-def own_unconverted_tensors(model: torch.nn.Module) -> None:
-    """Give the tensors that `from_pretrained(dtype=...)` did not convert (kept in fp32, integer buffers) memory of
-    their own. As loaded they are views into the checkpoint's memory map, which then stays resident although every
-    other weight was copied (+580 MB for LIQE loaded in bf16)."""
-    numel: dict[torch.dtype, int] = {}
-    for parameter in model.parameters():
-        numel[parameter.dtype] = numel.get(parameter.dtype, 0) + parameter.numel()
-    bulk = max(numel, key=numel.get)  # the dtype the weights were loaded in
-    with torch.no_grad():
-        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-            if tensor.dtype == bulk or tensor.device.type != "cpu":
-                continue
-            owner, _, attr = name.rpartition(".")
-            module = model.get_submodule(owner)
-            if isinstance(tensor, torch.nn.Parameter):
-                setattr(module, attr, torch.nn.Parameter(tensor.clone(), requires_grad=tensor.requires_grad))
-            else:
-                module.register_buffer(attr, tensor.clone(), persistent=attr not in module._non_persistent_buffers_set)
-
-
-# --- end of the copied block ---------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -226,43 +98,7 @@ class UniQaHead(nn.Module):
         return scores, probs.mean(dim=1)
 
 
-# --- ClipResNet tower: copied verbatim into models/uniqa (keep the copies identical) -------------------------------
-def fold_batch_norm(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weight and bias of the one convolution equal to `norm(conv(x))` with the running statistics."""
-    scale = norm.weight.float() * torch.rsqrt(norm.running_var.float() + norm.eps)
-    weight = (conv.weight.float() * scale.view(-1, 1, 1, 1)).to(conv.weight.dtype)
-    bias = (norm.bias.float() - norm.running_mean.float() * scale).to(conv.weight.dtype)
-    return weight, bias
-
-
-def conv_batch_norm(x: torch.Tensor, conv: nn.Conv2d, norm: nn.BatchNorm2d, fold: bool) -> torch.Tensor:
-    """`norm(conv(x))`. In eval mode with `fold`, one convolution whose weights absorb the BatchNorm.
-
-    Without gradients the folded weights are cached on the BatchNorm module, keyed by the storage and version
-    counter of every tensor they come from, so an in-place update (`load_state_dict`, an optimiser step), a
-    `.to(dtype/device)` or new statistics all refold; the state dict keeps the original layout. With gradients
-    they are folded on the fly so that the gradients reach the original parameters.
-    """
-    if not fold or norm.training:
-        return norm(conv(x))
-    sources = (conv.weight, norm.weight, norm.bias, norm.running_mean, norm.running_var)
-    if torch.is_grad_enabled() or any(t.is_inference() for t in sources):
-        weight, bias = fold_batch_norm(conv, norm)
-    else:
-        key = (norm.eps, x.is_contiguous(memory_format=torch.channels_last)) + tuple(
-            (t.data_ptr(), t._version, t.dtype, t.device) for t in sources
-        )
-        cached = norm.__dict__.get("_folded_conv")
-        if cached is None or cached[0] != key:
-            with torch.inference_mode():
-                weight, bias = fold_batch_norm(conv, norm)
-                if key[1]:  # weights in the activations' layout: no reordering at every call
-                    weight = weight.contiguous(memory_format=torch.channels_last)
-            cached = norm.__dict__["_folded_conv"] = (key, weight, bias)
-        weight, bias = cached[1], cached[2]
-    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-
-
+# Copied from hf_iqa.models.qualiclip.modeling_qualiclip.ClipResNetDownsample
 class ClipResNetDownsample(nn.Module):
     """Shortcut projection: average pool (anti-aliased stride), then 1x1 conv + BatchNorm."""
 
@@ -276,6 +112,7 @@ class ClipResNetDownsample(nn.Module):
         return conv_batch_norm(self.pool(x), self.conv, self.bn, fold)
 
 
+# Copied from hf_iqa.models.qualiclip.modeling_qualiclip.ClipResNetBottleneck
 class ClipResNetBottleneck(nn.Module):
     """1x1 -> 3x3 -> (avg pool when strided) -> 1x1 bottleneck; every convolution has stride 1."""
 
@@ -304,6 +141,7 @@ class ClipResNetBottleneck(nn.Module):
         return out.relu_()
 
 
+# Copied from hf_iqa.models.qualiclip.modeling_qualiclip.ClipResNetAttentionPool
 class ClipResNetAttentionPool(nn.Module):
     """Multi-head attention pooling over `[mean token] + HxW tokens`, with the mean token as the only query.
 
@@ -358,6 +196,7 @@ class ClipResNetAttentionPool(nn.Module):
         return self.c_proj(pooled)
 
 
+# Copied from hf_iqa.models.qualiclip.modeling_qualiclip.ClipResNetPreTrainedModel
 class ClipResNetPreTrainedModel(PreTrainedModel):
     config_class = ClipResNetConfig
     config: ClipResNetConfig
@@ -381,6 +220,7 @@ class ClipResNetPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bn3.weight)
 
 
+# Copied from hf_iqa.models.qualiclip.modeling_qualiclip.ClipResNetVisionModel
 class ClipResNetVisionModel(ClipResNetPreTrainedModel):
     """The CLIP modified-ResNet image tower: (N, 3, H, W) normalised pixels -> (N, projection_dim) embeddings.
 
@@ -411,10 +251,8 @@ class ClipResNetVisionModel(ClipResNetPreTrainedModel):
         self.post_init()
 
     def _apply(self, fn, recurse: bool = True):
-        """`.to()`, `.half()`, `.cuda()`... drop the folded-BatchNorm caches: a round trip such as `.half().float()`
-        could reuse the freed memory, so the storage pointer in the cache key would not tell the change."""
-        for module in self.modules():
-            module.__dict__.pop("_folded_conv", None)
+        """`.to()`, `.half()`, `.cuda()`... drop the folded-BatchNorm caches of `conv_batch_norm`."""
+        forget_folded_weights(self)
         return super()._apply(fn, recurse)
 
     def forward(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
@@ -439,9 +277,6 @@ class ClipResNetVisionModel(ClipResNetPreTrainedModel):
             for block in layer:
                 x = block(x, fold)
         return BaseModelOutputWithPooling(last_hidden_state=x, pooler_output=self.attnpool(x))
-
-
-# --- end of the copied block ---------------------------------------------------------------------------------------
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -476,6 +311,9 @@ class UniQaPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["CLIPEncoderLayer", "CLIPTextEmbeddings", "CLIPVisionEmbeddings", "ClipResNetBottleneck"]
     _supports_sdpa = True
     _supports_flash_attn = True
+    # Under `from_pretrained(dtype=bfloat16/float16)` the prompt features, the logit scale and the level values stay
+    # fp32, as in LIQE and QualiCLIP: the scale (100) amplifies their rounding error, and they cost nothing.
+    _keep_in_fp32_modules_strict = ["prompt_text_features", "logit_scale", "score_level"]
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, prompt_ensemble: str | None = None, **kwargs):
@@ -492,6 +330,17 @@ class UniQaPreTrainedModel(PreTrainedModel):
             tokenizer = AutoTokenizer.from_pretrained(pretrained_model_name_or_path, **hub)
             model.set_prompt_groups("quality", prompt_ensemble, tokenizer)
         return loaded
+
+    # Copied from hf_iqa.models.liqe.modeling_liqe.LiqePreTrainedModel.dtype
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the bulk of the weights, i.e. the one `from_pretrained(dtype=...)` was given. transformers
+        reports the first floating-point parameter's, which may be a tensor kept in fp32 (`logit_scale`)."""
+        numel: dict[torch.dtype, int] = {}
+        for parameter in self.parameters():
+            if parameter.is_floating_point():
+                numel[parameter.dtype] = numel.get(parameter.dtype, 0) + parameter.numel()
+        return max(numel, key=numel.get)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
