@@ -2,9 +2,9 @@
 
 The pipeline class itself lives in `pipeline_image_quality.py`, a flat remote-code file. Here the package:
 - registers it as the `image-quality` task (so `import hf_iqa; transformers.pipeline("image-quality", model=...)`
-  works) and makes it read images through `hf_iqa.io` (errors are `hf_iqa.ImageLoadError`);
-- makes every registered hf_iqa config write `custom_pipelines` into `config.json` and copy the pipeline file next
-  to it on `save_pretrained` (which `model.save_pretrained`, `push_to_hub` and the converters all go through), so
+  works);
+- makes every registered hf_iqa config write `custom_pipelines` into `config.json` and copy the pipeline file and
+  the image loader it imports (`io.py`) next to it on `save_pretrained` (which `model.save_pretrained`, `push_to_hub` and the converters all go through), so
   `transformers.pipeline(model=folder, trust_remote_code=True)` works where hf_iqa is not installed;
 - keeps `transformers.pipeline("image-quality", model=folder)` working with the package installed: transformers
   refuses a task listed in `custom_pipelines` without `trust_remote_code=True`, even when the task is registered
@@ -27,16 +27,15 @@ from transformers import AutoImageProcessor, AutoModel
 from transformers import pipeline as transformers_pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from . import pipeline_image_quality
-from .io import load_image
+from . import io, pipeline_image_quality
 from .models import registered_models
 from .pipeline_image_quality import CUSTOM_PIPELINES, TASK, ImageQualityPipeline, describe_output
 
 __all__ = ["CUSTOM_PIPELINES", "PIPELINE_FILE", "TASK", "ImageQualityPipeline", "describe_output", "pipeline"]
 
 PIPELINE_FILE = Path(pipeline_image_quality.__file__)
+LOADER_FILE = Path(io.__file__)
 
-ImageQualityPipeline.load_image = staticmethod(load_image)  # the same code as the flat copy, hf_iqa's errors
 PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=ImageQualityPipeline, pt_model=AutoModel, type="image")
 
 
@@ -50,7 +49,8 @@ def _carry_pipeline_on_save(config_cls: type) -> None:
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any):
         os.makedirs(save_directory, exist_ok=True)
         # before the config is written: `save_pretrained(push_to_hub=True)` uploads files newer than its start
-        shutil.copyfile(PIPELINE_FILE, Path(save_directory) / PIPELINE_FILE.name)
+        for source in (PIPELINE_FILE, LOADER_FILE):  # the pipeline and the image loader it imports
+            shutil.copyfile(source, Path(save_directory) / source.name)
         missing = object()
         previous = self.__dict__.get("custom_pipelines", missing)
         self.custom_pipelines = {**(previous if isinstance(previous, dict) else {}), **copy.deepcopy(CUSTOM_PIPELINES)}

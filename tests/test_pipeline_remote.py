@@ -5,9 +5,9 @@ with the package installed every call form keeps using the package's own classes
 from __future__ import annotations
 
 import ast
-import inspect
 import json
-import re
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -123,49 +123,26 @@ def test_without_hf_iqa_the_remote_pipeline_returns_the_same_dicts(folders, imag
     assert {"quality_probs", "scene", "distortion"} <= set(remote["liqe"]["single"][0])
 
 
-def test_flat_file_imports_only_what_remote_code_may():
-    tree = ast.parse(PIPELINE_FILE.read_text())
-    third_party = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            assert node.level == 0, "relative import in the flat pipeline file"
-            third_party.add(node.module.split(".")[0])
-        elif isinstance(node, ast.Import):
-            third_party.update(alias.name.split(".")[0] for alias in node.names)
-    stdlib = {"__future__", "os", "warnings", "pathlib", "typing"}
-    assert third_party - stdlib <= ALLOWED_IMPORTS
+def test_flat_files_import_only_what_remote_code_may():
+    """The pipeline file and the loader it imports (`io.py`) travel into saved folders: torch, numpy, PIL,
+    transformers, the standard library and each other only."""
+    for path in (PIPELINE_FILE, Path(hf_io.__file__)):
+        tree = ast.parse(path.read_text())
+        third_party, relative = set(), set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    relative.add(node.module)
+                else:
+                    third_party.add(node.module.split(".")[0])
+            elif isinstance(node, ast.Import):
+                third_party.update(alias.name.split(".")[0] for alias in node.names)
+        assert relative <= {"io"}, path.name
+        assert third_party - set(sys.stdlib_module_names) <= ALLOWED_IMPORTS, path.name
 
 
-def copied_blocks(source: str) -> dict[str, str]:
-    """`# Copied from hf_iqa.io.<Name>` -> the source of the definition that follows the marker."""
-    tree = ast.parse(source)
-    lines = source.splitlines()
-    blocks = {}
-    for node in tree.body:
-        if isinstance(node, (ast.ClassDef, ast.FunctionDef)):
-            match = re.fullmatch(r"# Copied from hf_iqa\.io\.(\w+)", lines[node.lineno - 2].strip())
-            if match:
-                assert match.group(1) == node.name, f"marker names {match.group(1)}, block defines {node.name}"
-                blocks[node.name] = "\n".join(lines[node.lineno - 1 : node.end_lineno])  # whole lines
-    return blocks
-
-
-def test_copied_image_loader_equals_hf_iqa_io():
-    """The flat file cannot import hf_iqa, so it carries marked copies of the loader; they must not drift."""
-    blocks = copied_blocks(PIPELINE_FILE.read_text())
-    assert {"ImageLoadError", "_to_rgb", "_from_array", "load_image"} <= set(blocks)
-    for name, block in blocks.items():
-        assert block == inspect.getsource(getattr(hf_io, name)).rstrip("\n"), f"{name} drifted from hf_iqa.io"
-
-
-def test_flat_loader_behaves_like_the_package(tmp_path):
-    rgba = random_image(40, 30, 3, mode="RGBA")
-    rgba.putalpha(90)
-    rgba.save(tmp_path / "alpha.png")
-    assert (
-        flat.load_image(str(tmp_path / "alpha.png")).tobytes()
-        == hf_io.load_image(str(tmp_path / "alpha.png")).tobytes()
-    )
-    (tmp_path / "bad.jpg").write_bytes(b"nope")
-    with pytest.raises(flat.ImageLoadError, match="bad.jpg: not an image file"):
-        flat.load_image(str(tmp_path / "bad.jpg"))
+def test_saved_folder_carries_the_package_loader(folders):
+    """The remote pipeline reads images with the very file `hf_iqa.io` is, not a copy that could drift."""
+    for name, folder in folders.items():
+        assert (Path(folder) / "io.py").read_text() == Path(hf_io.__file__).read_text(), name
+    assert flat.load_image is hf_io.load_image  # in the package, the pipeline uses hf_iqa.io itself
