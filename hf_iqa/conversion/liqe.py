@@ -27,16 +27,20 @@ from PIL import Image
 
 from .common import (
     ConversionError,
+    Stages,
     add_hub_arguments,
     assert_parity,
     build_clip_tokenizer,
-    clean_output_dir,
+    check_output_dir,
     convert_openai_clip_state_dict,
     infer_vit_clip_config_kwargs,
     load_checkpoint,
+    one_line_errors,
+    progress_enabled,
     push_folder_to_hub,
     render_model_card,
     save_hub_folder,
+    staged_output_dir,
     strip_prefix,
 )
 from .reference_clip import encode_image_vit, encode_text, openai_tokenize
@@ -111,7 +115,10 @@ def reference_prompts(quality: list[str], scenes: list[str], distortions: list[s
     """The prompt list as the original code builds it (quality outermost), written independently of LiqeConfig."""
     if not scenes:
         return [template.format(quality=q) for q in quality]
-    return [template.format(quality=q, scene=s, distortion=d) for q, s, d in itertools.product(quality, scenes, distortions)]
+    return [
+        template.format(quality=q, scene=s, distortion=d)
+        for q, s, d in itertools.product(quality, scenes, distortions)
+    ]
 
 
 def reference_scores(
@@ -167,32 +174,43 @@ def convert(
     protocol: str = "official",
     overwrite: bool = False,
     atol: float = 1e-5,
+    progress: bool | None = None,
 ) -> ConversionResult:
-    """Original LIQE checkpoint -> verified Hub-ready folder. Returns where it went and the parity figures."""
+    """Original LIQE checkpoint -> verified Hub-ready folder. Returns where it went and the parity figures.
+
+    `output_dir` must be new, empty or (with `overwrite`) an earlier converter output: only the converter's own
+    files are replaced. `progress` (default: on unless HF_IQA_NO_PROGRESS is set) shows the stages on stderr."""
     from hf_iqa.models.liqe import LiqeImageProcessor
 
     if variant not in VARIANTS:
         raise ConversionError(f"unknown LIQE variant {variant!r}; choose from {sorted(VARIANTS)}")
-    layout, openai_state = detect_layout(load_checkpoint(checkpoint))
-    logger.info("%s: %s layout, %d tensors", checkpoint, layout, len(openai_state))
-    model = build_model(openai_state, variant, protocol)
-    processor = LiqeImageProcessor(protocol=protocol)
-    tokenizer = build_clip_tokenizer()
-    model.compute_text_embeds(tokenizer)
-    differences = check_parity(model, processor, openai_state, tokenizer, atol)
+    check_output_dir(output_dir, overwrite)  # before the slow work
+    with Stages(f"convert liqe ({variant})", 6, progress_enabled(progress)) as stages:
+        stages.stage("loading the checkpoint")
+        layout, openai_state = detect_layout(load_checkpoint(checkpoint))
+        logger.info("%s: %s layout, %d tensors", checkpoint, layout, len(openai_state))
+        stages.stage("building the model")
+        model = build_model(openai_state, variant, protocol)
+        processor = LiqeImageProcessor(protocol=protocol)
+        tokenizer = build_clip_tokenizer()
+        stages.stage(f"prompt embeddings ({model.config.num_prompts} prompts)")
+        model.compute_text_embeds(tokenizer)
+        stages.stage("parity check against the original architecture")
+        differences = check_parity(model, processor, openai_state, tokenizer, atol)
 
-    output_dir = clean_output_dir(output_dir, overwrite)
-    card = render_liqe_card(variant, protocol, Path(checkpoint).name, layout, model.config)
-    files = save_hub_folder(output_dir, model, processor, tokenizer, card)
+        stages.stage("saving")
+        card = render_liqe_card(variant, protocol, Path(checkpoint).name, layout, model.config)
+        with staged_output_dir(output_dir, overwrite) as staging:
+            files = save_hub_folder(staging, model, processor, tokenizer, card)
+            # The saved folder must score exactly as the verified in-memory model.
+            stages.stage("reloading the saved folder and checking it")
+            from transformers import AutoModel
 
-    # The saved folder must score exactly as the verified in-memory model.
-    from transformers import AutoModel
-
-    reloaded = AutoModel.from_pretrained(str(output_dir)).eval()
-    inputs = processor(parity_images()[:2], return_tensors="pt")
-    with torch.no_grad():
-        assert_parity("reloaded scores", reloaded(**inputs).scores, model(**inputs).scores, 0.0)
-    return ConversionResult(output_dir, files, differences, layout)
+            reloaded = AutoModel.from_pretrained(str(staging)).eval()
+            inputs = processor(parity_images()[:2], return_tensors="pt")
+            with torch.no_grad():
+                assert_parity("reloaded scores", reloaded(**inputs).scores, model(**inputs).scores, 0.0)
+    return ConversionResult(Path(output_dir), files, differences, layout)
 
 
 def render_liqe_card(variant: str, protocol: str, source_file: str, layout: str, config) -> str:
@@ -222,7 +240,8 @@ def render_liqe_card(variant: str, protocol: str, source_file: str, layout: str,
         reported_table=reported,
         license="cc-by-nc-sa-4.0" if layout == "pyiqa" else "other",
         license_name="cc-by-nc-sa-4.0" if layout == "pyiqa" else "unstated-by-authors",
-        license_link="https://huggingface.co/chaofengc/IQA-PyTorch-Weights" if layout == "pyiqa"
+        license_link="https://huggingface.co/chaofengc/IQA-PyTorch-Weights"
+        if layout == "pyiqa"
         else "https://github.com/zwx8981/LIQE",
         extras="`quality_probs`, `scene`/`scene_probs`, `distortion`/`distortion_probs`"
         if variant == "mix"
@@ -234,19 +253,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="convert_liqe", description="Convert an original LIQE checkpoint into a Hub-ready hf_iqa folder."
     )
-    parser.add_argument("--checkpoint", required=True, help="LIQE.pt (official) or liqe_mix.pt / liqe_koniq.pt (pyiqa)")
+    parser.add_argument(
+        "--checkpoint", required=True, help="LIQE.pt (official) or liqe_mix.pt / liqe_koniq.pt (pyiqa)"
+    )
     parser.add_argument("--variant", required=True, choices=sorted(VARIANTS), help="mix: 495 prompts; koniq: 5")
-    parser.add_argument("--output-dir", required=True, help="folder to write (must be empty unless --overwrite)")
+    parser.add_argument(
+        "--output-dir", required=True, help="folder to write: new, empty, or an earlier conversion with --overwrite"
+    )
     parser.add_argument("--protocol", default="official", choices=["official", "pyiqa"], help="processor default")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the files of an earlier conversion in --output-dir"
+    )
     parser.add_argument("--atol", type=float, default=1e-5, help="parity tolerance against the reference (fp32)")
     add_hub_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        result = convert(args.checkpoint, args.variant, args.output_dir, args.protocol, args.overwrite, args.atol)
-    except ConversionError as error:
-        parser.exit(1, f"convert_liqe: error: {error}\n")
+    with one_line_errors("convert_liqe"):
+        result = convert(
+            args.checkpoint, args.variant, args.output_dir, args.protocol, args.overwrite, args.atol,
+            progress=False if args.no_progress else None,
+        )  # fmt: skip
     figures = ", ".join(f"{k} {v:.2g}" for k, v in result.max_differences.items())
     print(f"parity vs the original architecture (max |diff|): {figures}")
     print(f"wrote {result.output_dir} ({', '.join(result.files)})")
