@@ -267,7 +267,7 @@ _PROBES: dict[str, tuple[float, bool]] = {}
 def hub_reachable(repo_id: str = PYIQA_WEIGHTS, filename: str = "README.md") -> bool:
     """False in offline mode, or when one metadata request (no retries, `PROBE_TIMEOUT_S`) gets no answer from the
     Hub; an HTTP answer of any status counts as reachable. Remembered for a minute per endpoint."""
-    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub import constants, get_hf_file_metadata
     from huggingface_hub.errors import HfHubHTTPError
 
     if constants.is_offline_mode():
@@ -277,7 +277,7 @@ def hub_reachable(repo_id: str = PYIQA_WEIGHTS, filename: str = "README.md") -> 
     if known and time.monotonic() - known[0] < 60:
         return known[1]
     try:
-        get_hf_file_metadata(hf_hub_url(repo_id, filename), timeout=PROBE_TIMEOUT_S)
+        get_hf_file_metadata(f"{endpoint}/{repo_id}/resolve/main/{filename}", timeout=PROBE_TIMEOUT_S)
         reachable = True
     except HfHubHTTPError:
         reachable = True

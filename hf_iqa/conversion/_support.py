@@ -50,6 +50,7 @@ class Stages:
             bar_format="{desc}: {n_fmt}/{total_fmt} |{bar:20}| [{elapsed}] {postfix}",
         )
         self._started = False
+        self._transformers_bars: bool | None = None
 
     def stage(self, name: str) -> None:
         if self._started:
@@ -64,9 +65,18 @@ class Stages:
         self.bar.close()
 
     def __enter__(self) -> Stages:
+        # transformers' own bars (writing shards, loading weights) are steps of these stages: hide them meanwhile
+        from transformers.utils import logging as transformers_logging
+
+        self._transformers_bars = transformers_logging.is_progress_bar_enabled()
+        transformers_logging.disable_progress_bar()
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._transformers_bars:
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.enable_progress_bar()
         if exc[0] is None:
             self.close()
         else:
