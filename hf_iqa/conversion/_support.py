@@ -52,11 +52,29 @@ class Stages:
         self._started = False
         self._transformers_bars: bool | None = None
 
-    def stage(self, name: str) -> None:
+    def stage(self, name: str, steps: int | None = None) -> None:
+        """Start the next stage; `steps` > 1 shows `name [i/steps]` as `step()` is called."""
         if self._started:
             self.bar.update(1)
         self._started = True
-        self.bar.set_postfix_str(name)
+        self._name, self._steps, self._done = name, steps, 0
+        self.bar.set_postfix_str(f"{name} [0/{steps}]" if steps else name)
+
+    def step(self) -> None:
+        """One step of the current stage (e.g. a chunk of prompts) is done."""
+        self._done += 1
+        if self._steps:
+            self.bar.set_postfix_str(f"{self._name} [{min(self._done, self._steps)}/{self._steps}]")
+
+    def ticking(self, function):
+        """`function`, advancing the current stage by one step per call (e.g. a tokenizer called once per chunk)."""
+
+        def call(*args, **kwargs):
+            result = function(*args, **kwargs)
+            self.step()
+            return result
+
+        return call
 
     def close(self) -> None:
         if self._started and self.bar.n < self.bar.total:
@@ -79,7 +97,8 @@ class Stages:
             transformers_logging.enable_progress_bar()
         if exc[0] is None:
             self.close()
-        else:
+        else:  # the error message is the one line left
+            self.bar.leave = False
             self.bar.close()
 
 
@@ -153,8 +172,8 @@ def check_output_dir(output_dir: str | Path, overwrite: bool) -> None:
         )
     if not overwrite:
         raise OutputFolderError(
-            f"{output_dir}: holds an earlier conversion; pass --overwrite to replace its files ({MANIFEST} lists "
-            "them; other files in the folder are kept)"
+            f"{output_dir}: folder is not empty (an earlier conversion); pass --overwrite to replace its files "
+            f"({MANIFEST} lists them; other files in the folder are kept)"
         )
 
 

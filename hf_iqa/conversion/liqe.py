@@ -53,6 +53,9 @@ VARIANTS = {
 }
 
 
+PROMPT_CHUNK = 64  # prompts encoded at once (the stage bar advances per chunk)
+
+
 @dataclass
 class ConversionResult:
     output_dir: Path
@@ -122,9 +125,14 @@ def reference_prompts(quality: list[str], scenes: list[str], distortions: list[s
 
 
 def reference_scores(
-    openai_state: dict[str, torch.Tensor], windows: torch.Tensor, mask: torch.Tensor, text: torch.Tensor, levels: int
+    openai_state: dict[str, torch.Tensor],
+    windows: torch.Tensor,
+    mask: torch.Tensor,
+    text: torch.Tensor,
+    levels: int,
+    step=None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """LIQE's head on the reference embeddings: (window embeds, logits, scores)."""
+    """LIQE's head on the reference embeddings: (window embeds, logits, scores). `step()` after each image."""
     image_embeds, logits, scores = [], [], []
     text = text / text.norm(dim=-1, keepdim=True)
     scale = openai_state["logit_scale"].float().exp()
@@ -137,17 +145,27 @@ def reference_scores(
         image_embeds.append(embeds)
         logits.append(image_logits)
         scores.append((probs * torch.arange(1, levels + 1)).sum())
+        if step is not None:
+            step()
     return torch.cat(image_embeds), torch.stack(logits), torch.stack(scores)
 
 
 @torch.no_grad()
-def check_parity(model, processor, openai_state, tokenizer, atol: float) -> dict[str, float]:
-    """Compare the converted model with the functional reference; raise ParityError above `atol`."""
+def check_parity(model, processor, openai_state, tokenizer, atol: float, step=None) -> dict[str, float]:
+    """Compare the converted model with the functional reference; raise ParityError above `atol`. `step` is
+    called after each chunk of prompts and each image (progress)."""
+    step = step or (lambda: None)
     config = model.config
     prompts = reference_prompts(config.quality_levels, config.scenes, config.distortions, config.prompt_template)
     if prompts != config.prompts:
         raise ConversionError("prompt order of LiqeConfig differs from the original (quality, scene, distortion)")
-    reference_text = encode_text(openai_state, openai_tokenize(tokenizer, prompts))
+    reference_chunks = []
+    for start in range(0, len(prompts), PROMPT_CHUNK):
+        reference_chunks.append(
+            encode_text(openai_state, openai_tokenize(tokenizer, prompts[start : start + PROMPT_CHUNK]))
+        )
+        step()
+    reference_text = torch.cat(reference_chunks)
     differences = {
         "text_embeds": assert_parity(
             "text_embeds", model.text_embeds, reference_text / reference_text.norm(dim=-1, keepdim=True), atol
@@ -156,7 +174,7 @@ def check_parity(model, processor, openai_state, tokenizer, atol: float) -> dict
     inputs = processor(parity_images(), return_tensors="pt")
     outputs = model(**inputs)
     ref_embeds, ref_logits, ref_scores = reference_scores(
-        openai_state, inputs["pixel_values"], inputs["patch_mask"], reference_text, len(config.quality_levels)
+        openai_state, inputs["pixel_values"], inputs["patch_mask"], reference_text, len(config.quality_levels), step
     )
     ours = model.encode_windows(inputs["pixel_values"], inputs["patch_mask"])[inputs["patch_mask"].bool()]
     differences["image_embeds"] = assert_parity("window embeddings", ours, ref_embeds, atol)
@@ -193,10 +211,11 @@ def convert(
         model = build_model(openai_state, variant, protocol)
         processor = LiqeImageProcessor(protocol=protocol)
         tokenizer = build_clip_tokenizer()
-        stages.stage(f"prompt embeddings ({model.config.num_prompts} prompts)")
-        model.compute_text_embeds(tokenizer)
-        stages.stage("parity check against the original architecture")
-        differences = check_parity(model, processor, openai_state, tokenizer, atol)
+        chunks = -(-model.config.num_prompts // PROMPT_CHUNK)
+        stages.stage(f"prompt embeddings ({model.config.num_prompts} prompts)", chunks)
+        model.compute_text_embeds(stages.ticking(tokenizer), batch_size=PROMPT_CHUNK)  # tokenizer: once per chunk
+        stages.stage("parity check against the original architecture", chunks + len(parity_images()))
+        differences = check_parity(model, processor, openai_state, tokenizer, atol, step=stages.step)
 
         stages.stage("saving")
         card = render_liqe_card(variant, protocol, Path(checkpoint).name, layout, model.config)

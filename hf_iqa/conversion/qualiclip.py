@@ -177,6 +177,7 @@ def convert(
         non-empty folder not written by a converter is refused).
     progress: stages on stderr (default: on unless HF_IQA_NO_PROGRESS is set).
     """
+    check_output_dir(output_dir, overwrite)  # fail before the slow checks
     with Stages("convert qualiclip", 5, progress_enabled(progress)) as stages:
         return _convert(
             checkpoint, output_dir, stages, base_checkpoint=base_checkpoint, protocol=protocol,
@@ -203,7 +204,6 @@ def _convert(
 
     register_all()  # so save_pretrained writes auto_map and copies the model folder's code
     checkpoint, output_dir = Path(checkpoint), Path(output_dir)
-    check_output_dir(output_dir, overwrite)  # fail before the slow checks
     stages.stage("loading the checkpoint")
     state = load_checkpoint(checkpoint)
     layout = detect_layout(state)
