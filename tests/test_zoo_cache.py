@@ -226,6 +226,17 @@ def test_checkpoint_that_fails_to_convert_is_one_line_and_not_trusted(hub, tmp_p
     assert (Path(zoo.resolve("liqe")) / "config.json").is_file()
 
 
+def test_first_use_shows_stages_unless_progress_is_off(hub, monkeypatch, capsys):
+    zoo.resolve("liqe")  # the fixture sets HF_IQA_NO_PROGRESS=1
+    assert capsys.readouterr().err == ""
+    monkeypatch.delenv("HF_IQA_NO_PROGRESS")
+    folder = zoo.resolve("liqe-mix")
+    err = capsys.readouterr().err
+    assert "liqe-mix: first use: converting liqe_koniq.pt" in err and f"ready ({folder})" in err
+    assert "convert liqe (mix)" in err and "prompt embeddings (495 prompts) [8/8]" in err  # the stage bar
+    assert zoo.resolve("liqe-mix", progress=False) == folder and capsys.readouterr().err == ""
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # No network
 # ----------------------------------------------------------------------------------------------------------------
@@ -297,6 +308,7 @@ def test_overwrite_keeps_files_the_converter_did_not_write(openai_clip_model, tm
     args = ["convert", "liqe", "--checkpoint", str(checkpoint), "--variant", "koniq", "--output-dir", str(out),
             "--no-progress"]  # fmt: skip
     assert cli(args) == 0
+    assert capsys.readouterr().err == ""  # --no-progress: no stage bar, no transformers bars
     manifest = json.loads((out / ".hf_iqa_manifest.json").read_text())["files"]
     assert "model.safetensors" in manifest and "config.json" in manifest
     (out / "precious.txt").write_text("mine")
