@@ -226,10 +226,14 @@ def test_checkpoint_that_fails_to_convert_is_one_line_and_not_trusted(hub, tmp_p
     assert (Path(zoo.resolve("liqe")) / "config.json").is_file()
 
 
-def test_first_use_shows_stages_unless_progress_is_off(hub, monkeypatch, capsys):
-    zoo.resolve("liqe")  # the fixture sets HF_IQA_NO_PROGRESS=1
-    assert capsys.readouterr().err == ""
+def test_first_use_shows_stages_unless_progress_is_off(hub, monkeypatch, capsys, tmp_path):
     monkeypatch.delenv("HF_IQA_NO_PROGRESS")
+    image = tmp_path / "photo.png"
+    random_image(64, 48).save(image)
+    assert cli(["score", "--model", "liqe", str(image), "-o", str(tmp_path / "s.csv"), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "first use" not in err and "convert liqe" not in err  # --no-progress reaches the zoo's conversion
+    assert "HF_IQA_NO_PROGRESS" not in os.environ  # and is not left behind
     folder = zoo.resolve("liqe-mix")
     err = capsys.readouterr().err
     assert "liqe-mix: first use: converting liqe_koniq.pt" in err and f"ready ({folder})" in err

@@ -461,5 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         f"max |converted - reference| = {result.max_difference:.2e}); files: {', '.join(result.files)}"
     )
     if args.push_to_hub:  # only reached when the parity check passed
-        print(f"pushed to {push_folder_to_hub(result.output_dir, args.push_to_hub, args.private, args.revision)}")
+        with one_line_errors("convert_qualiclip"):  # e.g. no network, no token
+            url = push_folder_to_hub(result.output_dir, args.push_to_hub, args.private, args.revision)
+        print(f"pushed to {url}")
     return 0

@@ -494,7 +494,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"backbone: {result.backbone}; parity vs the original architecture (max |diff|): {figures}")
     print(f"wrote {result.output_dir} ({', '.join(result.files)})")
     if args.push_to_hub:  # only reached when the parity check passed
-        print(f"pushed to {push_folder_to_hub(result.output_dir, args.push_to_hub, args.private, args.revision)}")
+        with one_line_errors("convert_uniqa"):  # e.g. no network, no token
+            url = push_folder_to_hub(result.output_dir, args.push_to_hub, args.private, args.revision)
+        print(f"pushed to {url}")
     return 0
 
 
