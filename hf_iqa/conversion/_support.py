@@ -182,6 +182,7 @@ def _write_manifest(folder: Path, files: set[str]) -> None:
     handle, tmp = tempfile.mkstemp(prefix=MANIFEST + ".", dir=folder)
     with os.fdopen(handle, "w", encoding="utf-8") as out:
         json.dump(data, out, indent=1)
+    os.chmod(tmp, 0o644)  # readable like the files it lists (mkstemp makes it private)
     os.replace(tmp, folder / MANIFEST)
 
 
