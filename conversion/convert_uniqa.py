@@ -1,7 +1,7 @@
 """Convert the released UniQA checkpoint into a Hub-ready folder (same as `hf-iqa convert uniqa ...`).
 
-    python conversion/convert_uniqa.py --checkpoint UniQA_weight.pt --output-dir out/uniqa --fp16-roundtrip
-    python conversion/convert_uniqa.py --checkpoint UniQA_weight.pt --quality-head net_g_koniq.pth --output-dir out/uniqa-koniq
+python conversion/convert_uniqa.py --checkpoint UniQA_weight.pt --output-dir out/uniqa --fp16-roundtrip
+python conversion/convert_uniqa.py --checkpoint UniQA_weight.pt --quality-head net_g_koniq.pth --output-dir out/uniqa-koniq
 """
 
 from hf_iqa.conversion.uniqa import main

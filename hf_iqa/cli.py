@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 SUBCOMMANDS = {
@@ -40,11 +41,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if not argv else 2
     from hf_iqa.zoo import ModelNotAvailableError
 
+    quiet = getattr(args, "no_progress", False)  # --no-progress also hides the zoo's downloads and conversions
+    previous = os.environ.get("HF_IQA_NO_PROGRESS")
+    if quiet:
+        os.environ["HF_IQA_NO_PROGRESS"] = "1"
     try:
         return int(importlib.import_module(SUBCOMMANDS[chosen][0]).run(args) or 0)
     except (ModelNotAvailableError, OSError) as error:  # a model or file that cannot be loaded: no traceback
         print(f"hf-iqa {chosen}: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        if quiet and previous is None:
+            os.environ.pop("HF_IQA_NO_PROGRESS", None)
+        elif quiet:
+            os.environ["HF_IQA_NO_PROGRESS"] = previous
 
 
 if __name__ == "__main__":

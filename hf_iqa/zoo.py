@@ -3,39 +3,65 @@
 Resolution order for a name (`resolve`):
 1. the converted Hub repo (safetensors + config + code), when the entry names one and it can be reached;
 2. else the original checkpoint where its authors or pyiqa publish it on the Hub, fetched with `hf_hub_download`
-   (so mirrors, `HF_ENDPOINT`, the HF cache and offline mode all work), checked against its pinned sha256,
-   loaded with `weights_only=True`, converted once with the same converter as `hf-iqa convert`, and cached as a
-   safetensors folder keyed by that hash under `$HF_IQA_CACHE` (default `$HF_HOME/hf_iqa`);
-3. else a clear error saying which file to download by hand and which `hf-iqa convert` command to run.
+   (so mirrors, `HF_ENDPOINT`, the HF cache and offline mode all work), loaded with `weights_only=True`,
+   converted once with the same converter as `hf-iqa convert`, and cached as a safetensors folder keyed by the
+   original's sha256 under `$HF_IQA_CACHE` (default `$HF_HOME/hf_iqa`);
+3. else one clear error naming the file to download and the `hf-iqa convert` command to run (both work as
+   printed).
 
-Anything that is not a known name (a folder, a Hub id) is returned unchanged.
+Hashes of the originals: trust on first use. No pinned digests exist yet, so the sha256 of an original is
+recorded (under `<cache>/trusted/`) the first time it is converted successfully, and every later use hashes the
+file again and refuses it, with a clear error, when the digest differs from the record. When a digest is known,
+pin it in `OriginalFile.sha256` below; a pinned digest is checked instead of the record.
+
+Whether the Hub is reachable is asked once, with one request and a short timeout (`PROBE_TIMEOUT_S`) and no
+retries; when it is not (or `HF_HUB_OFFLINE=1`), only the local caches are used, so a first use without network
+fails in seconds, not after minutes of retries.
+
+The cache survives concurrency and kills: each converted folder is built under an inter-process lock
+(`filelock`; the operating system releases it when a process dies), in a staging folder that is renamed into
+place only when complete; staging folders of killed conversions are removed by the next conversion.
+
+Progress (download bars, conversion stages) goes to stderr; `progress=False` or the environment variable
+`HF_IQA_NO_PROGRESS=1` hides it.
+
+Anything that is not a known name (a folder, a Hub id) is returned unchanged. This module imports neither torch
+nor transformers at module level (`hf-iqa list` stays fast).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
+
+from hf_iqa.conversion._support import progress_enabled, say
 
 logger = logging.getLogger(__name__)
 
 PYIQA_WEIGHTS = "chaofengc/IQA-PyTorch-Weights"
+PROBE_TIMEOUT_S = 3.0  # one request, no retries: is the Hub reachable at all?
+STALE_LEGACY_STAGING_S = 3600  # staging folders of older hf_iqa versions (no lock) are removed after an hour
 
 
 class ModelNotAvailableError(RuntimeError):
-    """A zoo model whose weights cannot be obtained automatically here; the message says what to do."""
+    """A zoo model whose weights cannot be obtained or converted here; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
 class OriginalFile:
     repo_id: str
     filename: str
-    sha256: str | None = None  # pinned digest; None = not pinned yet (the digest seen is logged and used as key)
+    sha256: str | None = None  # pinned digest; None = not pinned yet (trust on first use, see the module doc)
+    option: str = "--checkpoint"  # the `hf-iqa convert` option that takes this file
 
 
 @dataclass(frozen=True)
@@ -49,7 +75,9 @@ class ZooEntry:
     hub_repo: str | None = None
     originals: tuple[OriginalFile, ...] = ()
     convert: Callable[..., None] | None = field(default=None, compare=False, repr=False)
+    convert_options: tuple[str, ...] = ()  # `hf-iqa convert <family>` options besides the files and --output-dir
     manual: str | None = None  # how to get the weights by hand when they are not on the Hub
+    requires: tuple[str, ...] = ()  # Hub repos the model loads itself at load time (Dog-IQA's sub-models)
     aliases: tuple[str, ...] = ()
     higher_is_better: bool = True
 
@@ -63,10 +91,10 @@ class ZooEntry:
 
 
 def _convert_liqe(variant: str) -> Callable[..., None]:
-    def run(paths: list[Path], output_dir: Path) -> None:
+    def run(paths: list[Path], output_dir: Path, progress: bool | None = None) -> None:
         from hf_iqa.conversion.liqe import convert
 
-        convert(paths[0], variant, output_dir, overwrite=True)
+        convert(paths[0], variant, output_dir, progress=progress)
 
     return run
 
@@ -83,6 +111,7 @@ _ENTRIES: list[ZooEntry] = [
         hub_repo="hf-iqa/liqe-mix",
         originals=(OriginalFile(PYIQA_WEIGHTS, "liqe_mix.pt"),),
         convert=_convert_liqe("mix"),
+        convert_options=("--variant", "mix"),
     ),
     ZooEntry(
         name="liqe",
@@ -95,18 +124,19 @@ _ENTRIES: list[ZooEntry] = [
         hub_repo="hf-iqa/liqe-koniq",
         originals=(OriginalFile(PYIQA_WEIGHTS, "liqe_koniq.pt"),),
         convert=_convert_liqe("koniq"),
+        convert_options=("--variant", "koniq"),
     ),
 ]
 
 
 def _convert_qualiclip(dataset: str | None = None) -> Callable[..., None]:
-    def run(paths: list[Path], output_dir: Path) -> None:
+    def run(paths: list[Path], output_dir: Path, progress: bool | None = None) -> None:
         from hf_iqa.conversion.qualiclip import convert
 
         if dataset is None:
-            convert(paths[0], output_dir, overwrite=True)
+            convert(paths[0], output_dir, progress=progress)
         else:  # the prompt-learner file + the base QualiCLIP.pth
-            convert(paths[1], output_dir, base_checkpoint=paths[0], dataset=dataset, overwrite=True)
+            convert(paths[1], output_dir, base_checkpoint=paths[0], dataset=dataset, progress=progress)
 
     return run
 
@@ -136,8 +166,12 @@ for _key, _title in (("koniq", "KonIQ-10k"), ("clive", "LIVE Challenge"), ("fliv
             weights_license="cc-by-nc-sa-4.0 (pyiqa prompts) + cc-by-nc-4.0 (QualiCLIP backbone)",
             source=f"pyiqa QualiCLIP+_{_key}.pth on top of QualiCLIP.pth",
             hub_repo=f"hf-iqa/qualiclip-plus-{_key}",
-            originals=(_QUALICLIP_BASE, OriginalFile(PYIQA_WEIGHTS, f"QualiCLIP+_{_key}.pth")),
+            originals=(
+                OriginalFile(PYIQA_WEIGHTS, "QualiCLIP.pth", option="--base-checkpoint"),
+                OriginalFile(PYIQA_WEIGHTS, f"QualiCLIP+_{_key}.pth"),
+            ),
             convert=_convert_qualiclip(_key),
+            convert_options=("--dataset", _key),
         )
     )
 _ENTRIES.append(
@@ -151,13 +185,15 @@ _ENTRIES.append(
         hub_repo="hf-iqa/uniqa",
         manual=(
             "UniQA_weight.pt is published on Google Drive (id 1stL1EqYvjkThGDpfPWRQzvbA780FKM4n) and Baidu "
-            "(1XB55QtbimMojGDIJ8h8UnA, code tnnq), see https://github.com/zht8506/UniQA."
+            "(1XB55QtbimMojGDIJ8h8UnA, code tnnq), see https://github.com/zht8506/UniQA. Convert it with: "
+            "hf-iqa convert uniqa --checkpoint UniQA_weight.pt --fp16-roundtrip --output-dir ./uniqa "
+            "and pass ./uniqa as the model."
         ),
     )
 )
 
 
-def _build_dog_iqa(paths: list[Path], output_dir: Path) -> None:
+def _build_dog_iqa(paths: list[Path], output_dir: Path, progress: bool | None = None) -> None:
     """The default Dog-IQA config (sub-model ids, prompt, SAM2 settings) for package users; `import hf_iqa` provides
     the classes. (`DogIqaModel.save_pretrained` writes the full remote-code folder once the sub-models are loaded.)"""
     from hf_iqa.models.dog_iqa import DogIqaConfig, DogIqaImageProcessor
@@ -178,6 +214,7 @@ _ENTRIES.append(
         hub_repo="hf-iqa/dog-iqa",
         convert=_build_dog_iqa,
         manual="Dog-IQA has no weights of its own: its config names the SAM2 and MLLM repos it loads.",
+        requires=("facebook/sam2-hiera-large", "mPLUG/mPLUG-Owl3-7B-240728"),
     )
 )
 
@@ -216,82 +253,288 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The Hub: reachable or not, downloads with or without bars
+# ----------------------------------------------------------------------------------------------------------------
+_PROBES: dict[str, tuple[float, bool]] = {}
+
+
+def hub_reachable(repo_id: str = PYIQA_WEIGHTS, filename: str = "README.md") -> bool:
+    """False in offline mode, or when one metadata request (no retries, `PROBE_TIMEOUT_S`) gets no answer from the
+    Hub; an HTTP answer of any status counts as reachable. Remembered for a minute per endpoint."""
+    from huggingface_hub import constants, get_hf_file_metadata
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if constants.is_offline_mode():
+        return False
+    endpoint = constants.ENDPOINT
+    known = _PROBES.get(endpoint)
+    if known and time.monotonic() - known[0] < 60:
+        return known[1]
+    try:
+        get_hf_file_metadata(f"{endpoint}/{repo_id}/resolve/main/{filename}", timeout=PROBE_TIMEOUT_S)
+        reachable = True
+    except HfHubHTTPError:
+        reachable = True
+    except Exception as error:  # connection refused, DNS failure, timeout, proxy errors ...
+        logger.info("hf_iqa: the Hub at %s is not reachable (%s)", endpoint, _one_line(error))
+        reachable = False
+    _PROBES[endpoint] = (time.monotonic(), reachable)
+    return reachable
+
+
+def _tqdm_class(progress: bool):
+    """huggingface_hub's bar class, silenced when progress is off."""
+    from huggingface_hub.utils import tqdm
+
+    if progress:
+        return None
+
+    class Silent(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+    return Silent
+
+
+def _convert_command(entry: ZooEntry, output_dir: str) -> str:
+    files = " ".join(f"{o.option} {o.filename}" for o in entry.originals)
+    options = " ".join(entry.convert_options)
+    return " ".join(p for p in ("hf-iqa convert", entry.family, files, options, "--output-dir", output_dir) if p)
+
+
 def _manual_instructions(entry: ZooEntry, reason: str) -> str:
-    lines = [f"hf_iqa: cannot obtain the weights of {entry.name!r} automatically ({reason})."]
-    if entry.manual:
-        lines.append(entry.manual)
-    for original in entry.originals:
-        lines.append(
-            f"Download {original.filename} from https://huggingface.co/{original.repo_id} by hand, or run this "
-            "once on a machine with network access to fill the Hugging Face cache."
-        )
+    """One short message: why, then commands that work when copied as printed."""
+    lines = [f"hf_iqa: cannot get the weights of {entry.name!r}: {reason}."]
+    if not entry.originals:
+        if entry.manual:
+            lines.append(entry.manual)
+        return "\n".join(lines)
+    folder = f"./{entry.name}"
     lines.append(
-        f"Then convert it: hf-iqa convert {entry.family} --checkpoint <file> --output-dir <folder>, and pass "
-        "that folder as the model."
+        f"Download the original into the current folder (needs network), convert it, then use {folder} as the model "
+        f"(--model {folder}):"
     )
+    for original in entry.originals:
+        lines.append(f"  hf download {original.repo_id} {original.filename} --local-dir .")
+    lines.append(f"  {_convert_command(entry, folder)}")
     return "\n".join(lines)
 
 
-def _try_converted_repo(entry: ZooEntry, revision: str | None) -> str | None:
+def _try_converted_repo(entry: ZooEntry, revision: str | None, online: bool, progress: bool) -> str | None:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
     if not entry.hub_repo:
         return None
     try:
-        return snapshot_download(entry.hub_repo, revision=revision)
-    except (HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled, OSError, ValueError) as error:
+        return snapshot_download(
+            entry.hub_repo, revision=revision, local_files_only=not online, tqdm_class=_tqdm_class(progress)
+        )
+    except Exception as error:  # not published, not cached, not reachable: fall back to the original
         logger.info("hf_iqa: converted repo %s not available (%s); trying the original checkpoint", entry.hub_repo,
                     type(error).__name__)  # fmt: skip
         return None
 
 
-def _from_original(entry: ZooEntry) -> str:
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+def _download(entry: ZooEntry, original: OriginalFile, online: bool, progress: bool) -> Path:
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
 
+    if online and not isinstance(try_to_load_from_cache(original.repo_id, original.filename), str):
+        say(f"hf_iqa: {entry.name}: downloading {original.filename} from {original.repo_id}", progress)
+    try:
+        return Path(
+            hf_hub_download(
+                original.repo_id, original.filename, local_files_only=not online, tqdm_class=_tqdm_class(progress)
+            )
+        )
+    except Exception as error:  # not cached offline; HTTP errors, a cache entry that vanished, a full disk ...
+        if not online and isinstance(error, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
+            reason = f"{original.filename} is not in the Hugging Face cache and the Hub is not reachable"
+        else:
+            reason = f"downloading {original.filename} failed ({type(error).__name__}: {_one_line(error)})"
+    raise ModelNotAvailableError(_manual_instructions(entry, reason))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Trust on first use
+# ----------------------------------------------------------------------------------------------------------------
+def _record_path(original: OriginalFile) -> Path:
+    return cache_root() / "trusted" / f"{original.repo_id.replace('/', '--')}--{original.filename}.json"
+
+
+def _check_digest(original: OriginalFile, path: Path, digest: str) -> None:
+    """Refuse a file whose sha256 differs from the pinned digest or from the one recorded at first use."""
+    if original.sha256:
+        if digest != original.sha256:
+            raise ModelNotAvailableError(
+                f"hf_iqa: refusing {path}: its sha256 is {digest}, but hf_iqa pins {original.sha256} for "
+                f"{original.repo_id}/{original.filename}; the file is corrupt or was replaced. Delete it from the "
+                "Hugging Face cache and try again."
+            )
+        return
+    record = _record_path(original)
+    try:
+        recorded = json.loads(record.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as error:
+        raise ModelNotAvailableError(f"hf_iqa: cannot read the digest record {record}: {_one_line(error)}") from None
+    if recorded.get("sha256") != digest:
+        raise ModelNotAvailableError(
+            f"hf_iqa: refusing {original.repo_id}/{original.filename}: its sha256 is now {digest}, but the copy first "
+            f"used here (recorded {recorded.get('recorded', '?')} in {record}) had {recorded.get('sha256')}. It was "
+            "replaced upstream or in the cache; if you trust the new file, delete that record and run again."
+        )
+
+
+def _record_digest(original: OriginalFile, digest: str) -> None:
+    """Write the first-use record unless one exists (created atomically: a hard link never replaces a file)."""
+    if original.sha256:
+        return
+    record = _record_path(original)
+    if record.exists():
+        return
+    record.parent.mkdir(parents=True, exist_ok=True)
+    data = {"repo_id": original.repo_id, "filename": original.filename, "sha256": digest,
+            "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+    handle, tmp = tempfile.mkstemp(prefix=".record-", dir=record.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(data, out, indent=1)
+        os.link(tmp, record)
+    except FileExistsError:  # another process recorded first; its digest was checked against ours before
+        pass
+    finally:
+        os.unlink(tmp)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The converted-folder cache: one lock per folder, atomic publication, stale staging removed
+# ----------------------------------------------------------------------------------------------------------------
+_STAGING = ".staging-"
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / "config.json").is_file()
+
+
+def _lock(target: Path):
+    from filelock import FileLock
+
+    locks = cache_root() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(locks / f"{target.name}.lock"))
+
+
+def _remove_stale_staging(parent: Path, own_target: Path) -> None:
+    """Staging folders left by killed conversions: ours (we hold the lock), other folders' when their lock is
+    free, and unlocked ones of older hf_iqa versions once they are an hour old."""
+    from filelock import Timeout
+
+    for staging in parent.iterdir():
+        if not staging.name.startswith(".") or not staging.is_dir():
+            continue
+        if staging.name.startswith(_STAGING):
+            target_name = staging.name[len(_STAGING) :].rsplit("-", 1)[0]
+            if target_name != own_target.name:
+                lock = _lock(parent / target_name)
+                try:
+                    lock.acquire(timeout=0)
+                except Timeout:
+                    continue  # being converted right now
+                try:
+                    shutil.rmtree(staging, ignore_errors=True)
+                finally:
+                    lock.release()
+                continue
+        elif time.time() - staging.stat().st_mtime < STALE_LEGACY_STAGING_S:
+            continue
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _build_once(entry: ZooEntry, paths: list[Path], target: Path, progress: bool) -> str:
+    """Run the entry's converter into `target` unless a finished folder is already there. Processes converting
+    the same folder wait for each other (the first converts, the others use its result)."""
+    from filelock import Timeout
+
+    if _complete(target):
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = _lock(target)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        say(f"hf_iqa: {entry.name}: another process is converting it; waiting for it to finish", progress)
+        lock.acquire()
+    try:
+        if _complete(target):
+            return str(target)
+        _remove_stale_staging(target.parent, target)
+        names = ", ".join(p.name for p in paths) or "its config"
+        say(f"hf_iqa: {entry.name}: first use: converting {names} once into {target}", progress)
+        staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING}{target.name}-", dir=target.parent))
+        try:
+            try:
+                entry.convert(paths, staging, progress=progress)
+            except Exception as error:
+                logger.debug("conversion of %s failed", entry.name, exc_info=True)
+                raise ModelNotAvailableError(
+                    f"hf_iqa: cannot convert {names} into {entry.name!r}: {type(error).__name__}: {_one_line(error)}"
+                ) from None
+            if target.exists():  # an unfinished folder of an older version; we hold the lock, nobody writes it
+                shutil.rmtree(target)
+            os.rename(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        lock.release()
+    say(f"hf_iqa: {entry.name}: ready ({target})", progress)
+    return str(target)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Resolution
+# ----------------------------------------------------------------------------------------------------------------
+def _check_required_repos(entry: ZooEntry, online: bool) -> None:
+    """Offline, a model that loads other Hub repos (Dog-IQA) needs them in the cache: say which, and how."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if online or not entry.requires:
+        return
+    missing = [repo for repo in entry.requires if not isinstance(try_to_load_from_cache(repo, "config.json"), str)]
+    if missing:
+        commands = " && ".join(f"hf download {repo}" for repo in missing)
+        raise ModelNotAvailableError(
+            f"hf_iqa: cannot load {entry.name!r}: it needs the checkpoints {', '.join(missing)}, which are not in the "
+            f"Hugging Face cache, and the Hub is not reachable. With network access, fill the cache once: {commands}"
+        )
+
+
+def _from_original(entry: ZooEntry, online: bool, progress: bool) -> str:
     if entry.convert is None:
         raise ModelNotAvailableError(_manual_instructions(entry, "its weights are not published on the Hub"))
     if not entry.originals:  # nothing to download (config-only models): build the folder once
-        return _build_once(entry, [], cache_root() / "converted" / f"{entry.name}-default")
+        _check_required_repos(entry, online)
+        return _build_once(entry, [], cache_root() / "converted" / f"{entry.name}-default", progress)
     paths, digests = [], []
     for original in entry.originals:
-        try:
-            path = Path(hf_hub_download(original.repo_id, original.filename))
-        except (HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled, OSError) as error:
-            raise ModelNotAvailableError(
-                _manual_instructions(entry, f"{original.filename}: {type(error).__name__}: {error}")
-            ) from None
+        path = _download(entry, original, online, progress)
         digest = _sha256(path)
-        if original.sha256 and digest != original.sha256:
-            raise ModelNotAvailableError(
-                f"hf_iqa: {path} has sha256 {digest}, expected {original.sha256}; the file is corrupt or was "
-                "replaced upstream. Delete it from the Hugging Face cache and try again."
-            )
-        if not original.sha256:
-            logger.warning("hf_iqa: %s is not pinned; its sha256 is %s", original.filename, digest)
+        _check_digest(original, path, digest)
         paths.append(path)
         digests.append(digest)
     key = hashlib.sha256("".join(digests).encode()).hexdigest()[:16]
-    return _build_once(entry, paths, cache_root() / "converted" / f"{entry.name}-{key}")
-
-
-def _build_once(entry: ZooEntry, paths: list[Path], target: Path) -> str:
-    """Run the entry's converter into `target` unless a finished folder is already there (atomic rename)."""
-    if (target / "config.json").is_file():
-        return str(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=target.parent))
-    try:
-        entry.convert(paths, staging)
-        if target.exists():  # another process finished first
-            shutil.rmtree(staging)
-        else:
-            staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return str(target)
+    folder = _build_once(entry, paths, cache_root() / "converted" / f"{entry.name}-{key}", progress)
+    for original, digest in zip(entry.originals, digests):
+        _record_digest(original, digest)
+    return folder
 
 
 def _looks_like_local_path(name: str) -> bool:
@@ -299,8 +542,10 @@ def _looks_like_local_path(name: str) -> bool:
     return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
 
 
-def resolve(name_or_path: str, revision: str | None = None) -> str:
-    """A local folder or Hub id for `name_or_path` (see the module docstring for the order)."""
+def resolve(name_or_path: str, revision: str | None = None, progress: bool | None = None) -> str:
+    """A local folder or Hub id for `name_or_path` (see the module docstring for the order). Raises
+    `ModelNotAvailableError` (one clear message) when a zoo name's weights cannot be obtained or converted.
+    `progress`: download bars and conversion stages on stderr (default: on unless HF_IQA_NO_PROGRESS is set)."""
     if os.path.isdir(name_or_path):
         return name_or_path
     entry = get_entry(name_or_path)
@@ -308,11 +553,20 @@ def resolve(name_or_path: str, revision: str | None = None) -> str:
         if _looks_like_local_path(name_or_path):
             raise ModelNotAvailableError(f"{name_or_path}: no such model folder")
         return name_or_path
-    return _try_converted_repo(entry, revision) or _from_original(entry)
+    progress = progress_enabled(progress)
+    probe = (
+        entry.originals[0]
+        if entry.originals
+        else OriginalFile(entry.requires[0], "config.json")
+        if entry.requires
+        else None
+    )
+    online = hub_reachable(probe.repo_id, probe.filename) if probe else hub_reachable()
+    return _try_converted_repo(entry, revision, online, progress) or _from_original(entry, online, progress)
 
 
-def load(name_or_path: str, revision: str | None = None, **kwargs):
+def load(name_or_path: str, revision: str | None = None, progress: bool | None = None, **kwargs):
     """`AutoModel.from_pretrained` for a zoo name, a folder or a Hub id (kwargs: dtype, device_map, ...)."""
     from transformers import AutoModel
 
-    return AutoModel.from_pretrained(resolve(name_or_path, revision), **kwargs)
+    return AutoModel.from_pretrained(resolve(name_or_path, revision, progress), **kwargs)

@@ -184,7 +184,7 @@ def test_converted_folder_contents(converted):
     folder = converted["mix"].output_dir
     expected = {
         "README.md", "config.json", "configuration_liqe.py", "image_processing_liqe.py", "model.safetensors",
-        "modeling_liqe.py", "fast_liqe.py", "pipeline_image_quality.py", "preprocessor_config.json", "tokenizer.json",
+        "modeling_liqe.py", "fast_liqe.py", "pipeline_image_quality.py", "io.py", "preprocessor_config.json", "tokenizer.json",
         "tokenizer_config.json",
     }  # fmt: skip
     assert set(converted["mix"].files) == expected

@@ -254,12 +254,25 @@ def test_parity_failure_blocks_saving(originals, tmp_path, monkeypatch, small_pa
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
-def test_command_line_reports_errors_without_traceback(originals, converted, capsys):
+def test_command_line_reports_errors_without_traceback(originals, converted, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_IQA_NO_PROGRESS", "1")
+
+    def exit_status(argv):
+        with pytest.raises(SystemExit) as stop:
+            converter.main(argv)
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        return stop.value.code, err
+
     argv = ["--checkpoint", str(originals.full), "--output-dir", str(converted["official"].output_dir)]
-    assert converter.main(argv) == 1  # the folder is not empty
-    assert "--overwrite" in capsys.readouterr().err
-    assert converter.main(["--checkpoint", str(originals.plus), "--output-dir", "unused"]) == 1
-    assert "--base-checkpoint" in capsys.readouterr().err
+    code, err = exit_status(argv)  # an earlier conversion, no --overwrite
+    assert code == 2 and "--overwrite" in err
+    code, err = exit_status(["--checkpoint", str(originals.plus), "--output-dir", "unused"])
+    assert code == 2 and "--base-checkpoint" in err
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(originals.full.read_bytes()[:5000])  # a checkpoint that cannot be loaded
+    code, err = exit_status(["--checkpoint", str(truncated), "--output-dir", str(tmp_path / "out")])
+    assert code == 2 and "truncated.pth" in err and not (tmp_path / "out").exists()
 
 
 def test_loads_without_hf_iqa_via_remote_code(converted, without_hf_iqa):

@@ -289,7 +289,7 @@ def test_conversion_refuses_bad_inputs(tmp_path, converted_vit, capsys):
     checkpoint, output = str(converted_vit[1].parent / "UniQA_weight.pt"), str(converted_vit[1])
     with pytest.raises(SystemExit) as exit_info:  # a non-empty output folder without --overwrite
         uniqa_conversion.main(["--checkpoint", checkpoint, "--output-dir", output])
-    assert exit_info.value.code == 1 and "folder is not empty" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "folder is not empty" in capsys.readouterr().err
 
 
 def test_task_heads_and_pipeline(converted_vit, make_image):

@@ -130,9 +130,10 @@ def test_push_to_hub_uploads_verified_folder_in_one_commit(openai_clip_model, tm
     upload.assert_called_once()
     kwargs = upload.call_args.kwargs
     assert kwargs["repo_id"] == "org/liqe" and kwargs["revision"] == "v1"
-    uploaded = sorted(p.name for p in Path(kwargs["folder_path"]).iterdir())
+    assert kwargs["ignore_patterns"] == [".hf_iqa_manifest.json"]  # local bookkeeping stays local
+    uploaded = sorted(p.name for p in Path(kwargs["folder_path"]).iterdir() if p.name != ".hf_iqa_manifest.json")
     assert uploaded == ["README.md", "config.json", "configuration_liqe.py", "fast_liqe.py", "image_processing_liqe.py",
-                        "model.safetensors", "modeling_liqe.py", "pipeline_image_quality.py",
+                        "io.py", "model.safetensors", "modeling_liqe.py", "pipeline_image_quality.py",
                         "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json"]  # fmt: skip
 
 

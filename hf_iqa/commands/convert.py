@@ -1,5 +1,7 @@
 """`hf-iqa convert <method> ...`: runs `hf_iqa.conversion.<method>.main`, the same code as
-`python conversion/convert_<method>.py`."""
+`python conversion/convert_<method>.py`. A checkpoint that cannot be loaded or converted, or an output folder
+the converter may not write into, is one line on stderr and exit status 2. Imports no torch until a converter runs
+(`hf-iqa convert --help` stays fast)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import hf_iqa.conversion
 def available_methods() -> list[str]:
     names = []
     for info in pkgutil.iter_modules(hf_iqa.conversion.__path__):
-        if info.name in ("common",) or info.name.startswith("reference"):
+        if info.name in ("common",) or info.name.startswith(("reference", "_")):
             continue
         names.append(info.name)
     return sorted(names)

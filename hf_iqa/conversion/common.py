@@ -3,18 +3,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import html
 import json
+import logging
 import re
-import shutil
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ._support import (  # noqa: F401  (re-exported for the converters)
+    MANIFEST,
+    OutputFolderError,
+    Stages,
+    check_output_dir,
+    progress_enabled,
+    say,
+    staged_output_dir,
+)
+
+logger = logging.getLogger(__name__)
 
 BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"  # OpenAI CLIP's BPE merges (MIT licence), shipped as package data
 
@@ -253,15 +267,20 @@ def copy_model_card(card_text: str, output_dir: str | Path) -> Path:
     return path
 
 
-def clean_output_dir(output_dir: str | Path, overwrite: bool) -> Path:
-    """Create `output_dir`; refuse to mix a new conversion into a non-empty folder unless `overwrite`."""
-    output_dir = Path(output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()):
-        if not overwrite:
-            raise ConversionError(f"{output_dir}: folder is not empty (pass --overwrite to replace it)")
-        shutil.rmtree(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    return output_dir
+@contextlib.contextmanager
+def one_line_errors(prog: str) -> Iterator[None]:
+    """A converter's command line: any failure (a checkpoint that cannot be loaded or converted, a parity
+    failure, a refused output folder) becomes one line on stderr and exit status 2, not a traceback."""
+    try:
+        yield
+    except Exception as error:
+        known = isinstance(error, (ConversionError, OutputFolderError))
+        text = " ".join((str(error) if known else f"{type(error).__name__}: {error}").split())
+        if len(text) > 500:
+            text = text[:497] + "..."
+        logger.debug("%s failed", prog, exc_info=True)
+        print(f"{prog}: error: {text}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def render_model_card(method: str, eval_results: list[dict] | None = None, **fields: Any) -> str:
@@ -316,6 +335,7 @@ def push_folder_to_hub(
         api.create_branch(repo_id, branch=revision, exist_ok=True)
     api.upload_folder(
         folder_path=str(folder),
+        ignore_patterns=[MANIFEST],  # local bookkeeping of which files the converter wrote
         repo_id=repo_id,
         revision=revision,
         commit_message=message or "Upload model converted with hf_iqa (parity-checked against the original)",
@@ -328,6 +348,9 @@ def add_hub_arguments(parser) -> None:
     parser.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload the verified folder to this Hub repo")
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
     parser.add_argument("--revision", help="branch to push to (created if missing)")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="hide the stage bar (also: environment HF_IQA_NO_PROGRESS=1)"
+    )
 
 
 def save_hub_folder(
@@ -339,7 +362,8 @@ def save_hub_folder(
 ) -> list[str]:
     """Write a Hub-ready folder: safetensors weights, config.json with `auto_map`, the model folder's code files
     (copied by `save_pretrained` because the classes are registered for auto classes), processor/tokenizer files
-    and README.md. Returns the sorted file names written."""
+    and README.md. Returns the sorted file names written. Every converter writes its folder here (into a staging
+    folder that `staged_output_dir` then publishes), so whatever else a Hub folder needs belongs in this function."""
     output_dir = Path(output_dir)
     model.save_pretrained(str(output_dir))
     if image_processor is not None:

@@ -27,16 +27,20 @@ from PIL import Image
 
 from .common import (
     ConversionError,
+    Stages,
     add_hub_arguments,
     assert_parity,
     build_clip_tokenizer,
-    clean_output_dir,
+    check_output_dir,
     convert_openai_clip_state_dict,
     infer_vit_clip_config_kwargs,
     load_checkpoint,
+    one_line_errors,
+    progress_enabled,
     push_folder_to_hub,
     render_model_card,
     save_hub_folder,
+    staged_output_dir,
     strip_prefix,
 )
 from .reference_clip import encode_image_vit, encode_text, openai_tokenize
@@ -47,6 +51,9 @@ VARIANTS = {
     "mix": {"multitask": True, "title": "LIQE (multitask: quality, scene, distortion)", "pyiqa_name": "liqe_mix"},
     "koniq": {"multitask": False, "title": "LIQE (KonIQ-10k, quality only)", "pyiqa_name": "liqe"},
 }
+
+
+PROMPT_CHUNK = 64  # prompts encoded at once (the stage bar advances per chunk)
 
 
 @dataclass
@@ -111,13 +118,21 @@ def reference_prompts(quality: list[str], scenes: list[str], distortions: list[s
     """The prompt list as the original code builds it (quality outermost), written independently of LiqeConfig."""
     if not scenes:
         return [template.format(quality=q) for q in quality]
-    return [template.format(quality=q, scene=s, distortion=d) for q, s, d in itertools.product(quality, scenes, distortions)]
+    return [
+        template.format(quality=q, scene=s, distortion=d)
+        for q, s, d in itertools.product(quality, scenes, distortions)
+    ]
 
 
 def reference_scores(
-    openai_state: dict[str, torch.Tensor], windows: torch.Tensor, mask: torch.Tensor, text: torch.Tensor, levels: int
+    openai_state: dict[str, torch.Tensor],
+    windows: torch.Tensor,
+    mask: torch.Tensor,
+    text: torch.Tensor,
+    levels: int,
+    step=None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """LIQE's head on the reference embeddings: (window embeds, logits, scores)."""
+    """LIQE's head on the reference embeddings: (window embeds, logits, scores). `step()` after each image."""
     image_embeds, logits, scores = [], [], []
     text = text / text.norm(dim=-1, keepdim=True)
     scale = openai_state["logit_scale"].float().exp()
@@ -130,17 +145,27 @@ def reference_scores(
         image_embeds.append(embeds)
         logits.append(image_logits)
         scores.append((probs * torch.arange(1, levels + 1)).sum())
+        if step is not None:
+            step()
     return torch.cat(image_embeds), torch.stack(logits), torch.stack(scores)
 
 
 @torch.no_grad()
-def check_parity(model, processor, openai_state, tokenizer, atol: float) -> dict[str, float]:
-    """Compare the converted model with the functional reference; raise ParityError above `atol`."""
+def check_parity(model, processor, openai_state, tokenizer, atol: float, step=None) -> dict[str, float]:
+    """Compare the converted model with the functional reference; raise ParityError above `atol`. `step` is
+    called after each chunk of prompts and each image (progress)."""
+    step = step or (lambda: None)
     config = model.config
     prompts = reference_prompts(config.quality_levels, config.scenes, config.distortions, config.prompt_template)
     if prompts != config.prompts:
         raise ConversionError("prompt order of LiqeConfig differs from the original (quality, scene, distortion)")
-    reference_text = encode_text(openai_state, openai_tokenize(tokenizer, prompts))
+    reference_chunks = []
+    for start in range(0, len(prompts), PROMPT_CHUNK):
+        reference_chunks.append(
+            encode_text(openai_state, openai_tokenize(tokenizer, prompts[start : start + PROMPT_CHUNK]))
+        )
+        step()
+    reference_text = torch.cat(reference_chunks)
     differences = {
         "text_embeds": assert_parity(
             "text_embeds", model.text_embeds, reference_text / reference_text.norm(dim=-1, keepdim=True), atol
@@ -149,7 +174,7 @@ def check_parity(model, processor, openai_state, tokenizer, atol: float) -> dict
     inputs = processor(parity_images(), return_tensors="pt")
     outputs = model(**inputs)
     ref_embeds, ref_logits, ref_scores = reference_scores(
-        openai_state, inputs["pixel_values"], inputs["patch_mask"], reference_text, len(config.quality_levels)
+        openai_state, inputs["pixel_values"], inputs["patch_mask"], reference_text, len(config.quality_levels), step
     )
     ours = model.encode_windows(inputs["pixel_values"], inputs["patch_mask"])[inputs["patch_mask"].bool()]
     differences["image_embeds"] = assert_parity("window embeddings", ours, ref_embeds, atol)
@@ -167,32 +192,44 @@ def convert(
     protocol: str = "official",
     overwrite: bool = False,
     atol: float = 1e-5,
+    progress: bool | None = None,
 ) -> ConversionResult:
-    """Original LIQE checkpoint -> verified Hub-ready folder. Returns where it went and the parity figures."""
+    """Original LIQE checkpoint -> verified Hub-ready folder. Returns where it went and the parity figures.
+
+    `output_dir` must be new, empty or (with `overwrite`) an earlier converter output: only the converter's own
+    files are replaced. `progress` (default: on unless HF_IQA_NO_PROGRESS is set) shows the stages on stderr."""
     from hf_iqa.models.liqe import LiqeImageProcessor
 
     if variant not in VARIANTS:
         raise ConversionError(f"unknown LIQE variant {variant!r}; choose from {sorted(VARIANTS)}")
-    layout, openai_state = detect_layout(load_checkpoint(checkpoint))
-    logger.info("%s: %s layout, %d tensors", checkpoint, layout, len(openai_state))
-    model = build_model(openai_state, variant, protocol)
-    processor = LiqeImageProcessor(protocol=protocol)
-    tokenizer = build_clip_tokenizer()
-    model.compute_text_embeds(tokenizer)
-    differences = check_parity(model, processor, openai_state, tokenizer, atol)
+    check_output_dir(output_dir, overwrite)  # before the slow work
+    with Stages(f"convert liqe ({variant})", 6, progress_enabled(progress)) as stages:
+        stages.stage("loading the checkpoint")
+        layout, openai_state = detect_layout(load_checkpoint(checkpoint))
+        logger.info("%s: %s layout, %d tensors", checkpoint, layout, len(openai_state))
+        stages.stage("building the model")
+        model = build_model(openai_state, variant, protocol)
+        processor = LiqeImageProcessor(protocol=protocol)
+        tokenizer = build_clip_tokenizer()
+        chunks = -(-model.config.num_prompts // PROMPT_CHUNK)
+        stages.stage(f"prompt embeddings ({model.config.num_prompts} prompts)", chunks)
+        model.compute_text_embeds(stages.ticking(tokenizer), batch_size=PROMPT_CHUNK)  # tokenizer: once per chunk
+        stages.stage("parity check against the original architecture", chunks + len(parity_images()))
+        differences = check_parity(model, processor, openai_state, tokenizer, atol, step=stages.step)
 
-    output_dir = clean_output_dir(output_dir, overwrite)
-    card = render_liqe_card(variant, protocol, Path(checkpoint).name, layout, model.config)
-    files = save_hub_folder(output_dir, model, processor, tokenizer, card)
+        stages.stage("saving")
+        card = render_liqe_card(variant, protocol, Path(checkpoint).name, layout, model.config)
+        with staged_output_dir(output_dir, overwrite) as staging:
+            files = save_hub_folder(staging, model, processor, tokenizer, card)
+            # The saved folder must score exactly as the verified in-memory model.
+            stages.stage("reloading the saved folder and checking it")
+            from transformers import AutoModel
 
-    # The saved folder must score exactly as the verified in-memory model.
-    from transformers import AutoModel
-
-    reloaded = AutoModel.from_pretrained(str(output_dir)).eval()
-    inputs = processor(parity_images()[:2], return_tensors="pt")
-    with torch.no_grad():
-        assert_parity("reloaded scores", reloaded(**inputs).scores, model(**inputs).scores, 0.0)
-    return ConversionResult(output_dir, files, differences, layout)
+            reloaded = AutoModel.from_pretrained(str(staging)).eval()
+            inputs = processor(parity_images()[:2], return_tensors="pt")
+            with torch.no_grad():
+                assert_parity("reloaded scores", reloaded(**inputs).scores, model(**inputs).scores, 0.0)
+    return ConversionResult(Path(output_dir), files, differences, layout)
 
 
 def render_liqe_card(variant: str, protocol: str, source_file: str, layout: str, config) -> str:
@@ -222,7 +259,8 @@ def render_liqe_card(variant: str, protocol: str, source_file: str, layout: str,
         reported_table=reported,
         license="cc-by-nc-sa-4.0" if layout == "pyiqa" else "other",
         license_name="cc-by-nc-sa-4.0" if layout == "pyiqa" else "unstated-by-authors",
-        license_link="https://huggingface.co/chaofengc/IQA-PyTorch-Weights" if layout == "pyiqa"
+        license_link="https://huggingface.co/chaofengc/IQA-PyTorch-Weights"
+        if layout == "pyiqa"
         else "https://github.com/zwx8981/LIQE",
         extras="`quality_probs`, `scene`/`scene_probs`, `distortion`/`distortion_probs`"
         if variant == "mix"
@@ -234,24 +272,33 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="convert_liqe", description="Convert an original LIQE checkpoint into a Hub-ready hf_iqa folder."
     )
-    parser.add_argument("--checkpoint", required=True, help="LIQE.pt (official) or liqe_mix.pt / liqe_koniq.pt (pyiqa)")
+    parser.add_argument(
+        "--checkpoint", required=True, help="LIQE.pt (official) or liqe_mix.pt / liqe_koniq.pt (pyiqa)"
+    )
     parser.add_argument("--variant", required=True, choices=sorted(VARIANTS), help="mix: 495 prompts; koniq: 5")
-    parser.add_argument("--output-dir", required=True, help="folder to write (must be empty unless --overwrite)")
+    parser.add_argument(
+        "--output-dir", required=True, help="folder to write: new, empty, or an earlier conversion with --overwrite"
+    )
     parser.add_argument("--protocol", default="official", choices=["official", "pyiqa"], help="processor default")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the files of an earlier conversion in --output-dir"
+    )
     parser.add_argument("--atol", type=float, default=1e-5, help="parity tolerance against the reference (fp32)")
     add_hub_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        result = convert(args.checkpoint, args.variant, args.output_dir, args.protocol, args.overwrite, args.atol)
-    except ConversionError as error:
-        parser.exit(1, f"convert_liqe: error: {error}\n")
+    with one_line_errors("convert_liqe"):
+        result = convert(
+            args.checkpoint, args.variant, args.output_dir, args.protocol, args.overwrite, args.atol,
+            progress=False if args.no_progress else None,
+        )  # fmt: skip
     figures = ", ".join(f"{k} {v:.2g}" for k, v in result.max_differences.items())
     print(f"parity vs the original architecture (max |diff|): {figures}")
     print(f"wrote {result.output_dir} ({', '.join(result.files)})")
     if args.push_to_hub:  # only reached when the parity check passed
-        print(f"pushed to {push_folder_to_hub(result.output_dir, args.push_to_hub, args.private, args.revision)}")
+        with one_line_errors("convert_liqe"):  # e.g. no network, no token
+            url = push_folder_to_hub(result.output_dir, args.push_to_hub, args.private, args.revision)
+        print(f"pushed to {url}")
     return 0
 
 

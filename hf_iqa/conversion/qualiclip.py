@@ -20,7 +20,6 @@ import argparse
 import logging
 import math
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,15 +31,19 @@ import torch.nn.functional as F
 from . import reference_clip, reference_resnet
 from .common import (
     ConversionError,
+    Stages,
     add_hub_arguments,
     assert_parity,
     build_clip_tokenizer,
-    clean_output_dir,
+    check_output_dir,
     convert_openai_clip_state_dict,
     load_checkpoint,
+    one_line_errors,
+    progress_enabled,
     push_folder_to_hub,
     render_model_card,
     save_hub_folder,
+    staged_output_dir,
 )
 
 logger = logging.getLogger(__name__)
@@ -159,6 +162,7 @@ def convert(
     keep_text_tower: bool = False,
     overwrite: bool = False,
     atol: float = 1e-5,
+    progress: bool | None = None,
 ) -> ConversionResult:
     """Convert a QualiCLIP (`qualiclip.pth`, `QualiCLIP.pth`) or QualiCLIP+ (`QualiCLIP+_<dataset>.pth` +
     `base_checkpoint=QualiCLIP.pth`) checkpoint, prove parity with the reference forward, save a Hub folder.
@@ -169,14 +173,38 @@ def convert(
         makes the processor resize the short side to 512, as in pyiqa's SPAQ training and validation.
     keep_text_tower: also save the CLIP text tower (+ tokenizer, + prompt learner for QualiCLIP+) to recompute
         or retrain the prompt features; inference never needs it.
+    overwrite: replace the files of an earlier conversion in `output_dir` (other files there are kept; a
+        non-empty folder not written by a converter is refused).
+    progress: stages on stderr (default: on unless HF_IQA_NO_PROGRESS is set).
     """
+    check_output_dir(output_dir, overwrite)  # fail before the slow checks
+    with Stages("convert qualiclip", 5, progress_enabled(progress)) as stages:
+        return _convert(
+            checkpoint, output_dir, stages, base_checkpoint=base_checkpoint, protocol=protocol,
+            prompt_logit_scale=prompt_logit_scale, dataset=dataset, keep_text_tower=keep_text_tower,
+            overwrite=overwrite, atol=atol,
+        )  # fmt: skip
+
+
+def _convert(
+    checkpoint: str | Path,
+    output_dir: str | Path,
+    stages: Stages,
+    *,
+    base_checkpoint: str | Path | None,
+    protocol: str | None,
+    prompt_logit_scale: float | None,
+    dataset: str | None,
+    keep_text_tower: bool,
+    overwrite: bool,
+    atol: float,
+) -> ConversionResult:
     from hf_iqa.models import register_all
     from hf_iqa.models.qualiclip import QualiClipConfig, QualiClipImageProcessor, QualiClipModel
 
     register_all()  # so save_pretrained writes auto_map and copies the model folder's code
     checkpoint, output_dir = Path(checkpoint), Path(output_dir)
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:  # fail before the slow checks
-        raise ConversionError(f"{output_dir}: folder is not empty (pass --overwrite to replace it)")
+    stages.stage("loading the checkpoint")
     state = load_checkpoint(checkpoint)
     layout = detect_layout(state)
     notes: list[str] = []
@@ -224,6 +252,7 @@ def convert(
         notes.append(f"checkpoint logit_scale.exp() = {checkpoint_scale:.4f} (expected 100)")
 
     # ---- config and weights ----------------------------------------------------------------------------------
+    stages.stage("building the model")
     vision_kwargs = infer_clip_resnet_config_kwargs(clip_state)
     prompt_pairs = QualiClipConfig().prompt_pairs
     prompts = [p for pair in prompt_pairs for p in pair]
@@ -264,6 +293,7 @@ def convert(
         raise ConversionError(f"{checkpoint}: weights do not fit the inferred architecture: {error}") from None
 
     # ---- prompt features -------------------------------------------------------------------------------------
+    stages.stage("prompt features")
     if variant == "qualiclip+":
         lengths = config.prompt_token_lengths
         _check_prompt_learner_tokens(learner, clip_state, tokenizer, prompts, config.n_ctx, notes)
@@ -281,6 +311,7 @@ def convert(
         _check_stored_prompt_features(prompts_features, clip_state, tokenizer, prompts, notes)
 
     # ---- image parity vs the independent reference ---------------------------------------------------------
+    stages.stage("parity check against the original architecture")
     inputs = _parity_inputs()
     with torch.no_grad():
         output = model(pixel_values=inputs)
@@ -297,13 +328,14 @@ def convert(
         kept = {k: v for k, v in model.state_dict().items() if k.startswith("vision_model.")}
         image_only.load_state_dict({**kept, "prompt_text_features": model.prompt_text_features}, strict=True)
         model = image_only
-    output_dir = clean_output_dir(output_dir, overwrite)
+    stages.stage("saving, reloading the saved folder and checking it")
     image_processor = QualiClipImageProcessor(do_resize=dataset == "spaq")
     card = render_model_card("qualiclip", **_card_fields(variant, dataset, protocol, prompt_logit_scale, checkpoint))
-    files = save_hub_folder(output_dir, model, image_processor, tokenizer if keep_text else None, card)
-    reloaded = QualiClipModel.from_pretrained(str(output_dir)).eval()
-    with torch.no_grad():
-        assert_parity("reloaded scores", reloaded(pixel_values=inputs).scores, reference_scores, atol)
+    with staged_output_dir(output_dir, overwrite) as staging:
+        files = save_hub_folder(staging, model, image_processor, tokenizer if keep_text else None, card)
+        reloaded = QualiClipModel.from_pretrained(str(staging)).eval()
+        with torch.no_grad():
+            assert_parity("reloaded scores", reloaded(pixel_values=inputs).scores, reference_scores, atol)
     for note in notes:
         logger.warning(note)
     return ConversionResult(output_dir, variant, prompt_logit_scale, difference, files, notes)
@@ -387,7 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--checkpoint", required=True, help="qualiclip.pth, QualiCLIP.pth or QualiCLIP+_{koniq,clive,flive,spaq}.pth"
     )
-    parser.add_argument("--output-dir", required=True, help="folder to write (must be empty unless --overwrite)")
+    parser.add_argument(
+        "--output-dir", required=True, help="folder to write: new, empty, or an earlier conversion with --overwrite"
+    )
     parser.add_argument("--base-checkpoint", help="QualiCLIP.pth, required with a QualiCLIP+ prompt-learner file")
     parser.add_argument(
         "--protocol",
@@ -398,7 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompt-logit-scale", type=float, help="explicit scale (overrides --protocol)")
     parser.add_argument("--dataset", choices=sorted(DATASETS), help="QualiCLIP+ training set (default: file name)")
     parser.add_argument("--keep-text-tower", action="store_true", help="also save the text tower and tokenizer")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the files of an earlier conversion in --output-dir"
+    )
     parser.add_argument("--atol", type=float, default=1e-5, help="parity tolerance against the reference (fp32)")
     add_hub_arguments(parser)
     return parser
@@ -407,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
+    with one_line_errors("convert_qualiclip"):
         result = convert(
             args.checkpoint,
             args.output_dir,
@@ -418,14 +454,14 @@ def main(argv: list[str] | None = None) -> int:
             keep_text_tower=args.keep_text_tower,
             overwrite=args.overwrite,
             atol=args.atol,
+            progress=False if args.no_progress else None,
         )
-    except ConversionError as error:
-        print(f"convert_qualiclip: error: {error}", file=sys.stderr)
-        return 1
     print(
         f"{result.variant} -> {result.output_dir} (prompt_logit_scale={result.prompt_logit_scale:g}, "
         f"max |converted - reference| = {result.max_difference:.2e}); files: {', '.join(result.files)}"
     )
     if args.push_to_hub:  # only reached when the parity check passed
-        print(f"pushed to {push_folder_to_hub(result.output_dir, args.push_to_hub, args.private, args.revision)}")
+        with one_line_errors("convert_qualiclip"):  # e.g. no network, no token
+            url = push_folder_to_hub(result.output_dir, args.push_to_hub, args.private, args.revision)
+        print(f"pushed to {url}")
     return 0

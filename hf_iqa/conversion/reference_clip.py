@@ -31,7 +31,11 @@ def _residual_block(x: Tensor, state: Mapping[str, Tensor], prefix: str, heads: 
         mask = torch.full((tokens, tokens), float("-inf")).triu(1)
         scores = scores + mask
     attended = (scores.softmax(-1) @ v).transpose(1, 2).reshape(batch, tokens, width)
-    x = x + attended @ state[prefix + "attn.out_proj.weight"].float().t() + state[prefix + "attn.out_proj.bias"].float()
+    x = (
+        x
+        + attended @ state[prefix + "attn.out_proj.weight"].float().t()
+        + state[prefix + "attn.out_proj.bias"].float()
+    )
     h = _layer_norm(x, state, prefix + "ln_2.")
     h = h @ state[prefix + "mlp.c_fc.weight"].float().t() + state[prefix + "mlp.c_fc.bias"].float()
     h = h * torch.sigmoid(1.702 * h)  # QuickGELU

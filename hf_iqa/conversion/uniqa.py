@@ -37,16 +37,20 @@ from PIL import Image
 
 from .common import (
     ConversionError,
+    Stages,
     add_hub_arguments,
     assert_parity,
     build_clip_tokenizer,
-    clean_output_dir,
+    check_output_dir,
     convert_openai_clip_state_dict,
     infer_vit_clip_config_kwargs,
     load_checkpoint,
+    one_line_errors,
+    progress_enabled,
     push_folder_to_hub,
     render_model_card,
     save_hub_folder,
+    staged_output_dir,
     strip_prefix,
 )
 from .qualiclip import convert_resnet_state_dict
@@ -313,24 +317,38 @@ def convert(
     atol: float = 1e-5,
     prompt_ensemble: str | None = None,
     position_embedding: bool = True,
+    progress: bool | None = None,
 ) -> ConversionResult:
     """Original UniQA CLIP checkpoint (+ optional trained heads) -> verified Hub-ready folder. `prompt_ensemble`
     ("uniqa", "uniqa_agiqa") scores the quality head against that upstream prompt ensemble; `position_embedding=False`
-    runs the ViT without position embeddings, as upstream's ensemble heads do."""
+    runs the ViT without position embeddings, as upstream's ensemble heads do. `overwrite` replaces only the files
+    of an earlier conversion; `progress` shows the stages on stderr (default: on unless HF_IQA_NO_PROGRESS)."""
+    check_output_dir(output_dir, overwrite)  # fail before the work
+    with Stages("convert uniqa", 5, progress_enabled(progress)) as stages:
+        return _convert(
+            checkpoint, output_dir, stages, fp16_roundtrip_weights, task, quality_head, aesthetics_head, license,
+            overwrite, atol, prompt_ensemble, position_embedding,
+        )  # fmt: skip
+
+
+def _convert(
+    checkpoint, output_dir, stages, fp16_roundtrip_weights, task, quality_head, aesthetics_head, license, overwrite,
+    atol, prompt_ensemble, position_embedding,
+) -> ConversionResult:  # fmt: skip
     from hf_iqa.models import register_all
     from hf_iqa.models.uniqa import UniQaImageProcessor
 
     register_all()  # so save_pretrained writes auto_map and copies the model code
     if task not in TASKS:
         raise ConversionError(f"unknown task {task!r}; choose from {TASKS}")
-    if Path(output_dir).is_dir() and any(Path(output_dir).iterdir()) and not overwrite:  # fail before the work
-        raise ConversionError(f"{output_dir}: folder is not empty (pass --overwrite to replace it)")
+    stages.stage("loading the checkpoint")
     state = openai_state_dict(load_checkpoint(checkpoint), str(checkpoint))
     backbone = detect_backbone(state)
     rounded: list[str] = []
     if fp16_roundtrip_weights:
         state, rounded = fp16_roundtrip(state)
         logger.info("fp16 round trip applied to %d tensors (as upstream's loader does)", len(rounded))
+    stages.stage("building the model")
     model = build_model(state, backbone, task)
     model.config.use_position_embedding = position_embedding
     try:
@@ -347,6 +365,7 @@ def convert(
                 model.load_task_head(head_task, heads[head_task])
             except ValueError as error:
                 raise ConversionError(f"{path}: {error}") from None
+    stages.stage("prompt features")
     tokenizer = build_clip_tokenizer()
     if prompt_ensemble is not None:
         try:
@@ -356,28 +375,30 @@ def convert(
     model.compute_prompt_features(tokenizer)
     size = model.config.image_size
     processor = UniQaImageProcessor(crop_size={"height": size, "width": size})
+    stages.stage("parity check against the original architecture")
     differences = check_parity(model, processor, state, tokenizer, heads, atol)
 
-    output_dir = clean_output_dir(output_dir, overwrite)
+    stages.stage("saving, reloading the saved folder and checking it")
     card = render_uniqa_card(model.config, Path(checkpoint).name, fp16_roundtrip_weights, sorted(heads), license)
-    files = save_hub_folder(output_dir, model, processor, tokenizer, card)
+    with staged_output_dir(output_dir, overwrite) as staging:
+        files = save_hub_folder(staging, model, processor, tokenizer, card)
 
-    # The saved folder must score exactly as the verified in-memory model.
-    from transformers import AutoModel
+        # The saved folder must score exactly as the verified in-memory model.
+        from transformers import AutoModel
 
-    reloaded = AutoModel.from_pretrained(str(output_dir)).eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        inputs = processor(parity_images(size)[:2], return_tensors="pt")
-    with torch.no_grad():
-        for head_task in TASKS:
-            assert_parity(
-                f"reloaded {head_task} scores",
-                reloaded(**inputs, task=head_task).scores,
-                model(**inputs, task=head_task).scores,
-                0.0,
-            )
-    return ConversionResult(output_dir, files, differences, backbone)
+        reloaded = AutoModel.from_pretrained(str(staging)).eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            inputs = processor(parity_images(size)[:2], return_tensors="pt")
+        with torch.no_grad():
+            for head_task in TASKS:
+                assert_parity(
+                    f"reloaded {head_task} scores",
+                    reloaded(**inputs, task=head_task).scores,
+                    model(**inputs, task=head_task).scores,
+                    0.0,
+                )
+    return ConversionResult(Path(output_dir), files, differences, backbone)
 
 
 def render_uniqa_card(config, source_file: str, fp16_roundtrip_weights: bool, trained_heads: list[str], license: str):
@@ -423,7 +444,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="convert_uniqa", description="Convert the released UniQA checkpoint into a Hub-ready hf_iqa folder."
     )
     parser.add_argument("--checkpoint", required=True, help="UniQA_weight.pt (OpenAI-format CLIP state dict)")
-    parser.add_argument("--output-dir", required=True, help="folder to write (must be empty unless --overwrite)")
+    parser.add_argument(
+        "--output-dir", required=True, help="folder to write: new, empty, or an earlier conversion with --overwrite"
+    )
     parser.add_argument(
         "--fp16-roundtrip",
         action="store_true",
@@ -445,12 +468,14 @@ def main(argv: list[str] | None = None) -> int:
         "needed for heads trained that way",
     )
     parser.add_argument("--license", default="cc-by-nc-sa-4.0", help="licence id for the model card")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the files of an earlier conversion in --output-dir"
+    )
     parser.add_argument("--atol", type=float, default=1e-5, help="parity tolerance against the reference (fp32)")
     add_hub_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
+    with one_line_errors("convert_uniqa"):
         result = convert(
             args.checkpoint,
             args.output_dir,
@@ -463,14 +488,15 @@ def main(argv: list[str] | None = None) -> int:
             atol=args.atol,
             prompt_ensemble=args.prompt_ensemble,
             position_embedding=not args.no_position_embedding,
+            progress=False if args.no_progress else None,
         )
-    except ConversionError as error:
-        parser.exit(1, f"convert_uniqa: error: {error}\n")
     figures = ", ".join(f"{key} {value:.2g}" for key, value in result.max_differences.items())
     print(f"backbone: {result.backbone}; parity vs the original architecture (max |diff|): {figures}")
     print(f"wrote {result.output_dir} ({', '.join(result.files)})")
     if args.push_to_hub:  # only reached when the parity check passed
-        print(f"pushed to {push_folder_to_hub(result.output_dir, args.push_to_hub, args.private, args.revision)}")
+        with one_line_errors("convert_uniqa"):  # e.g. no network, no token
+            url = push_folder_to_hub(result.output_dir, args.push_to_hub, args.private, args.revision)
+        print(f"pushed to {url}")
     return 0
 
 
