@@ -598,6 +598,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.no_progress:
             engine.disable_progress_bars()
+        engine.apply_image_limit(args.max_pixels)
         device = engine.resolve_device(args.device)
         results = run_benchmark(
             args.model,

@@ -48,10 +48,14 @@ def get_pipeline(model: str):
 
 
 def score_batch(pipe, images: list[Image.Image], visualize: bool = False) -> list[dict[str, Any]]:
-    """Score decoded images with one model in batches: the one place the demo runs a model (to be pointed at the
-    CLI's scoring engine)."""
-    kwargs = {"return_visualization": True} if visualize else {}
-    return list(pipe(images, batch_size=min(BATCH_SIZE, max(1, len(images))), **kwargs))
+    """Score decoded images with one model through the CLI's scoring engine (`hf_iqa.engine.score_stream`: the
+    same batching, bounded prefetch and per-image errors as `hf-iqa score`). An image that fails to score gives
+    `{"error": problem}` and the others still come back."""
+    from .engine import Item, PipelineScorer, score_stream
+
+    items = [Item(key=f"image {i + 1}", source=image, index=i) for i, image in enumerate(images)]
+    results = score_stream(items, PipelineScorer(pipe, visualize=visualize), batch_size=BATCH_SIZE, workers=2)
+    return [result.output if result.error is None else {"error": result.error} for result in results]
 
 
 def read_images(paths: list[str]) -> tuple[list[tuple[str, Image.Image]], list[tuple[str, str]]]:
@@ -103,6 +107,10 @@ def score(paths: list[str], models: list[str]) -> dict[str, Any]:
             messages.append(f"{model}: scoring failed ({type(error).__name__}: {error})")
             continue
         for (name, _), result in zip(images, results):
+            if "error" in result:
+                rows.append({"image": name, "model": model, "error": result["error"]})
+                messages.append(f"{name} ({model}): {result['error']}")
+                continue
             picture = result.pop("visualization", None)
             if picture is not None:
                 pictures.append((picture, f"{name} - {_label(model)}: {result['score']:.4f}"))

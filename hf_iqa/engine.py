@@ -47,6 +47,23 @@ def add_runtime_arguments(parser: Any, dtype_default: str = "float32") -> None:
     parser.add_argument("--dtype", default=dtype_default, choices=sorted(DTYPES),
                         help=f"model precision; auto = as saved in the checkpoint (default {dtype_default})")  # fmt: skip
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+    parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                        help="largest image accepted, width x height as its file declares it (default 89478485, "
+                        "Pillow's bomb threshold; 0: no limit); bigger files are error rows")  # fmt: skip
+
+
+def apply_image_limit(max_pixels: int | None) -> None:
+    """`--max-pixels`: hf_iqa's own size check (`hf_iqa.io.MAX_PIXELS`) decides and reports each file, so Pillow's
+    process-wide bomb warning is silenced for the command."""
+    import warnings
+
+    from PIL import Image
+
+    from hf_iqa import io as image_io
+
+    if max_pixels is not None:
+        image_io.MAX_PIXELS = max_pixels
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def torch_dtype(word: str) -> Any:

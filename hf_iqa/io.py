@@ -60,7 +60,7 @@ def _check_size(width: int, height: int, limit: float, source: str) -> None:
         raise ImageLoadError(
             source,
             f"image of {width}x{height} ({width * height:,} pixels) is over the {int(limit):,}-pixel limit "
-            "(a decompression bomb, or a trusted file: raise hf_iqa.io.MAX_PIXELS / max_pixels)",
+            "(a decompression bomb, or a trusted file: raise it with --max-pixels, hf_iqa.io.MAX_PIXELS or max_pixels)",
         )
 
 

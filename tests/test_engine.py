@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from test_benchmark import TESTS_DIR, TinyIqaModel, save_image, save_tiny_model
 
 from hf_iqa import engine
@@ -185,6 +186,19 @@ def test_score_csv_matches_the_pipeline(setup, tmp_path):
     assert [r["path"] for r in rows] == [str(p) for p in all_images(setup)]
     expected = direct(setup, all_images(setup))
     assert by_name(rows) == pytest.approx(expected, abs=1e-6)
+
+
+def test_max_pixels_makes_larger_files_error_rows(setup, tmp_path, monkeypatch):
+    from hf_iqa import io as image_io
+
+    monkeypatch.setattr(image_io, "MAX_PIXELS", image_io.MAX_PIXELS)  # the command sets it; restore afterwards
+    images = all_images(setup)
+    smallest = min(Image.open(p).width * Image.open(p).height for p in images)
+    out = tmp_path / "out.csv"
+    assert score(setup, str(setup["photos"]), "-o", str(out), "--max-pixels", str(smallest - 1)) == 1
+    rows = read_csv(out)
+    assert len(rows) == len(images) and all("larger than" in r["error"] or "limit" in r["error"] for r in rows)
+    assert image_io.MAX_PIXELS == smallest - 1
 
 
 def test_existing_output_is_never_replaced_without_a_flag(setup, tmp_path, capsys):

@@ -71,6 +71,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--resume needs --output (the file to continue)")
     if args.no_progress:
         engine.disable_progress_bars()
+    engine.apply_image_limit(args.max_pixels)
     inputs = engine.open_inputs(args.paths, from_list=args.from_list, split=args.split,
                                 image_column=args.image_column, id_column=args.id_column)  # fmt: skip
     output = None
