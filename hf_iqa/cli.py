@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 SUBCOMMANDS = {
@@ -17,6 +18,20 @@ SUBCOMMANDS = {
     "train": ("hf_iqa.training.cli", "train or fine-tune a model (run under `accelerate launch` for several GPUs)"),
     "list": ("hf_iqa.commands.list_models", "list the models hf_iqa knows by name"),
 }
+
+
+def hide_library_progress_bars() -> None:
+    """`--no-progress` hides every bar: also transformers' ("Loading weights") and huggingface_hub's (downloads).
+
+    transformers reads huggingface_hub's switch when it is imported, so one call covers both whether or not they
+    are imported yet; the environment variable carries it into subprocesses (e.g. `accelerate launch`)."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()
+    transformers_logging = sys.modules.get("transformers.utils.logging")
+    if transformers_logging is not None:  # already imported: it copied the switch then
+        transformers_logging.disable_progress_bar()
 
 
 def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, str | None]:
@@ -37,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     if chosen is None:
         parser.print_help()
         return 0 if not argv else 2
+    if getattr(args, "no_progress", False):
+        hide_library_progress_bars()
     from hf_iqa.zoo import ModelNotAvailableError
 
     try:

@@ -126,3 +126,30 @@ def test_hf_iqa_pipeline_stays_the_function_after_its_module_is_imported():
     assert hf_iqa.ImageQualityPipeline is ImageQualityPipeline
     """
     run_python(code)
+
+
+@pytest.mark.parametrize("transformers_first", [False, True], ids=["transformers-later", "transformers-imported"])
+@pytest.mark.parametrize("flag", [[], ["--no-progress"]], ids=["bars", "no-progress"])
+def test_no_progress_hides_transformers_and_hub_bars(transformers_first, flag):
+    """`--no-progress` on any subcommand also hides transformers' "Loading weights" and huggingface_hub's bars."""
+    code = f"""
+    import sys, types
+    if {transformers_first!r}:
+        import transformers.utils.logging
+    from hf_iqa import cli
+
+    def run(args):
+        from huggingface_hub.utils import are_progress_bars_disabled
+        from transformers.utils import logging
+        print(logging.is_progress_bar_enabled(), not are_progress_bars_disabled())
+        return 0
+
+    command = types.ModuleType("fake_command")
+    command.add_arguments = lambda parser: parser.add_argument("--no-progress", action="store_true")
+    command.run = run
+    sys.modules["fake_command"] = command
+    cli.SUBCOMMANDS["fake"] = ("fake_command", "a command with --no-progress")
+    assert cli.main(["fake", *{flag!r}]) == 0
+    """
+    shown = not flag
+    assert run_python(code).split() == [str(shown), str(shown)]
