@@ -7,9 +7,11 @@ dispatches, and imports a subcommand's module (and torch/transformers) only when
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
+from collections.abc import Iterator
 
 SUBCOMMANDS = {
     "score": ("hf_iqa.commands.score", "score images, files or folders with a model"),
@@ -20,18 +22,37 @@ SUBCOMMANDS = {
 }
 
 
-def hide_library_progress_bars() -> None:
+@contextlib.contextmanager
+def library_progress_bars_hidden() -> Iterator[None]:
     """`--no-progress` hides every bar: also transformers' ("Loading weights") and huggingface_hub's (downloads).
 
-    transformers reads huggingface_hub's switch when it is imported, so one call covers both whether or not they
-    are imported yet; the environment variable carries it into subprocesses (e.g. `accelerate launch`)."""
-    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-    from huggingface_hub.utils import disable_progress_bars
+    transformers copies huggingface_hub's switch when it is imported, so this covers both whether or not they are
+    imported yet; the environment variable carries it into subprocesses (e.g. `accelerate launch`). Everything is
+    put back on exit, so that calling `main()` in a process does not silence later work."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
-    disable_progress_bars()
+    saved_env = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS")
+    hub_was_disabled = are_progress_bars_disabled()
     transformers_logging = sys.modules.get("transformers.utils.logging")
+    transformers_was_enabled = (
+        transformers_logging.is_progress_bar_enabled() if transformers_logging else not hub_was_disabled
+    )
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    disable_progress_bars()
     if transformers_logging is not None:  # already imported: it copied the switch then
         transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if saved_env is None:
+            os.environ.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)
+        else:
+            os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = saved_env
+        if not hub_was_disabled:
+            enable_progress_bars()
+        transformers_logging = sys.modules.get("transformers.utils.logging")
+        if transformers_logging is not None and transformers_was_enabled:
+            transformers_logging.enable_progress_bar()
 
 
 def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, str | None]:
@@ -52,12 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     if chosen is None:
         parser.print_help()
         return 0 if not argv else 2
-    if getattr(args, "no_progress", False):
-        hide_library_progress_bars()
     from hf_iqa.zoo import ModelNotAvailableError
 
+    hidden = library_progress_bars_hidden() if getattr(args, "no_progress", False) else contextlib.nullcontext()
     try:
-        return int(importlib.import_module(SUBCOMMANDS[chosen][0]).run(args) or 0)
+        with hidden:
+            return int(importlib.import_module(SUBCOMMANDS[chosen][0]).run(args) or 0)
     except (ModelNotAvailableError, OSError) as error:  # a model or file that cannot be loaded: no traceback
         print(f"hf-iqa {chosen}: error: {error}", file=sys.stderr)
         return 2

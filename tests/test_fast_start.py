@@ -24,6 +24,7 @@ HEAVY = ("torch", "transformers")
 def run_python(code: str, timeout: float = 600) -> str:
     """stdout of `code` in a fresh interpreter that imports this checkout's hf_iqa."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, timeout=timeout
     )
@@ -131,17 +132,21 @@ def test_hf_iqa_pipeline_stays_the_function_after_its_module_is_imported():
 @pytest.mark.parametrize("transformers_first", [False, True], ids=["transformers-later", "transformers-imported"])
 @pytest.mark.parametrize("flag", [[], ["--no-progress"]], ids=["bars", "no-progress"])
 def test_no_progress_hides_transformers_and_hub_bars(transformers_first, flag):
-    """`--no-progress` on any subcommand also hides transformers' "Loading weights" and huggingface_hub's bars."""
+    """`--no-progress` on any subcommand also hides transformers' "Loading weights" and huggingface_hub's bars,
+    and only while the command runs."""
     code = f"""
     import sys, types
     if {transformers_first!r}:
         import transformers.utils.logging
     from hf_iqa import cli
 
-    def run(args):
+    def shown():
         from huggingface_hub.utils import are_progress_bars_disabled
         from transformers.utils import logging
         print(logging.is_progress_bar_enabled(), not are_progress_bars_disabled())
+
+    def run(args):
+        shown()
         return 0
 
     command = types.ModuleType("fake_command")
@@ -150,6 +155,7 @@ def test_no_progress_hides_transformers_and_hub_bars(transformers_first, flag):
     sys.modules["fake_command"] = command
     cli.SUBCOMMANDS["fake"] = ("fake_command", "a command with --no-progress")
     assert cli.main(["fake", *{flag!r}]) == 0
+    shown()
     """
-    shown = not flag
-    assert run_python(code).split() == [str(shown), str(shown)]
+    during = str(not flag)
+    assert run_python(code).split() == [during, during, "True", "True"]
