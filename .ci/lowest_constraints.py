@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
+
 import tomllib
 
 REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*([^;]*)")
