@@ -1,24 +1,71 @@
 """hf_iqa: blind image quality assessment models (LIQE, QualiCLIP, UniQA, Dog-IQA) as native transformers models.
 
-`import hf_iqa` registers every model with transformers' Auto classes and the `image-quality` pipeline task.
+`import hf_iqa` is light (no torch, no transformers): the names below are imported on first use, and every model
+is registered with transformers' Auto classes and the `image-quality` pipeline task the first time they are used
+(`from transformers import AutoModel`, `transformers.pipeline`, `hf_iqa.load`, ...). See `hf_iqa._registration`.
 """
 
-from .io import ImageLoadError, load_image
-from .models import register_all, registered_models
+from __future__ import annotations
 
-register_all()
+import importlib
+import sys
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-from .models.mplug_owl3 import register_mplug_owl3  # noqa: E402  (an MLLM backbone, not an IQA model)
-
-register_mplug_owl3()
-
-from .pipeline import ImageQualityPipeline, pipeline  # noqa: E402  (needs the registered classes)
-from .quality_metric import QualityMetric  # noqa: E402
-from .zoo import ModelNotAvailableError, list_models, load, resolve  # noqa: E402
+from . import _registration
 
 __version__ = "0.1.0"
+
+# public name -> module that defines it, imported on first access (PEP 562)
+_LAZY = {
+    "ImageLoadError": "hf_iqa.io",
+    "load_image": "hf_iqa.io",
+    "ImageQualityPipeline": "hf_iqa.pipeline",
+    "pipeline": "hf_iqa.pipeline",
+    "register_all": "hf_iqa.models",
+    "registered_models": "hf_iqa.models",
+    "ModelNotAvailableError": "hf_iqa.zoo",
+    "list_models": "hf_iqa.zoo",
+    "load": "hf_iqa.zoo",
+    "resolve": "hf_iqa.zoo",
+    "QualityMetric": "hf_iqa.quality_metric",
+}
 
 __all__ = [
     "ImageLoadError", "ImageQualityPipeline", "ModelNotAvailableError", "list_models", "load", "load_image",
     "pipeline", "QualityMetric", "register_all", "registered_models", "resolve",
 ]  # fmt: skip
+
+if TYPE_CHECKING:
+    from .io import ImageLoadError, load_image
+    from .models import register_all, registered_models
+    from .pipeline import ImageQualityPipeline, pipeline
+    from .quality_metric import QualityMetric
+    from .zoo import ModelNotAvailableError, list_models, load, resolve
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'hf_iqa' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(ModuleType):
+    """`hf_iqa.pipeline` is the function, not the submodule of the same name.
+
+    Importing a submodule binds it on its package after it ran; this keeps the function in its place."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "pipeline" and isinstance(value, ModuleType):
+            value = value.pipeline
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+_registration.install()

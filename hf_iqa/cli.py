@@ -7,9 +7,11 @@ dispatches, and imports a subcommand's module (and torch/transformers) only when
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
+from collections.abc import Iterator
 
 SUBCOMMANDS = {
     "score": ("hf_iqa.commands.score", "score images, files or folders with a model"),
@@ -19,6 +21,44 @@ SUBCOMMANDS = {
     "list": ("hf_iqa.commands.list_models", "list the models hf_iqa knows by name"),
     "demo": ("hf_iqa.demo", "web app (Gradio) to score images with several models side by side, on 127.0.0.1"),
 }
+
+
+# huggingface_hub's switch, and hf_iqa's own (the zoo's downloads and conversions, training bars)
+PROGRESS_VARIABLES = ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_IQA_NO_PROGRESS")
+
+
+@contextlib.contextmanager
+def library_progress_bars_hidden() -> Iterator[None]:
+    """`--no-progress` hides every bar: also transformers' ("Loading weights") and huggingface_hub's (downloads).
+
+    transformers copies huggingface_hub's switch when it is imported, so this covers both whether or not they are
+    imported yet; the environment variables carry it to hf_iqa's own bars and into subprocesses (e.g. `accelerate
+    launch`). Everything is put back on exit, so that calling `main()` in a process does not silence later work."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    saved_env = {name: os.environ.get(name) for name in PROGRESS_VARIABLES}
+    hub_was_disabled = are_progress_bars_disabled()
+    transformers_logging = sys.modules.get("transformers.utils.logging")
+    transformers_was_enabled = (
+        transformers_logging.is_progress_bar_enabled() if transformers_logging else not hub_was_disabled
+    )
+    os.environ.update(dict.fromkeys(PROGRESS_VARIABLES, "1"))
+    disable_progress_bars()
+    if transformers_logging is not None:  # already imported: it copied the switch then
+        transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        if not hub_was_disabled:
+            enable_progress_bars()
+        transformers_logging = sys.modules.get("transformers.utils.logging")
+        if transformers_logging is not None and transformers_was_enabled:
+            transformers_logging.enable_progress_bar()
 
 
 def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, str | None]:
@@ -41,20 +81,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if not argv else 2
     from hf_iqa.zoo import ModelNotAvailableError
 
-    quiet = getattr(args, "no_progress", False)  # --no-progress also hides the zoo's downloads and conversions
-    previous = os.environ.get("HF_IQA_NO_PROGRESS")
-    if quiet:
-        os.environ["HF_IQA_NO_PROGRESS"] = "1"
+    hidden = library_progress_bars_hidden() if getattr(args, "no_progress", False) else contextlib.nullcontext()
     try:
-        return int(importlib.import_module(SUBCOMMANDS[chosen][0]).run(args) or 0)
+        with hidden:
+            return int(importlib.import_module(SUBCOMMANDS[chosen][0]).run(args) or 0)
     except (ModelNotAvailableError, OSError) as error:  # a model or file that cannot be loaded: no traceback
         print(f"hf-iqa {chosen}: error: {error}", file=sys.stderr)
         return 2
-    finally:
-        if quiet and previous is None:
-            os.environ.pop("HF_IQA_NO_PROGRESS", None)
-        elif quiet:
-            os.environ["HF_IQA_NO_PROGRESS"] = previous
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""`hf-iqa list`: model names hf_iqa knows, with score range, licence and source, and the installed families."""
+"""`hf-iqa list`: model names hf_iqa knows, with score range, licence and source, and their model families.
+
+Reads only the zoo table: no torch, no transformers, so it answers at once."""
 
 from __future__ import annotations
 
@@ -12,15 +14,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    import hf_iqa
+    from hf_iqa.zoo import list_models
 
-    models = hf_iqa.list_models()
+    models = list_models()
+    families = sorted({entry["family"] for entry in models})
     if args.json:
-        print(json.dumps({"models": models, "families": sorted(hf_iqa.registered_models())}, indent=2))
+        print(json.dumps({"models": models, "families": families}, indent=2))
         return 0
     print(f"{'name':<18} {'score range':<12} {'weights licence':<34} description")
     for entry in models:
         low, high = entry["score_range"]
         print(f"{entry['name']:<18} {f'{low:g}-{high:g}':<12} {entry['weights_license'][:33]:<34} {entry['description']}")
-    print("\ninstalled model families: " + ", ".join(sorted(hf_iqa.registered_models())))
+    print("\nmodel families: " + ", ".join(families))
     return 0

@@ -25,7 +25,8 @@ Registration
 ------------
 A model folder's `__init__.py` exposes `AUTO_CLASSES = {"config": ..., "model": ..., "image_processor": ...}`
 (and optionally "processor"). `register_all()` finds every folder and registers it, so adding a model needs no
-change here.
+change here. A folder that is not an IQA model (the mPLUG-Owl3 MLLM) may instead expose `register_auto_classes()`.
+Importing this package registers everything (`hf_iqa._registration` explains when that happens).
 """
 
 from __future__ import annotations
@@ -34,13 +35,13 @@ import importlib
 import pkgutil
 import warnings
 
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor
-
 _REGISTERED: dict[str, dict] = {}
 
 
 def register_all() -> dict[str, dict]:
     """Register every model folder with AutoConfig/AutoModel/AutoImageProcessor (idempotent)."""
+    from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoProcessor
+
     for info in pkgutil.iter_modules(__path__):
         if not info.ispkg or info.name in _REGISTERED:
             continue
@@ -55,6 +56,8 @@ def register_all() -> dict[str, dict]:
             continue
         classes = getattr(module, "AUTO_CLASSES", None)
         if classes is None:
+            if hasattr(module, "register_auto_classes"):
+                module.register_auto_classes()  # idempotent; not an IQA model, so not in registered_models()
             continue
         config_cls = classes["config"]
         AutoConfig.register(config_cls.model_type, config_cls, exist_ok=True)
@@ -76,3 +79,6 @@ def register_all() -> dict[str, dict]:
 def registered_models() -> dict[str, dict]:
     """Folder name -> its AUTO_CLASSES, for every registered model."""
     return dict(_REGISTERED)
+
+
+register_all()

@@ -1,7 +1,8 @@
 """mPLUG-Owl3 (`mPLUG/mPLUG-Owl3-7B-240728`), the MLLM backbone of Dog-IQA, for transformers 5.
 
-An MLLM, not an IQA model: deliberately no `AUTO_CLASSES` (so `hf_iqa.models.register_all()` skips it). Call
-`register_mplug_owl3()` to register model type `mplugowl3` (the published name) with the Auto classes; afterwards
+An MLLM, not an IQA model: deliberately no `AUTO_CLASSES` (so it is not in `hf_iqa.registered_models()`);
+`hf_iqa.models.register_all()` calls its `register_auto_classes()`, i.e. `register_mplug_owl3()`, which registers
+model type `mplugowl3` (the published name) with the Auto classes; afterwards
 `AutoModelForCausalLM.from_pretrained("mPLUG/mPLUG-Owl3-7B-240728")` builds these classes (local classes win over
 the repo's `auto_map`, so no `trust_remote_code` is needed and the published remote code is never run).
 """
@@ -46,6 +47,9 @@ def register_mplug_owl3() -> None:
     MplugOwl3ImageProcessor.register_for_auto_class("AutoImageProcessor")
     MplugOwl3Processor.register_for_auto_class("AutoProcessor")
     _registered = True
+
+
+register_auto_classes = register_mplug_owl3  # what hf_iqa.models.register_all() calls for folders without AUTO_CLASSES
 
 
 __all__ = [
