@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import csv
 import html
-import json
 import os
 import tempfile
 import threading
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter
 
+from hf_iqa.engine import flatten
 from hf_iqa.io import ImageLoadError, load_image
 
 DEFAULT_MODELS = ["liqe-mix"]
@@ -51,7 +51,7 @@ def score_batch(pipe, images: list[Image.Image], visualize: bool = False) -> lis
     """Score decoded images with one model through the CLI's scoring engine (`hf_iqa.engine.score_stream`: the
     same batching, bounded prefetch and per-image errors as `hf-iqa score`). An image that fails to score gives
     `{"error": problem}` and the others still come back."""
-    from .engine import Item, PipelineScorer, score_stream
+    from hf_iqa.engine import Item, PipelineScorer, score_stream
 
     items = [Item(key=f"image {i + 1}", source=image, index=i) for i, image in enumerate(images)]
     results = score_stream(items, PipelineScorer(pipe, visualize=visualize), batch_size=BATCH_SIZE, workers=2)
@@ -127,15 +127,7 @@ def flat_row(row: dict[str, Any], meta: dict[str, dict[str, Any]]) -> dict[str, 
     info = meta[row["model"]]
     out.update(score=result["score"], score_min=info["range"][0], score_max=info["range"][1],
                higher_is_better=info["higher_is_better"])  # fmt: skip
-    for key, value in result.items():
-        if key == "score":
-            continue
-        if isinstance(value, dict):
-            out.update({f"{key}.{label}": prob for label, prob in value.items()})
-        elif isinstance(value, list):
-            out[key] = json.dumps(value)
-        else:
-            out[key] = value
+    out.update({key: value for key, value in flatten(result).items() if key != "score"})  # the CLI's columns
     return out
 
 
