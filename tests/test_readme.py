@@ -59,7 +59,7 @@ def commands(program: str) -> list[list[str]]:
     """Each line of a README code block that runs `program`, split like a shell would (comments dropped)."""
     found = []
     for block in CODE_BLOCKS:
-        for line in block.splitlines():
+        for line in block.replace("\\\n", " ").splitlines():  # continued lines joined, as a shell does
             for command in re.split(r"&&|\|", line.split("  #")[0]):
                 words = shlex.split(command, comments=True)
                 if words and words[0] == program:
