@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -49,7 +50,10 @@ def test_cli_saves_visualizations(dog_dir, tmp_path):
     assert status == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [Image.open(r["visualization"]).size for r in rows] == [(96, 64), (96, 64)]
-    assert sorted(p.name for p in (tmp_path / "viz").iterdir()) == ["img0_regions.png", "img1_regions.png"]
+    # pictures keep the input's path under the folder, so two inputs never share a picture name
+    saved = sorted(p.relative_to(tmp_path / "viz") for p in (tmp_path / "viz").rglob("*.png"))
+    expected = [Path(str(dog_dir / f"img{i}.png_regions.png").lstrip("/")) for i in range(2)]
+    assert saved == expected and [Path(r["visualization"]) for r in rows] == [tmp_path / "viz" / e for e in expected]
 
 
 def test_remote_code_without_hf_iqa(dog_dir, without_hf_iqa):

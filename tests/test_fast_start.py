@@ -114,7 +114,7 @@ def test_plain_import_registers_auto_classes_and_pipeline_task(tiny_liqe_dir, or
     model_module, processor_module, pipeline_module, score = json.loads(run_python(code).strip().splitlines()[-1])
     assert model_module == "hf_iqa.models.liqe.modeling_liqe"
     assert processor_module == "hf_iqa.models.liqe.image_processing_liqe"
-    assert pipeline_module == "hf_iqa.pipeline"
+    assert pipeline_module == "hf_iqa.pipeline_image_quality"  # the package registers the flat pipeline file itself
     assert 1.0 <= score <= 5.0
 
 
