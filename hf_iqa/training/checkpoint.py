@@ -1,7 +1,7 @@
 """Training checkpoints without pickle: tensors in safetensors, everything else in JSON.
 
-accelerate's `save_state`/`load_state` store registered objects in `custom_checkpoint_<i>.pkl` and load them with
-`torch.load(weights_only=False)`: a crafted checkpoint folder runs its payload when training resumes. hf_iqa
+accelerate's `save_state`/`load_state` store registered objects in `custom_checkpoint_<i>.pkl` and unpickle them
+with arbitrary code allowed (`weights_only` off): a crafted checkpoint folder runs its payload on resume. hf_iqa
 therefore writes and reads its checkpoints itself, and never unpickles anything from a checkpoint folder; a folder
 that holds pickle files (e.g. one written by an older hf_iqa through accelerate) is refused with one line.
 
