@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import html
 import json
 import logging
 import re
@@ -240,12 +239,6 @@ def build_clip_tokenizer(save_directory: str | Path | None = None):
     return tokenizer
 
 
-def clean_prompt(text: str) -> str:
-    """OpenAI CLIP's text cleaning before BPE: unescape HTML and collapse whitespace (ftfy is not needed for
-    the ASCII prompts the IQA models use)."""
-    return re.sub(r"\s+", " ", html.unescape(html.unescape(text))).strip()
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Parity and staging
 # ----------------------------------------------------------------------------------------------------------------
@@ -259,12 +252,6 @@ def assert_parity(name: str, actual: torch.Tensor, expected: torch.Tensor, atol:
     if not difference <= atol:  # also catches NaN
         raise ParityError(f"{name}: max |converted - reference| = {difference:.3g} > {atol:g}; not saving")
     return difference
-
-
-def copy_model_card(card_text: str, output_dir: str | Path) -> Path:
-    path = Path(output_dir) / "README.md"
-    path.write_text(card_text, encoding="utf-8")
-    return path
 
 
 @contextlib.contextmanager
