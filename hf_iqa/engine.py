@@ -933,6 +933,7 @@ class Output:
         self.world, self.rank = world_size(), rank()
         self.part = self.parts / f"rank-{self.rank}-of-{self.world}.jsonl"
         self.writer: TextWriter | None = None
+        self.kept_errors = 0
 
     def check(self, inputs: Iterable[Path]) -> None:
         """Refuse to replace an earlier output without --resume/--overwrite, and an output that is an input."""
@@ -948,7 +949,8 @@ class Output:
             raise UsageError(f"{leftovers[0]} exists; pass --resume to continue that run or --overwrite to replace it")
 
     def done_keys(self) -> set[str]:
-        """Keys of the inputs already in the output, its journal and its parts (complete rows only)."""
+        """Keys of the inputs already in the output, its journal and its parts (complete rows only); how many of
+        them are error rows goes to `kept_errors` (a resumed run still exits 1 for them)."""
         if not self.resume:
             return set()
         done: set[str] = set()
@@ -957,10 +959,13 @@ class Output:
             sources.append(self.journal)
         if self.parts.is_dir():
             sources.extend(sorted(self.parts.glob("rank-*.jsonl")))
+        self.kept_errors = 0
         for source in sources:
             for row in read_rows(source):
                 if row.get(self.key_field) is not None:
-                    done.add(str(row[self.key_field]))
+                    key = str(row[self.key_field])
+                    self.kept_errors += bool(row.get("error")) and key not in done
+                    done.add(key)
         return done
 
     def open(self) -> None:

@@ -201,6 +201,25 @@ def test_max_pixels_makes_larger_files_error_rows(setup, tmp_path, monkeypatch):
     assert image_io.MAX_PIXELS == smallest - 1
 
 
+def test_resume_still_reports_the_kept_error_rows(setup, tmp_path, capsys):
+    """A file that failed before is not retried on --resume, but the run still says so and exits 1."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    image = all_images(setup)[0]
+    (folder / "good.png").write_bytes(image.read_bytes())
+    (folder / "bad.png").write_bytes(image.read_bytes()[:100])
+    out = tmp_path / "out.jsonl"
+    assert score(setup, str(folder), "-o", str(out)) == 1
+    capsys.readouterr()
+    assert score(setup, str(folder), "-o", str(out), "--resume") == 1
+    assert "1 earlier error row(s)" in capsys.readouterr().err
+    assert len(out.read_text().splitlines()) == 2
+    (folder / "bad.png").unlink()
+    out.write_text(out.read_text().splitlines()[0] + "\n" if "good" in out.read_text().splitlines()[0] else
+                   out.read_text().splitlines()[1] + "\n")  # fmt: skip
+    assert score(setup, str(folder), "-o", str(out), "--resume") == 0
+
+
 def test_existing_output_is_never_replaced_without_a_flag(setup, tmp_path, capsys):
     out = tmp_path / "out.jsonl"
     out.write_text("precious\n")

@@ -94,7 +94,11 @@ def _run(args: argparse.Namespace) -> int:
     mine = (item for item in items if item.source is not None or item.error)  # skipped items carry neither
     total = None if inputs.total is None else _share(inputs.total, rank, world)
     scorer = engine.PipelineScorer(pipe, visualize=visualizations is not None)
-    return _loop(args, mine, scorer, writer, inputs.key_field, visualizations, total, len(done))
+    status = _loop(args, mine, scorer, writer, inputs.key_field, visualizations, total, len(done))
+    if output and output.kept_errors:
+        print(f"hf-iqa score: {output.kept_errors} earlier error row(s) in {args.output} were kept", file=sys.stderr)
+        return status or 1
+    return status
 
 
 def _share(total: int, rank: int, world: int) -> int:
