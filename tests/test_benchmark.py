@@ -21,9 +21,11 @@ from transformers.image_processing_backends import PilBackend
 from transformers.image_utils import PILImageResampling
 from transformers.utils import ModelOutput
 
+from tests.testing_utils import REPO_ROOT
+
 pytest.importorskip("datasets", reason="the benchmark reads datasets through hf_iqa.data: needs the [data] extra")
 
-TESTS_DIR = Path(__file__).resolve().parent
+TESTS_DIR = REPO_ROOT  # sys.path entry for drivers
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*the official release has.*:UserWarning"),
     pytest.mark.filterwarnings("ignore:matplotlib is not installed:UserWarning"),
@@ -320,7 +322,7 @@ def test_cli_reports_bad_input_clearly(workspace, tmp_path, capsys):
 DRIVER = """
 import os, sys, json
 sys.path.insert(0, {tests_dir!r})
-from test_benchmark import register_tiny_model
+from tests.test_benchmark import register_tiny_model
 register_tiny_model()
 from hf_iqa.benchmark import main
 code = main(sys.argv[1:])

@@ -7,13 +7,13 @@ import re
 import socket
 
 import pytest
-from conftest import random_image
-from test_dog_iqa_pipeline import dog_dir  # noqa: F401  (fixture: a tiny Dog-IQA folder)
-from test_pipeline_cli import liqe_dir  # noqa: F401  (fixture: a tiny converted LIQE folder)
 
 import hf_iqa
 from hf_iqa import demo
 from hf_iqa.cli import build_parser
+from tests.models.dog_iqa.test_pipeline_dog_iqa import dog_dir  # noqa: F401  (fixture: a tiny Dog-IQA folder)
+from tests.test_pipeline_cli import liqe_dir  # noqa: F401  (fixture: a tiny converted LIQE folder)
+from tests.testing_utils import random_image
 
 
 @pytest.fixture(scope="module")

@@ -20,10 +20,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_benchmark import TESTS_DIR, TinyIqaModel, save_image, save_tiny_model
 
 from hf_iqa import engine
 from hf_iqa.cli import main
+from tests.test_benchmark import TESTS_DIR, TinyIqaModel, save_image, save_tiny_model
+from tests.testing_utils import REPO_ROOT
 
 # ---------------------------------------------------------------------------------------------------------------
 # The loop
@@ -387,7 +388,7 @@ def test_visualizations_keep_the_relative_path(setup, tmp_path, monkeypatch):
 DRIVER = """
 import os, sys, time
 sys.path.insert(0, {tests_dir!r})
-from test_benchmark import TinyIqaModel, register_tiny_model
+from tests.test_benchmark import TinyIqaModel, register_tiny_model
 register_tiny_model()
 delay = float(os.environ.get("TINY_DELAY", "0"))
 if delay:
@@ -408,7 +409,7 @@ def driver_command(tmp_path: Path) -> list[str]:
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(REPO_ROOT)
     path = os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])
     return dict(os.environ, PYTHONPATH=path, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", **extra)
 

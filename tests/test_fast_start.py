@@ -11,13 +11,13 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from hf_iqa.cli import SUBCOMMANDS
+from tests.testing_utils import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 HEAVY = ("torch", "transformers")
 
 
@@ -74,9 +74,8 @@ def test_every_subcommand_is_checked():
 
 @pytest.fixture(scope="module")
 def tiny_liqe_dir(tmp_path_factory):
-    from test_liqe import tiny_clip_config
-
     from hf_iqa.models.liqe import LiqeConfig, LiqeImageProcessor, LiqeModel
+    from tests.models.liqe.test_modeling_liqe import tiny_clip_config
 
     folder = tmp_path_factory.mktemp("tiny_liqe")
     LiqeModel(LiqeConfig(clip_config=tiny_clip_config())).save_pretrained(folder)

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import random_image
 from PIL import Image
 
 from hf_iqa.io import ImageLoadError, load_image
+from tests.testing_utils import REPO_ROOT, random_image
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -333,7 +333,7 @@ PROCESSORS = {
 def measure(steps: list[str], files: list[Path]) -> dict[str, dict]:
     """{step: {"grown": peak RSS growth in bytes so far, "outcomes": one per file}}, from one subprocess."""
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(REPO_ROOT)
     env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
     command = [sys.executable, "-c", MEASURE, json.dumps([PROCESSORS[step] for step in steps]), *map(str, files)]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)

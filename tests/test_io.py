@@ -6,10 +6,10 @@ import io
 
 import numpy as np
 import pytest
-from conftest import random_image
 from PIL import Image
 
 from hf_iqa.io import ImageLoadError, find_images, load_image
+from tests.testing_utils import random_image
 
 
 def test_exif_orientation_is_applied(tmp_path):

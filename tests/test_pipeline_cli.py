@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import random_image
-from test_liqe import make_openai_clip
 
 import hf_iqa
 from hf_iqa.cli import main
 from hf_iqa.conversion.liqe import convert
+from tests.models.liqe.test_modeling_liqe import make_openai_clip
+from tests.testing_utils import random_image
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import random_image
-from test_dog_iqa_pipeline import dog_dir  # noqa: F401  (fixture: a tiny Dog-IQA folder)
-from test_liqe import make_openai_clip
-from test_qualiclip import make_oracle_resnet, qualiclip_from_oracle, random_text_features
-from test_uniqa import make_openai_clip as make_uniqa_clip
 from transformers import pipeline as transformers_pipeline
 
 import hf_iqa
@@ -25,6 +20,15 @@ from hf_iqa.conversion import uniqa as uniqa_conversion
 from hf_iqa.conversion.liqe import convert as convert_liqe
 from hf_iqa.models.qualiclip import QualiClipImageProcessor
 from hf_iqa.pipeline import CUSTOM_PIPELINES, PIPELINE_FILE
+from tests.models.dog_iqa.test_pipeline_dog_iqa import dog_dir  # noqa: F401  (fixture: a tiny Dog-IQA folder)
+from tests.models.liqe.test_modeling_liqe import make_openai_clip
+from tests.models.qualiclip.test_modeling_qualiclip import (
+    make_oracle_resnet,
+    qualiclip_from_oracle,
+    random_text_features,
+)
+from tests.models.uniqa.test_modeling_uniqa import make_openai_clip as make_uniqa_clip
+from tests.testing_utils import random_image
 
 ALLOWED_IMPORTS = {"torch", "numpy", "PIL", "transformers"}
 

@@ -24,6 +24,7 @@ from hf_iqa.models.qualiclip import QualiClipConfig, QualiClipImageProcessor, Qu
 from hf_iqa.models.qualiclip.tensor_processing_qualiclip import QualiClipTensorProcessor
 from hf_iqa.models.uniqa import UniQaConfig, UniQaImageProcessor, UniQaModel
 from hf_iqa.models.uniqa.tensor_processing_uniqa import UniQaTensorProcessor
+from tests.testing_utils import REPO_ROOT
 
 DEVICES = [
     "cpu",
@@ -407,9 +408,8 @@ def test_dog_iqa_is_refused_with_the_reason():
 
 def test_example_writes_its_figures_and_keeps_existing_ones(tmp_path, capsys):
     import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "quality_reward.py"
+    path = REPO_ROOT / "examples" / "quality_reward.py"
     spec = importlib.util.spec_from_file_location("quality_reward_example", path)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)

@@ -13,8 +13,9 @@ import pytest
 
 from hf_iqa import zoo
 from hf_iqa.cli import SUBCOMMANDS, main
+from tests.testing_utils import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 CODE_BLOCKS = re.findall(r"```[a-z]*\n(.*?)```", README, flags=re.S)
 INLINE_CODE = re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", README, flags=re.S))

@@ -14,13 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import random_image
-from test_liqe import make_openai_clip
 
 from hf_iqa import zoo
 from hf_iqa.cli import main as hf_iqa_main
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from tests.models.liqe.test_modeling_liqe import make_openai_clip
+from tests.testing_utils import REPO_ROOT, random_image
 
 
 def cli(argv: list[str]) -> int:

@@ -8,11 +8,11 @@ from unittest import mock
 
 import pytest
 import torch
-from conftest import random_image
-from test_liqe import make_openai_clip
 
 import hf_iqa
 from hf_iqa import zoo
+from tests.models.liqe.test_modeling_liqe import make_openai_clip
+from tests.testing_utils import random_image
 
 
 @pytest.fixture
@@ -175,9 +175,9 @@ def test_qualiclip_plus_name_combines_two_original_files(monkeypatch, tmp_path, 
                                                          openai_simple_tokenizer):  # fmt: skip
     """A QualiCLIP+ name downloads the prompt-learner file and the QualiCLIP.pth it sits on, converts both once."""
     from huggingface_hub.errors import LocalEntryNotFoundError
-    from test_qualiclip_conversion import SMALL_PARITY_SIZES, Originals
 
     import hf_iqa.conversion.qualiclip as qualiclip_conversion
+    from tests.conversion.test_conversion_qualiclip import SMALL_PARITY_SIZES, Originals
 
     originals = Originals(openai_clip_model, openai_simple_tokenizer, tmp_path)
     served = {"QualiCLIP.pth": originals.full, "QualiCLIP+_spaq.pth": originals.plus}

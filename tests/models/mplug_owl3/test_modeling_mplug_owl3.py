@@ -9,14 +9,6 @@ import shutil
 
 import pytest
 import torch
-from _mplug_owl3_fixture import (
-    FIXTURE_DIR,
-    IMAGE_TOKEN_ID,
-    PILLOW_MAJOR,
-    byte_tokenizer,
-    read_json,
-    tiles_from_png,
-)
 from PIL import Image
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
@@ -34,6 +26,14 @@ from hf_iqa.models.mplug_owl3 import (
     select_grid,
 )
 from hf_iqa.models.mplug_owl3.modeling_mplug_owl3 import CACHE_NAME, QUANTIZATION_SKIP_MODULES, visible_tiles
+from tests.models.mplug_owl3.golden_fixture import (
+    FIXTURE_DIR,
+    IMAGE_TOKEN_ID,
+    PILLOW_MAJOR,
+    byte_tokenizer,
+    read_json,
+    tiles_from_png,
+)
 
 ATOL = 1e-5
 CASES = ("two_images", "dogiqa_single")

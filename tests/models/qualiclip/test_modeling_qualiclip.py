@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import random_image
 from PIL import Image
 from torch import nn
 
@@ -27,6 +26,7 @@ from hf_iqa.models.qualiclip import (
     QualiClipImageProcessor,
     QualiClipModel,
 )
+from tests.testing_utils import random_image
 
 TINY = dict(layers=[1, 1, 1, 1], width=8, projection_dim=32, num_attention_heads=4, image_size=64)
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)

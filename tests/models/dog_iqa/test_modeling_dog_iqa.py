@@ -7,13 +7,13 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import random_image
 from PIL import Image
-from test_dog_iqa_tiny_models import save_tiny_models
 from transformers import AutoImageProcessor, AutoModel, AutoModelForImageTextToText, AutoTokenizer
 
 import hf_iqa.models
 from hf_iqa.models.dog_iqa import DogIqaConfig, DogIqaImageProcessor, DogIqaModel, aggregate_scores
+from tests.models.dog_iqa.tiny_models import save_tiny_models
+from tests.testing_utils import random_image
 
 hf_iqa.models.register_all()
 

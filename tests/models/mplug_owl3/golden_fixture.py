@@ -15,9 +15,11 @@ import PIL
 import torch
 from PIL import Image
 
+from tests.testing_utils import FIXTURES_DIR
+
 
 def _fixture_dir() -> Path:
-    candidates = [os.environ.get("HF_IQA_FIXTURES"), Path(__file__).parent / "fixtures", "/work/shared/fixtures"]
+    candidates = [os.environ.get("HF_IQA_FIXTURES"), FIXTURES_DIR, "/work/shared/fixtures"]
     for base in filter(None, candidates):
         if (Path(base) / "mplug_owl3_tiny" / "README.md").is_file():
             return Path(base) / "mplug_owl3_tiny"

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import random_image, run_without_hf_iqa
 from transformers import AutoModel, CLIPConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
 import hf_iqa
+from tests.testing_utils import random_image, run_without_hf_iqa
 
 FAMILIES = sorted(hf_iqa.registered_models())
 
@@ -105,7 +105,7 @@ def uniqa_inputs(n: int) -> dict:
 
 @pytest.fixture(scope="session")
 def dog_iqa_paths(tmp_path_factory):
-    from test_dog_iqa_tiny_models import save_tiny_models
+    from tests.models.dog_iqa.tiny_models import save_tiny_models
 
     return save_tiny_models(str(tmp_path_factory.mktemp("common_dog_iqa")), families=("qwen2_vl",))
 

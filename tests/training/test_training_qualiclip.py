@@ -6,7 +6,6 @@ scikit-image, a small random-init model orders the degradation levels of held-ou
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ import torch
 import hf_iqa.models
 from hf_iqa.training import common, qualiclip
 from hf_iqa.training.common import ConfigError
+from tests.testing_utils import REPO_ROOT
 
 hf_iqa.models.register_all()
 
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 @pytest.fixture(scope="module")
 def photo_dirs(tmp_path_factory):
-    from conftest import random_image
+    from tests.testing_utils import random_image
 
     root = tmp_path_factory.mktemp("pristine")
     for split, seeds in (("train", range(8)), ("held_out", range(20, 23))):
@@ -120,7 +120,7 @@ def test_configuration_errors_are_clear(tmp_path, photo_dirs):
 
 
 def test_example_yaml_loads():
-    path = Path(__file__).parent.parent / "examples" / "training" / "qualiclip.yaml"
+    path = REPO_ROOT / "examples" / "training" / "qualiclip.yaml"
     config = common.load_config(qualiclip.QualiClipTrainingConfig, path)
     assert (config.crop_size, config.num_levels, config.prompt_pairs) == (224, 5, [0])
 
@@ -131,7 +131,7 @@ def test_example_yaml_loads():
 
 
 def test_learns_to_rank_degradation_levels_of_held_out_real_photos(tmp_path):
-    sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
     from bench_training_qualiclip import prepare_photos, run  # scikit-image (test extra) ships the photos
 
     prepare_photos(tmp_path, short_side=160)

@@ -27,7 +27,9 @@ def test_config_carries_score_range_direction_and_labels(family):
     assert isinstance(config.output_labels, dict)
     for field, labels in config.output_labels.items():
         assert isinstance(field, str) and all(isinstance(label, str) for label in labels)
-    assert config.model_type.startswith("hf_iqa_") and AutoConfig.for_model(config.model_type).__class__ is type(config)
+    assert config.model_type.startswith("hf_iqa_") and AutoConfig.for_model(config.model_type).__class__ is type(
+        config
+    )
 
 
 @pytest.mark.parametrize("family", FAMILIES)

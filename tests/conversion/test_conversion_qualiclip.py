@@ -11,17 +11,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 from huggingface_hub import ModelCard
-from test_qualiclip import (
-    make_oracle_resnet,
-    pixels,
-    reference_scores,
-    without_position_embedding,
-)
 
 import hf_iqa
 from hf_iqa.conversion import qualiclip as converter
 from hf_iqa.conversion.common import ConversionError, ParityError
 from hf_iqa.models.qualiclip import QualiClipModel
+from tests.models.qualiclip.test_modeling_qualiclip import (
+    make_oracle_resnet,
+    pixels,
+    reference_scores,
+    without_position_embedding,
+)
 
 PROMPTS = [
     "Good photo.", "Bad photo.", "Sharp image.", "Blurry image.", "Sharp edges.", "Blurry edges.",

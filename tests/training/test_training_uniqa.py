@@ -16,6 +16,7 @@ import hf_iqa.models
 from hf_iqa.training import common, uniqa
 from hf_iqa.training.common import ConfigError
 from hf_iqa.training.iqa_data import RandomCropImages, read_liqe_split_file
+from tests.testing_utils import REPO_ROOT
 
 hf_iqa.models.register_all()
 
@@ -170,7 +171,7 @@ def test_configuration_errors_are_clear(tmp_path, split):
 
 
 def test_example_yamls_load():
-    folder = Path(__file__).parent.parent / "examples" / "training"
+    folder = REPO_ROOT / "examples" / "training"
     koniq = common.load_config(uniqa.UniQaTrainingConfig, folder / "uniqa_koniq.yaml")
     livec = common.load_config(uniqa.UniQaTrainingConfig, folder / "uniqa_livec.yaml")
     assert (koniq.num_epochs, livec.num_epochs) == (20, 50)

@@ -20,6 +20,7 @@ import hf_iqa.models
 from hf_iqa.training import common, liqe
 from hf_iqa.training.common import ConfigError
 from hf_iqa.training.iqa_data import load_records, read_liqe_split_file
+from tests.testing_utils import REPO_ROOT
 
 hf_iqa.models.register_all()
 
@@ -307,7 +308,7 @@ def test_quality_only_variant_runs_from_yaml_through_hf_iqa_train(tmp_path, spli
 
 
 def test_example_yamls_load():
-    folder = Path(__file__).parent.parent / "examples" / "training"
+    folder = REPO_ROOT / "examples" / "training"
     for name in ("liqe_multitask.yaml", "liqe_koniq.yaml"):
         config = common.load_config(liqe.LiqeTrainingConfig, folder / name)
         assert config.learning_rate == 5e-6 and config.weight_decay == 1e-3 and config.lr_scheduler == "epoch_cosine"
@@ -319,7 +320,7 @@ from pathlib import Path
 sys.path.insert(0, {tests_dir!r})
 import torch
 torch.set_num_threads(1)
-from test_training_liqe import liqe_config
+from tests.training.test_training_liqe import liqe_config
 from hf_iqa.training import common, liqe
 
 splits = [Path(p) for p in {splits!r}]
@@ -345,9 +346,7 @@ def test_two_process_cpu_run_reduces_dwa_statistics_across_processes(tmp_path, s
     script = tmp_path / "run_liqe.py"
     output_dir = tmp_path / "ddp"
     script.write_text(
-        TORCHRUN_SCRIPT.format(
-            tests_dir=str(Path(__file__).parent), splits=[str(p) for p in splits], output_dir=str(output_dir)
-        )
+        TORCHRUN_SCRIPT.format(tests_dir=str(REPO_ROOT), splits=[str(p) for p in splits], output_dir=str(output_dir))
     )
     env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import random_image
 from PIL import Image
-from test_dog_iqa import TINY
-from test_dog_iqa_tiny_models import save_tiny_models
 
 import hf_iqa
 from hf_iqa.cli import main
 from hf_iqa.models.dog_iqa import DogIqaConfig, DogIqaImageProcessor, DogIqaModel
+from tests.models.dog_iqa.test_modeling_dog_iqa import TINY
+from tests.models.dog_iqa.tiny_models import save_tiny_models
+from tests.testing_utils import random_image
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from test_training_uniqa import brightness_split
 
 import hf_iqa.models
 from hf_iqa.training import common, qualiclip_plus
 from hf_iqa.training.common import ConfigError
 from hf_iqa.training.iqa_data import RandomCropImages, plcc_loss, read_liqe_split_file
+from tests.testing_utils import REPO_ROOT
+from tests.training.test_training_uniqa import brightness_split
 
 hf_iqa.models.register_all()
 
@@ -105,8 +106,7 @@ def test_image_only_models_and_bad_options_are_refused(tmp_path, split):
 
 
 def test_example_yaml_loads():
-    from pathlib import Path
 
-    path = Path(__file__).parent.parent / "examples" / "training" / "qualiclip_plus_koniq.yaml"
+    path = REPO_ROOT / "examples" / "training" / "qualiclip_plus_koniq.yaml"
     config = common.load_config(qualiclip_plus.QualiClipPlusTrainingConfig, path)
     assert (config.learning_rate, config.num_epochs, config.crop_size, config.n_ctx) == (2e-3, 50, 384, 16)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _mplug_owl3_fixture import FIXTURE_DIR, byte_tokenizer
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -12,6 +11,7 @@ import hf_iqa  # noqa: F401  (registers mPLUG-Owl3)
 from hf_iqa.models.dog_iqa.backbones_dog_iqa import adapter_class_for
 from hf_iqa.models.dog_iqa.configuration_dog_iqa import DogIqaConfig
 from hf_iqa.models.mplug_owl3 import MplugOwl3Config, MplugOwl3ForConditionalGeneration, MplugOwl3ImageProcessor
+from tests.models.mplug_owl3.golden_fixture import FIXTURE_DIR, byte_tokenizer
 
 
 @pytest.fixture(scope="module")

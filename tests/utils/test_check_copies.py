@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.testing_utils import REPO_ROOT
+
+REPO = REPO_ROOT
 SCRIPT = REPO / "utils" / "check_copies.py"
 
 # Every block known to be shared, by the file holding the copy: the definitions that must carry a marker.

@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import random_image
 from PIL import Image
 
 import hf_iqa
@@ -17,6 +16,7 @@ from hf_iqa.conversion.common import ConversionError, ParityError
 from hf_iqa.conversion.liqe import convert
 from hf_iqa.models.liqe import LiqeImageProcessor, LiqeModel
 from hf_iqa.models.liqe.configuration_liqe import DISTORTIONS, QUALITY_LEVELS, SCENES
+from tests.testing_utils import random_image
 
 MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(3, 1, 1)
 STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(3, 1, 1)

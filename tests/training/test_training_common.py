@@ -22,6 +22,7 @@ from transformers.utils import ModelOutput
 
 from hf_iqa.training import common
 from hf_iqa.training.common import ConfigError, SeededDataset, TrainingConfig, TrainingTask
+from tests.testing_utils import REPO_ROOT
 
 # ---------------------------------------------------------------------------------------------------------------
 # a tiny IQA-like model (features -> score) and a synthetic regression set; also imported by the torchrun script
@@ -307,7 +308,7 @@ def test_checkpoints_hold_no_pickle_and_a_crafted_pickle_never_runs_on_resume(tm
     # through the command line: one line, exit status 2, no traceback
     torch.save(_Payload(tmp_path / "marker_cli"), checkpoint / "random_states_0.pkl")
     completed = subprocess.run(
-        [sys.executable, "-c", RECIPE_SCRIPT.format(tests_dir=str(Path(__file__).parent)), "--output_dir",
+        [sys.executable, "-c", RECIPE_SCRIPT.format(tests_dir=str(REPO_ROOT)), "--output_dir",
          str(tmp_path / "run"), "--resume_from_checkpoint", "latest", "--no-progress"],
         capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONWARNINGS="ignore"),
     )  # fmt: skip
@@ -338,7 +339,7 @@ def test_half_written_and_damaged_checkpoints(tmp_path):
 RECIPE_SCRIPT = """
 import sys
 sys.path.insert(0, {tests_dir!r})
-from test_training_common import build_toy_task
+from tests.training.test_training_common import build_toy_task
 from hf_iqa.training import common
 sys.exit(common.run_recipe(common.TrainingConfig, build_toy_task, sys.argv[1:], prog="toy"))
 """
@@ -441,7 +442,7 @@ def test_bad_task_and_resume_errors_are_clear(tmp_path):
 TORCHRUN_SCRIPT = """
 import json, os, sys
 sys.path.insert(0, {tests_dir!r})
-from test_training_common import build_toy_task, toy_config
+from tests.training.test_training_common import build_toy_task, toy_config
 from hf_iqa.training import common
 
 output_dir, resume = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else None)
@@ -465,7 +466,7 @@ def _torchrun(script: Path, *args: str) -> list[dict]:
 def test_two_process_cpu_run_with_torchrun(tmp_path):
     script = tmp_path / "run_toy.py"
     output_dir = tmp_path / "ddp"
-    script.write_text(TORCHRUN_SCRIPT.format(tests_dir=str(Path(__file__).parent)))
+    script.write_text(TORCHRUN_SCRIPT.format(tests_dir=str(REPO_ROOT)))
     reports = _torchrun(script, str(output_dir))
     assert sorted(r["rank"] for r in reports) == [0, 1] and {r["world"] for r in reports} == {2}
     # logged losses are reduced across processes: identical on both ranks; validation gathered the full set
@@ -547,7 +548,7 @@ def test_recipe_runs_under_python_dash_m_style_main(tmp_path):
 
 
 def test_example_yaml_lists_every_common_option_with_its_default():
-    path = Path(__file__).parent.parent / "examples" / "training" / "common_options.yaml"
+    path = REPO_ROOT / "examples" / "training" / "common_options.yaml"
     import yaml
 
     assert set(yaml.safe_load(path.read_text())) == {f.name for f in dataclasses.fields(TrainingConfig)}
