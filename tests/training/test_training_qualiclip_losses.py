@@ -111,12 +111,10 @@ class TinyImageEncoder(torch.nn.Module):
         return self.net(pixel_values)
 
 
+@pytest.mark.usefixtures("fresh_accelerate_state")
 def test_tiny_encoder_trained_with_the_losses_through_the_shared_loop(tmp_path, make_image):
-    from accelerate.state import AcceleratorState, GradientState
     from safetensors.torch import load_file
 
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
     prompts = torch.nn.functional.normalize(torch.randn(2, 16, generator=torch.Generator().manual_seed(0)), dim=-1)
     images = [make_image(64, 64, seed=s) for s in range(8)]
     dataset = DegradedCropPairs(images, crop_size=32, seed=0, groups=["blur", "noise"])
