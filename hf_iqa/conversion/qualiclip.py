@@ -28,13 +28,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from hf_iqa.openai_clip import build_clip_tokenizer
+
 from . import reference_clip, reference_resnet
 from .common import (
     ConversionError,
     Stages,
     add_hub_arguments,
     assert_parity,
-    build_clip_tokenizer,
     check_output_dir,
     convert_openai_clip_state_dict,
     load_checkpoint,

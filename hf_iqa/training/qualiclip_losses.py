@@ -28,11 +28,8 @@ from PIL import Image
 
 from hf_iqa import degradations
 from hf_iqa.io import load_image
+from hf_iqa.openai_clip import CLIP_MEAN, CLIP_STD  # the QualiCLIP image tower is CLIP RN50
 from hf_iqa.training.common import SeededDataset
-
-# OpenAI CLIP normalisation (the QualiCLIP image tower is CLIP RN50)
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 Box = tuple[int, int, int, int]  # left, top, right, bottom (PIL crop convention)
 
