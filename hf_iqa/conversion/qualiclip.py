@@ -38,6 +38,8 @@ from .common import (
     assert_parity,
     check_output_dir,
     convert_openai_clip_state_dict,
+    convert_resnet_state_dict,
+    infer_text_config_kwargs,
     load_checkpoint,
     one_line_errors,
     progress_enabled,
@@ -82,22 +84,6 @@ def detect_layout(state: Mapping[str, torch.Tensor]) -> str:
     )
 
 
-def convert_resnet_state_dict(state: Mapping[str, torch.Tensor], prefix: str = "visual.") -> dict[str, torch.Tensor]:
-    """OpenAI ModifiedResNet keys -> `ClipResNetVisionModel` keys: a pure rename except the shortcut
-    `downsample.0/1` -> `downsample.conv/bn` (the `downsample.-1` average pool has no parameters)."""
-    converted = {}
-    for key, tensor in state.items():
-        if not key.startswith(prefix):
-            continue
-        name = (
-            key[len(prefix) :]
-            .replace(".downsample.0.", ".downsample.conv.")
-            .replace(".downsample.1.", ".downsample.bn.")
-        )
-        converted[name] = tensor.detach().to(torch.float32) if tensor.is_floating_point() else tensor.detach()
-    return converted
-
-
 def infer_clip_resnet_config_kwargs(state: Mapping[str, torch.Tensor], prefix: str = "visual.") -> dict[str, Any]:
     """Read a CLIP ResNet's architecture from OpenAI-format tensor shapes (as OpenAI's `build_model` does)."""
     try:
@@ -115,25 +101,6 @@ def infer_clip_resnet_config_kwargs(state: Mapping[str, torch.Tensor], prefix: s
         "projection_dim": output_dim,
         "num_attention_heads": width * 32 // 64,
         "image_size": round(math.sqrt(table.shape[0] - 1)) * 32,
-    }
-
-
-def infer_text_config_kwargs(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """CLIPTextConfig kwargs from OpenAI text-tower shapes."""
-    width = int(state["ln_final.weight"].shape[0])
-    return {
-        "vocab_size": int(state["token_embedding.weight"].shape[0]),
-        "hidden_size": width,
-        "intermediate_size": int(state["transformer.resblocks.0.mlp.c_fc.weight"].shape[0]),
-        "num_hidden_layers": len({k.split(".")[2] for k in state if k.startswith("transformer.resblocks.")}),
-        "num_attention_heads": width // 64,
-        "max_position_embeddings": int(state["positional_embedding"].shape[0]),
-        "hidden_act": "quick_gelu",
-        "layer_norm_eps": 1e-5,
-        "projection_dim": int(state["text_projection"].shape[1]),
-        "bos_token_id": 49406,
-        "eos_token_id": 49407,
-        "pad_token_id": 1,
     }
 
 
