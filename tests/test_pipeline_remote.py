@@ -24,7 +24,7 @@ from hf_iqa import pipeline_image_quality as flat
 from hf_iqa.conversion import uniqa as uniqa_conversion
 from hf_iqa.conversion.liqe import convert as convert_liqe
 from hf_iqa.models.qualiclip import QualiClipImageProcessor
-from hf_iqa.pipeline import CUSTOM_PIPELINES, PIPELINE_FILE
+from hf_iqa.pipelines import CUSTOM_PIPELINES, PIPELINE_FILE
 
 ALLOWED_IMPORTS = {"torch", "numpy", "PIL", "transformers"}
 
