@@ -13,7 +13,7 @@ from test_liqe import make_openai_clip
 
 import hf_iqa
 from hf_iqa.cli import main
-from hf_iqa.conversion.liqe import convert
+from hf_iqa.converters.liqe import convert
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ from transformers import pipeline as transformers_pipeline
 import hf_iqa
 from hf_iqa import io as hf_io
 from hf_iqa import pipeline_image_quality as flat
-from hf_iqa.conversion import uniqa as uniqa_conversion
-from hf_iqa.conversion.liqe import convert as convert_liqe
+from hf_iqa.converters import uniqa as uniqa_conversion
+from hf_iqa.converters.liqe import convert as convert_liqe
 from hf_iqa.models.qualiclip import QualiClipImageProcessor
 from hf_iqa.pipelines import CUSTOM_PIPELINES, PIPELINE_FILE
 

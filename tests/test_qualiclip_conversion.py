@@ -19,8 +19,8 @@ from test_qualiclip import (
 )
 
 import hf_iqa
-from hf_iqa.conversion import qualiclip as converter
-from hf_iqa.conversion.common import ConversionError, ParityError
+from hf_iqa.converters import qualiclip as converter
+from hf_iqa.converters.common import ConversionError, ParityError
 from hf_iqa.models.qualiclip import QualiClipModel
 
 PROMPTS = [

@@ -16,8 +16,8 @@ import torch
 from transformers import AutoImageProcessor, AutoModel
 
 import hf_iqa
-from hf_iqa.conversion import uniqa as uniqa_conversion
-from hf_iqa.conversion.common import ConversionError
+from hf_iqa.converters import uniqa as uniqa_conversion
+from hf_iqa.converters.common import ConversionError
 from hf_iqa.models.uniqa import UniQaImageProcessor, UniQaModel
 from hf_iqa.models.uniqa.image_processing_uniqa import crop_positions
 from hf_iqa.openai_clip import build_clip_tokenizer
@@ -409,7 +409,7 @@ def test_resnet_conversion_with_trained_head(openai_clip_model, openai_simple_to
 
 
 def test_conversion_stops_on_a_parity_failure(openai_clip_model, tmp_path, monkeypatch):
-    from hf_iqa.conversion.common import ParityError
+    from hf_iqa.converters.common import ParityError
 
     torch.save(make_openai_clip(openai_clip_model, "resnet").state_dict(), tmp_path / "UniQA_weight.pt")
     mapping = uniqa_conversion.convert_resnet_vision_keys
