@@ -3,7 +3,7 @@
 Baseline (what pyiqa runs): the OpenAI `clip/model.py` CLIP from the openai-clip package; normalise the whole
 image, materialise every 224x224 window with `unfold` (stride 32), keep 15 evenly spaced ones, `encode_image`
 them, one image at a time; prompt embeddings cached. hf_iqa: the same weights converted with
-`hf_iqa.conversion.liqe.build_model` (what `hf-iqa convert liqe` does), `LiqeImageProcessor` cutting out only the
+`hf_iqa.converters.liqe.build_model` (what `hf-iqa convert liqe` does), `LiqeImageProcessor` cutting out only the
 15 windows, all windows of a batch in one forward of the flat inference loop.
 
 Both use a real-size ViT-B/32 with random weights (speed does not depend on weight values) and the `pyiqa`
@@ -123,7 +123,7 @@ def worker(method: str, size: str, dtype: str, count: int, batch_size: int, weig
             return torch.cat(scores)
 
     else:
-        from hf_iqa.conversion.liqe import build_model
+        from hf_iqa.converters.liqe import build_model
         from hf_iqa.models.liqe import LiqeImageProcessor, LiqeModel
 
         model = build_model(saved["clip"], "mix", "pyiqa")

@@ -60,7 +60,7 @@ def worker(method: str, size: str, dtype: str, count: int, batch_size: int, warm
     import torch
     import torch.nn.functional as F
 
-    from hf_iqa.conversion.qualiclip import convert_resnet_state_dict
+    from hf_iqa.converters.qualiclip import convert_resnet_state_dict
     from hf_iqa.models.qualiclip import QualiClipConfig, QualiClipImageProcessor, QualiClipModel
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1)))

@@ -3,7 +3,7 @@
 Baseline (upstream `random_crop_test`, one image at a time as its test loader does): the OpenAI `clip/model.py`
 ViT-B/16 from the openai-clip package; 10 crops of 224x224 from the [0, 1] image, normalised, stacked and encoded
 in one forward, zero-shot head (softmax over the 5 level prompts, weighted by the levels), mean over crops.
-hf_iqa: the same weights converted with `hf_iqa.conversion.uniqa.build_model`, `UniQaImageProcessor` and
+hf_iqa: the same weights converted with `hf_iqa.converters.uniqa.build_model`, `UniQaImageProcessor` and
 `UniQaModel` (flat inference loop: oneDNN linears, fused quick_gelu, class-token-only last layer), batches of
 images. Both cut the same crops (the processor's seeded positions), so fp32 scores must agree to ~1e-5.
 
@@ -88,7 +88,7 @@ def worker(method: str, size: str, dtype: str, count: int, batch_size: int, weig
             return torch.cat(scores)
 
     else:
-        from hf_iqa.conversion.uniqa import build_model
+        from hf_iqa.converters.uniqa import build_model
         from hf_iqa.models.uniqa import UniQaModel
 
         model = build_model(saved["clip"], "vit")

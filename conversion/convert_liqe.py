@@ -4,7 +4,7 @@ python conversion/convert_liqe.py --checkpoint LIQE.pt --variant mix --output-di
 python conversion/convert_liqe.py --checkpoint liqe_koniq.pt --variant koniq --output-dir out/liqe-koniq
 """
 
-from hf_iqa.conversion.liqe import main
+from hf_iqa.converters.liqe import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -6,7 +6,7 @@
         --output-dir out/qualiclip-plus-spaq
 """
 
-from hf_iqa.conversion.qualiclip import main
+from hf_iqa.converters.qualiclip import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -4,7 +4,7 @@ python conversion/convert_uniqa.py --checkpoint UniQA_weight.pt --output-dir out
 python conversion/convert_uniqa.py --checkpoint UniQA_weight.pt --quality-head net_g_koniq.pth --output-dir out/uniqa-koniq
 """
 
-from hf_iqa.conversion.uniqa import main
+from hf_iqa.converters.uniqa import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

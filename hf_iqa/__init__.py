@@ -8,8 +8,6 @@ is registered with transformers' Auto classes and the `image-quality` pipeline t
 from __future__ import annotations
 
 import importlib
-import sys
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 from . import _registration
@@ -20,8 +18,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "ImageLoadError": "hf_iqa.io",
     "load_image": "hf_iqa.io",
-    "ImageQualityPipeline": "hf_iqa.pipeline",
-    "pipeline": "hf_iqa.pipeline",
+    "ImageQualityPipeline": "hf_iqa.pipelines",
+    "pipeline": "hf_iqa.pipelines",
     "register_all": "hf_iqa.models",
     "registered_models": "hf_iqa.models",
     "ModelNotAvailableError": "hf_iqa.zoo",
@@ -39,7 +37,7 @@ __all__ = [
 if TYPE_CHECKING:
     from .io import ImageLoadError, load_image
     from .models import register_all, registered_models
-    from .pipeline import ImageQualityPipeline, pipeline
+    from .pipelines import ImageQualityPipeline, pipeline
     from .quality_metric import QualityMetric
     from .zoo import ModelNotAvailableError, list_models, load, resolve
 
@@ -56,16 +54,4 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-class _Package(ModuleType):
-    """`hf_iqa.pipeline` is the function, not the submodule of the same name.
-
-    Importing a submodule binds it on its package after it ran; this keeps the function in its place."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if name == "pipeline" and isinstance(value, ModuleType):
-            value = value.pipeline
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 _registration.install()

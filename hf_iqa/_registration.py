@@ -5,7 +5,7 @@ Why: registering means importing the model classes, i.e. torch and transformers 
 `import hf_iqa` arms two triggers instead; whichever comes first registers everything (idempotent):
 
 1. importing `hf_iqa.models` (any model folder, `hf_iqa.load`, `hf_iqa.pipeline`, the CLI's model commands)
-   registers every model folder; importing `hf_iqa.pipeline` registers the `image-quality` task;
+   registers every model folder; importing `hf_iqa.pipelines` registers the `image-quality` task;
 2. the first `from transformers import Auto...` / `transformers.pipeline` after `import hf_iqa` runs `register()`
    (a one-shot module `__getattr__` on transformers' lazy top-level module, which resolves the name first; armed
    when transformers is imported, or right away when it already is).
@@ -31,7 +31,7 @@ _AUTO_MODULES = ("transformers.models.auto.configuration_auto", "transformers.pi
 def register() -> None:
     """Register every model folder, mPLUG-Owl3 and the `image-quality` pipeline task with transformers."""
     importlib.import_module("hf_iqa.models").register_all()
-    importlib.import_module("hf_iqa.pipeline")  # registers the task on import
+    importlib.import_module("hf_iqa.pipelines")  # registers the task on import
 
 
 def _is_trigger(name: str) -> bool:

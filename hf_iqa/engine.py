@@ -666,7 +666,7 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 class PipelineScorer:
     """Scores with an `ImageQualityPipeline`'s own preprocess and forward; results through the output contract
-    (`hf_iqa.pipeline.describe_output`). `resize_short_side` resizes before the processor (benchmark protocols)."""
+    (`hf_iqa.pipelines.describe_output`). `resize_short_side` resizes before the processor (benchmark protocols)."""
 
     def __init__(self, pipe: Any, *, visualize: bool = False, resize_short_side: int | None = None):
         self.pipe = pipe
@@ -686,7 +686,7 @@ class PipelineScorer:
         return self.pipe.preprocess(image)
 
     def predict(self, prepared: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from hf_iqa.pipeline import describe_output
+        from hf_iqa.pipelines import describe_output
 
         outputs = self.pipe.forward(collate(prepared), return_visualization=self.visualize)
         scores = outputs.get("scores")

@@ -1,12 +1,17 @@
-"""LIQE's label vocabulary, shared by the datasets loaders and the training recipes (importable without
-`datasets`). Facts from LIQE's training script (`train_unique_clip_weight.py`): the 9 scenes and the 11 coarse
-distortion classes of its prompts (the same lists as the LIQE model config), and the map from the 33 fine
-distortion names of its split files to those 11 classes."""
+"""LIQE's label vocabulary, shared by the dataset loaders and the training recipes. Facts from LIQE's training
+script (`train_unique_clip_weight.py`): the 9 scenes and the 11 coarse distortion classes of its prompts, and the
+map from the 33 fine distortion names of its split files to those 11 classes.
 
-from hf_iqa.models.liqe.configuration_liqe import DISTORTIONS, SCENES
+Data-side on purpose: it imports nothing (no model, no `datasets`), so loaders and recipes can use it without
+loading a model. The LIQE model config keeps its own copy of the two lists as its defaults (a model folder is a Hub
+unit that imports nothing from hf_iqa); `tests/test_data.py` checks that the copies agree.
+"""
 
-LIQE_SCENES = tuple(SCENES)
-LIQE_DISTORTIONS = tuple(DISTORTIONS)
+LIQE_SCENES = ("animal", "cityscape", "human", "indoor", "landscape", "night", "plant", "still_life", "others")
+LIQE_DISTORTIONS = (
+    "jpeg2000 compression", "jpeg compression", "noise", "blur", "color", "contrast", "overexposure",
+    "underexposure", "spatial", "quantization", "other",
+)  # fmt: skip
 LIQE_FINE_TO_COARSE = {
     "jpeg2000 compression": "jpeg2000 compression", "jpeg compression": "jpeg compression", "white noise": "noise",
     "gaussian blur": "blur", "fastfading": "jpeg2000 compression", "fnoise": "noise", "contrast": "contrast",

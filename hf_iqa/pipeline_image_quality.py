@@ -5,7 +5,7 @@ This file is flat remote code, like a model folder's files: it imports only torc
 because `save_pretrained` copies it next to every saved hf_iqa model and `config.json` names it under
 `custom_pipelines`. A user without hf_iqa then gets the same pipeline with
 `transformers.pipeline("image-quality", model=folder_or_repo, trust_remote_code=True)`. The package imports this
-very module (`hf_iqa.pipeline`), so there is one pipeline, not two. Images are read by `io.py`, the package's one
+very module (`hf_iqa.pipelines`), so there is one pipeline, not two. Images are read by `io.py`, the package's one
 loading path (`hf_iqa.io`, which imports only numpy and PIL): saved folders carry it beside this file, so the
 remote pipeline has the same limits and error messages.
 """

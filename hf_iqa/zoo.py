@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from hf_iqa.conversion._support import progress_enabled, say
+from hf_iqa.converters._support import progress_enabled, say
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class ZooEntry:
 
 def _convert_liqe(variant: str) -> Callable[..., None]:
     def run(paths: list[Path], output_dir: Path, progress: bool | None = None) -> None:
-        from hf_iqa.conversion.liqe import convert
+        from hf_iqa.converters.liqe import convert
 
         convert(paths[0], variant, output_dir, progress=progress)
 
@@ -131,7 +131,7 @@ _ENTRIES: list[ZooEntry] = [
 
 def _convert_qualiclip(dataset: str | None = None) -> Callable[..., None]:
     def run(paths: list[Path], output_dir: Path, progress: bool | None = None) -> None:
-        from hf_iqa.conversion.qualiclip import convert
+        from hf_iqa.converters.qualiclip import convert
 
         if dataset is None:
             convert(paths[0], output_dir, progress=progress)

@@ -1,4 +1,4 @@
-"""hf_iqa.benchmark end to end with a tiny random contract-conforming model on synthetic datasets: outputs,
+"""hf_iqa.evaluation end to end with a tiny random contract-conforming model on synthetic datasets: outputs,
 combined tables, model-card update, interruption + resume, and a two-process torchrun (gloo) run."""
 
 from __future__ import annotations
@@ -170,12 +170,12 @@ def folder_args(workspace, output_dir: Path, *extra: str) -> list[str]:
 
 
 def test_models_by_datasets_end_to_end(workspace, tmp_path):
-    from hf_iqa.benchmark import run_benchmark
+    from hf_iqa.evaluation import evaluate_on_datasets
     from hf_iqa.metrics import iqa_correlations
 
     output = tmp_path / "out"
     with pytest.warns(UserWarning) if _no_matplotlib() else contextlib.nullcontext():
-        results = run_benchmark(
+        results = evaluate_on_datasets(
             [workspace["model_a"], workspace["model_b"]],
             ["folder", "koniq10k"],
             [str(workspace["base"] / "mine"), str(workspace["base"] / "koniq10k")],
@@ -287,12 +287,12 @@ def test_update_card_writes_model_index(workspace, tmp_path):
 
     from huggingface_hub import ModelCard
 
-    from hf_iqa.benchmark import run_benchmark
+    from hf_iqa.evaluation import evaluate_on_datasets
 
     model_dir = tmp_path / "model"
     shutil.copytree(workspace["model_a"], model_dir)
     for _ in range(2):  # a second run replaces its entries instead of duplicating them
-        run_benchmark(
+        evaluate_on_datasets(
             [str(model_dir)], ["koniq10k"], workspace["base"], split="test", output_dir=tmp_path / "out",
             update_card=True, progress=False, overwrite=True, split_options={"cache_dir": workspace["cache"]},
         )  # fmt: skip
@@ -324,7 +324,7 @@ import os, sys, json
 sys.path.insert(0, {tests_dir!r})
 from tests.test_benchmark import register_tiny_model
 register_tiny_model()
-from hf_iqa.benchmark import main
+from hf_iqa.evaluation import main
 code = main(sys.argv[1:])
 # the metrics helper across processes: each rank feeds its own shard of the predictions as torch tensors
 import csv, torch

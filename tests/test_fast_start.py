@@ -120,8 +120,8 @@ def test_plain_import_registers_auto_classes_and_pipeline_task(tiny_liqe_dir, or
 def test_hf_iqa_pipeline_stays_the_function_after_its_module_is_imported():
     code = """
     import hf_iqa
-    import hf_iqa.pipeline
-    from hf_iqa.pipeline import ImageQualityPipeline
+    import hf_iqa.pipelines
+    from hf_iqa.pipelines import ImageQualityPipeline
     assert callable(hf_iqa.pipeline) and hf_iqa.pipeline.__name__ == "pipeline", hf_iqa.pipeline
     assert hf_iqa.ImageQualityPipeline is ImageQualityPipeline
     """

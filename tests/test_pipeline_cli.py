@@ -11,7 +11,7 @@ import torch
 
 import hf_iqa
 from hf_iqa.cli import main
-from hf_iqa.conversion.liqe import convert
+from hf_iqa.converters.liqe import convert
 from tests.models.liqe.test_modeling_liqe import make_openai_clip
 from tests.testing_utils import random_image
 

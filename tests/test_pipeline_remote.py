@@ -16,10 +16,10 @@ from transformers import pipeline as transformers_pipeline
 import hf_iqa
 from hf_iqa import io as hf_io
 from hf_iqa import pipeline_image_quality as flat
-from hf_iqa.conversion import uniqa as uniqa_conversion
-from hf_iqa.conversion.liqe import convert as convert_liqe
+from hf_iqa.converters import uniqa as uniqa_conversion
+from hf_iqa.converters.liqe import convert as convert_liqe
 from hf_iqa.models.qualiclip import QualiClipImageProcessor
-from hf_iqa.pipeline import CUSTOM_PIPELINES, PIPELINE_FILE
+from hf_iqa.pipelines import CUSTOM_PIPELINES, PIPELINE_FILE
 from tests.models.dog_iqa.test_pipeline_dog_iqa import dog_dir  # noqa: F401  (fixture: a tiny Dog-IQA folder)
 from tests.models.liqe.test_modeling_liqe import make_openai_clip
 from tests.models.qualiclip.test_modeling_qualiclip import (

@@ -82,7 +82,7 @@ def no_snapshot(repo_id, **kw):
     raise LocalEntryNotFoundError(repo_id)
 huggingface_hub.snapshot_download = no_snapshot
 
-import hf_iqa.conversion.liqe as liqe
+import hf_iqa.converters.liqe as liqe
 from hf_iqa import zoo
 
 real_convert = liqe.convert
@@ -340,7 +340,7 @@ def test_foreign_folder_is_refused_even_with_overwrite(openai_clip_model, tmp_pa
 
 
 def test_publish_never_touches_foreign_files(tmp_path):
-    from hf_iqa.conversion._support import MANIFEST, OutputFolderError, staged_output_dir
+    from hf_iqa.converters._support import MANIFEST, OutputFolderError, staged_output_dir
 
     out = tmp_path / "out"
     with staged_output_dir(out, overwrite=False) as staging:

@@ -40,7 +40,7 @@ def hub(monkeypatch, tmp_path, original_liqe):
     def no_snapshot(repo_id, **kwargs):
         raise LocalEntryNotFoundError(f"{repo_id} not cached")
 
-    import hf_iqa.conversion.liqe as liqe_conversion
+    import hf_iqa.converters.liqe as liqe_conversion
 
     real_convert = liqe_conversion.convert
 
@@ -114,7 +114,7 @@ def test_unknown_names_pass_through(tmp_path):
 def test_push_to_hub_uploads_verified_folder_in_one_commit(openai_clip_model, tmp_path):
     from huggingface_hub import HfApi
 
-    from hf_iqa.conversion.liqe import main
+    from hf_iqa.converters.liqe import main
 
     torch.save(make_openai_clip(openai_clip_model).state_dict(), tmp_path / "LIQE.pt")
     with (
@@ -140,7 +140,7 @@ def test_push_to_hub_uploads_verified_folder_in_one_commit(openai_clip_model, tm
 def test_push_refused_when_parity_fails(openai_clip_model, tmp_path, monkeypatch):
     from huggingface_hub import HfApi
 
-    import hf_iqa.conversion.liqe as liqe_conversion
+    import hf_iqa.converters.liqe as liqe_conversion
 
     torch.save(make_openai_clip(openai_clip_model).state_dict(), tmp_path / "LIQE.pt")
     original = liqe_conversion.convert_openai_clip_state_dict
@@ -160,7 +160,7 @@ def test_push_refused_when_parity_fails(openai_clip_model, tmp_path, monkeypatch
 def test_model_card_has_model_index(openai_clip_model, tmp_path):
     from huggingface_hub import ModelCard
 
-    from hf_iqa.conversion.liqe import convert
+    from hf_iqa.converters.liqe import convert
 
     torch.save(make_openai_clip(openai_clip_model).state_dict(), tmp_path / "LIQE.pt")
     folder = convert(tmp_path / "LIQE.pt", "mix", tmp_path / "out").output_dir
@@ -176,7 +176,7 @@ def test_qualiclip_plus_name_combines_two_original_files(monkeypatch, tmp_path, 
     """A QualiCLIP+ name downloads the prompt-learner file and the QualiCLIP.pth it sits on, converts both once."""
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    import hf_iqa.conversion.qualiclip as qualiclip_conversion
+    import hf_iqa.converters.qualiclip as qualiclip_conversion
     from tests.conversion.test_conversion_qualiclip import SMALL_PARITY_SIZES, Originals
 
     originals = Originals(openai_clip_model, openai_simple_tokenizer, tmp_path)

@@ -18,14 +18,15 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess tes
         "hf_iqa.data needs the Hugging Face `datasets` library, which is not installed: pip install 'hf-iqa[data]'"
     ) from error
 
+from hf_iqa.labels import LIQE_DISTORTIONS, LIQE_SCENES
+
 from .agiqa import load_agiqa3k
 from .ava import load_ava
 from .bid import load_bid
 from .common import (
-    LIQE_DISTORTIONS,
-    LIQE_SCENES,
     BenchmarkInfo,
     DatasetLayoutError,
+    SplitFiles,
     assign_splits,
     dataset_metadata,
     normalize_mos,
@@ -48,6 +49,7 @@ __all__ = [
     "LIQE_SCENES",
     "BenchmarkInfo",
     "DatasetLayoutError",
+    "SplitFiles",
     "assign_splits",
     "canonical_name",
     "dataset_metadata",

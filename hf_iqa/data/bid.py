@@ -7,6 +7,7 @@ import os
 from datasets import Dataset, DatasetDict, Features, Image, Value
 
 from .common import BenchmarkInfo, FileIndex, build, descend, find_file, read_xlsx, require_root, to_float
+from .liqe_splits import liqe_split_files
 
 INFO = BenchmarkInfo(
     key="bid",
@@ -21,7 +22,7 @@ INFO = BenchmarkInfo(
         "<root>/ImageDatabase/DatabaseImage<NNNN>.JPG (or directly in <root>)"
     ),
     homepage="https://www.lps.ufrj.br/profs/eduardo/ImageDatabase.htm",
-    liqe_splits=("BID", "bid"),
+    split_files=liqe_split_files("BID", "bid"),
     folder_names=("bid", "BID"),
     notes="MOS range and direction are unverified against the archive (values seen in LIQE's split files: 0.3-4.8).",
 )

@@ -3,7 +3,8 @@ assigning splits, and building a typed `datasets.DatasetDict` with `Dataset.from
 
 A loader reads its meta file into a list of rows (plain dicts). Keys without a leading underscore are the columns of
 the dataset (`image` is a path, `mos` the label on its native scale, ...); private keys steer the splits:
-`_path` (path relative to the root, also how LIQE's split files name the image), `_group` (rows that must stay in the
+`_path` (path relative to the root, also how published split files name the image unless `_split_file_key` says
+otherwise), `_group` (rows that must stay in the
 same split, e.g. all distortions of one reference), `_split` (the official split, when the owners publish one).
 """
 
@@ -16,13 +17,10 @@ import os
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
-from datasets import Sequence as SequenceFeature
-
-from hf_iqa.labels import LIQE_DISTORTIONS, LIQE_FINE_TO_COARSE, LIQE_SCENES  # noqa: F401  (re-exported)
+from datasets import Dataset, DatasetDict, Features, Image, Value
 
 SPLIT_NAMES = ("train", "validation", "test")
 SPLIT_ALIASES = {
@@ -30,11 +28,44 @@ SPLIT_ALIASES = {
     "val": "validation", "valid": "validation", "validation": "validation", "1": "validation",
     "test": "test", "testing": "test", "2": "test",
 }  # fmt: skip
-SPLIT_SCHEMES = ("official", "random", "liqe", "file")
 
 
 class DatasetLayoutError(ValueError):
     """The dataset folder does not look as its owners distribute it: the message names what was expected where."""
+
+
+class LabelColumns(Protocol):
+    """Decodes the label columns that a published split file carries after `path` and `score`."""
+
+    names: tuple[str, ...]  # the columns' names, for messages
+
+    def features(self) -> dict[str, Any]:
+        """The `datasets` features of the columns `decode` adds."""
+
+    def decode(self, fields: list[str]) -> dict[str, Any]:
+        """The dataset columns of one line's label fields; `ValueError` names a bad value."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitFiles:
+    """Splits that a paper published as text files, offered by a loader as `split_scheme=<scheme>`.
+
+    Format: split k is a folder `<k>/` under one of `locations` (folders relative to the user's `split_dir`, "" for
+    `split_dir` itself) holding one file per split, `file_names` = ((split name, file name), ...). Each line is one
+    image, tab-separated: `path  score  label columns...`. `path` names the image as the row's `_split_file_key`
+    (default `_path`, relative to the dataset root); `score` is ignored (the dataset's own label is kept); the label
+    columns are decoded by `labels` into extra dataset columns. LIQE's files are one user (`data/liqe_splits.py`).
+    """
+
+    scheme: str
+    source: str  # who publishes the files, for messages ("LIQE")
+    locations: tuple[str, ...]
+    file_names: tuple[tuple[str, str], ...]
+    labels: LabelColumns
+    split_dir_help: str = ""  # what `split_dir` should be, for the message when it is missing
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"scheme": self.scheme, "source": self.source, "files": [name for _, name in self.file_names]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +83,7 @@ class BenchmarkInfo:
     layout: str
     homepage: str
     official_split: bool = False
-    liqe_splits: tuple[str, str] | None = None  # (folder under LIQE's IQA_Database, file prefix)
+    split_files: SplitFiles | None = None  # published split files, e.g. LIQE's (`liqe_splits.liqe_split_files`)
     folder_names: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
     notes: str = ""
@@ -61,8 +92,8 @@ class BenchmarkInfo:
     def split_schemes(self) -> tuple[str, ...]:
         schemes = ["official"] if self.official_split else []
         schemes.append("random")
-        if self.liqe_splits:
-            schemes.append("liqe")
+        if self.split_files:
+            schemes.append(self.split_files.scheme)
         schemes.append("file")
         return tuple(schemes)
 
@@ -70,7 +101,8 @@ class BenchmarkInfo:
         return DatasetLayoutError(f"{self.name}: {message}\nExpected layout: {self.layout}")
 
     def as_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        data = dataclasses.asdict(dataclasses.replace(self, split_files=None))
+        data["split_files"] = self.split_files.as_dict() if self.split_files else None
         data["split_schemes"] = list(self.split_schemes)
         return data
 
@@ -256,71 +288,58 @@ def _random_splits(rows: list[dict], seed: int, split_index: int, ratios: Sequen
     return {name: part for name, part in splits.items() if part}
 
 
-def _liqe_folder(info: BenchmarkInfo, split_dir: str | os.PathLike | None, split_index: int) -> Path:
-    if info.liqe_splits is None:
-        raise ValueError(f"{info.name} has no LIQE splits; schemes: {info.split_schemes}")
+def _split_file_folder(info: BenchmarkInfo, split_dir: str | os.PathLike | None, split_index: int) -> Path:
+    files = info.split_files
     if split_dir is None:
-        raise ValueError(
-            "split_scheme='liqe' needs split_dir: the LIQE repository's IQA_Database folder (or the dataset's "
-            f"splits2 folder, e.g. IQA_Database/{info.liqe_splits[0]}/splits2)"
-        )
-    folder, prefix = info.liqe_splits
+        raise ValueError(f"split_scheme={files.scheme!r} needs split_dir: {files.split_dir_help}")
     base = Path(split_dir).expanduser()
-    candidates = [base, base / folder / "splits2", base / "IQA_Database" / folder / "splits2", base / "splits2"]
+    candidates = [base / location if location else base for location in files.locations]
+    names = [name for _, name in files.file_names]
     for candidate in candidates:
-        if (candidate / str(split_index) / f"{prefix}_test_clip.txt").is_file():
+        if (candidate / str(split_index) / names[-1]).is_file():
             return candidate / str(split_index)
     raise DatasetLayoutError(
-        f"{info.name}: LIQE split {split_index} not found: expected {split_index}/{prefix}_{{train,val,test}}_clip.txt "
+        f"{info.name}: {files.source} split {split_index} not found: expected {split_index}/{{{','.join(names)}}} "
         f"under one of {[str(c) for c in candidates]}"
     )
 
 
-def _liqe_splits(info: BenchmarkInfo, rows: list[dict], split_dir, split_index: int) -> dict[str, list[dict]]:
-    """LIQE's `splits2/<k>/<prefix>_{train,val,test}_clip.txt`: `path \\t score \\t distortion \\t scene x3`."""
-    folder = _liqe_folder(info, split_dir, split_index)
-    prefix = info.liqe_splits[1]
-    by_key = {row.get("_liqe_key", row["_path"]).lower(): row for row in rows}
-    splits: dict[str, list[dict]] = {}
-    for name, file_split in (("train", "train"), ("validation", "val"), ("test", "test")):
-        path = folder / f"{prefix}_{file_split}_clip.txt"
-        if not path.is_file():
-            raise DatasetLayoutError(f"{info.name}: LIQE split file {path} is missing")
-        selected = []
-        for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            if len(fields) < 6:
-                raise DatasetLayoutError(
-                    f"{info.name}: {path} line {line_number} is malformed: expected 6 tab-separated fields "
-                    f"(path, score, distortion, scene1..3), got {len(fields)}"
-                )
-            row = by_key.get(fields[0].strip().lower())
-            if row is None:
-                raise DatasetLayoutError(
-                    f"{info.name}: {path} line {line_number} names {fields[0]!r}, which is not an image of the loaded "
-                    "dataset (wrong dataset root, resolution or image subset?)"
-                )
-            fine = fields[2].strip()
-            if fine not in LIQE_FINE_TO_COARSE:
-                raise DatasetLayoutError(f"{info.name}: {path} line {line_number}: unknown LIQE distortion {fine!r}")
-            scenes = {s.strip() for s in fields[3:6]} - {"invalid", ""}
-            unknown = scenes - set(LIQE_SCENES)
-            if unknown:
-                raise DatasetLayoutError(
-                    f"{info.name}: {path} line {line_number}: unknown LIQE scene(s) {sorted(unknown)}"
-                )
-            selected.append(
-                row
-                | {
-                    "liqe_distortion": fine,
-                    "distortion_label": LIQE_DISTORTIONS.index(LIQE_FINE_TO_COARSE[fine]),
-                    "scene_labels": [int(s in scenes) for s in LIQE_SCENES],
-                }
+def _read_split_file(info: BenchmarkInfo, path: Path, by_key: dict[str, dict]) -> list[dict]:
+    """The rows a split file names, each with the columns its label fields decode to."""
+    files = info.split_files
+    if not path.is_file():
+        raise DatasetLayoutError(f"{info.name}: {files.source} split file {path} is missing")
+    num_fields = 2 + len(files.labels.names)
+    selected = []
+    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) < num_fields:
+            raise DatasetLayoutError(
+                f"{info.name}: {path} line {line_number} is malformed: expected {num_fields} tab-separated fields "
+                f"(path, score, {', '.join(files.labels.names)}), got {len(fields)}"
             )
-        splits[name] = selected
-    return splits
+        row = by_key.get(fields[0].strip().lower())
+        if row is None:
+            raise DatasetLayoutError(
+                f"{info.name}: {path} line {line_number} names {fields[0]!r}, which is not an image of the loaded "
+                "dataset (wrong dataset root, resolution or image subset?)"
+            )
+        try:
+            selected.append(row | files.labels.decode(fields[2:num_fields]))
+        except ValueError as error:
+            raise DatasetLayoutError(f"{info.name}: {path} line {line_number}: {error}") from None
+    return selected
+
+
+def _published_splits(info: BenchmarkInfo, rows: list[dict], split_dir, split_index: int) -> dict[str, list[dict]]:
+    """The splits of `info.split_files` (see `SplitFiles` for the format)."""
+    folder = _split_file_folder(info, split_dir, split_index)
+    by_key = {row.get("_split_file_key", row["_path"]).lower(): row for row in rows}
+    return {
+        name: _read_split_file(info, folder / file_name, by_key) for name, file_name in info.split_files.file_names
+    }
 
 
 def _file_splits(info: BenchmarkInfo, rows: list[dict], split_file: str | os.PathLike) -> dict[str, list[dict]]:
@@ -375,8 +394,9 @@ def assign_splits(
     * ``official`` (default when the owners publish one): KonIQ's `set` column, AVA's image lists, ...
     * ``random`` (default otherwise): seeded split of `ratios` (train, validation, test), disjoint by reference image
       for FR datasets; `split_index` picks one of several random splits (1..10 as in the papers).
-    * ``liqe``: LIQE's 10 splits (`split_dir` = LIQE's `IQA_Database` or the dataset's `splits2` folder), adding
-      `liqe_distortion`, `distortion_label` (11 classes) and `scene_labels` (multi-hot, 9 scenes).
+    * ``liqe`` (or another `info.split_files.scheme`): published split files (`SplitFiles`), e.g. LIQE's 10 splits
+      (`split_dir` = LIQE's `IQA_Database` or the dataset's `splits2` folder), adding their label columns
+      (`liqe_distortion`, `distortion_label` (11 classes) and `scene_labels` (multi-hot, 9 scenes) for LIQE's).
     * ``file``: `split_file`, a JSON or CSV listing image ids per split (e.g. a paper's published split).
     """
     scheme = split_scheme or ("official" if info.official_split else "random")
@@ -392,8 +412,8 @@ def assign_splits(
         return {name: splits[name] for name in SPLIT_NAMES if name in splits}
     if scheme == "random":
         return _random_splits(rows, seed, split_index, ratios)
-    if scheme == "liqe":
-        return _liqe_splits(info, rows, split_dir, split_index)
+    if info.split_files and scheme == info.split_files.scheme:
+        return _published_splits(info, rows, split_dir, split_index)
     if split_file is None:
         raise ValueError("split_scheme='file' needs split_file (JSON or CSV of image ids per split)")
     return _file_splits(info, rows, split_file)
@@ -476,15 +496,8 @@ def build(
         splits = {"all": rows}
     else:
         splits = assign_splits(info, rows, split_scheme, split_index, split_dir, split_file, seed, ratios)
-    if scheme == "liqe" and "all" not in splits:
-        features = Features(
-            dict(features)
-            | {
-                "liqe_distortion": Value("string"),
-                "distortion_label": ClassLabel(names=list(LIQE_DISTORTIONS)),
-                "scene_labels": SequenceFeature(Value("int8"), length=len(LIQE_SCENES)),
-            }
-        )
+    if info.split_files and scheme == info.split_files.scheme and "all" not in splits:
+        features = Features(dict(features) | info.split_files.labels.features())
     splits = {name: part for name, part in splits.items() if part}  # tiny datasets can leave a ratio empty
     if split is not None and split.lower() != "all":
         wanted = SPLIT_ALIASES.get(split.lower(), split)

@@ -17,6 +17,7 @@ from .common import (
     require_root,
     to_float,
 )
+from .liqe_splits import liqe_split_files
 
 INFO = BenchmarkInfo(
     key="csiq",
@@ -31,7 +32,7 @@ INFO = BenchmarkInfo(
         "<root>/dst_imgs/<type>/<image>.<TYPE>.<level>.png, references <root>/src_imgs/<image>.png"
     ),
     homepage="https://s2.smu.edu/~eclarson/csiq.html",
-    liqe_splits=("CSIQ", "csiq"),
+    split_files=liqe_split_files("CSIQ", "csiq"),
     folder_names=("csiq", "CSIQ"),
     notes="DMOS in [0, 1], lower is better (LIQE's split files store 1 - DMOS). Random splits are reference-disjoint.",
 )

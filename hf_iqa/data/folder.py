@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,21 +68,55 @@ def load_folder(
     (train/validation/test) the official split, and every other column is kept (numbers as float32).
     `mos_range` defaults to the observed min/max of the scores."""
     root = require_root(_info("folder", root, None, higher_is_better), root)
+    path = _find_scores_file(root, scores_file)
+    records = _read_records(path)
+    if not records or not isinstance(records[0], dict):
+        raise DatasetLayoutError(f"{path} holds no score records")
+    columns = _find_columns(records, path, image_column, mos_column)
+    info = _info(name or root.name, root, None, higher_is_better, official=columns.split is not None)
+    rows = [_row(info, root, path, number, record, columns) for number, record in enumerate(records, start=1)]
+    if mos_range is None:
+        labels = np.array([row["mos"] for row in rows])
+        mos_range = (float(labels.min()), float(labels.max()))
+    features = Features(
+        {"image": Image(), "mos": Value("float32"), "image_id": Value("string")}
+        | ({"mos_std": Value("float32")} if columns.std else {})
+        | {c: Value("float32") if columns.numeric[c] else Value("string") for c in columns.extra}
+    )
+    info = _info(name or root.name, root, mos_range, higher_is_better, official=columns.split is not None)
+    meta = {"label_column": columns.mos, "scores_file": str(path)}
+    return build(info, rows, features, split, meta_overrides=meta, **split_options)
+
+
+def _find_scores_file(root: Path, scores_file: str | os.PathLike | None) -> Path:
+    """`scores_file` (relative to the working directory or `root`), else the first of SCORE_FILES in `root`."""
     if scores_file is None:
         found = next((root / f for f in SCORE_FILES if (root / f).is_file()), None)
         if found is None:
             raise DatasetLayoutError(
                 f"{root}: no score file; expected one of {list(SCORE_FILES)} or scores_file=... (--scores-file)"
             )
-        path = found
-    else:
-        path = Path(scores_file).expanduser()
-        path = path if path.is_absolute() or path.is_file() else root / path
-        if not path.is_file():
-            raise DatasetLayoutError(f"score file {str(path)!r} does not exist")
-    records = _read_records(path)
-    if not records or not isinstance(records[0], dict):
-        raise DatasetLayoutError(f"{path} holds no score records")
+        return found
+    path = Path(scores_file).expanduser()
+    path = path if path.is_absolute() or path.is_file() else root / path
+    if not path.is_file():
+        raise DatasetLayoutError(f"score file {str(path)!r} does not exist")
+    return path
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """Which record keys hold what; `extra` columns are kept, as float32 where `numeric`."""
+
+    image: str
+    mos: str
+    std: str | None
+    split: str | None
+    extra: list[str]
+    numeric: dict[str, bool]
+
+
+def _find_columns(records: list[dict], path: Path, image_column: str | None, mos_column: str | None) -> _Columns:
     columns = list(records[0])
     image_key = _pick(columns, image_column, IMAGE_COLUMNS, "image path", path)
     mos_key = _pick(columns, mos_column, MOS_COLUMNS, "score", path)
@@ -94,44 +129,32 @@ def load_folder(
     split_key = _pick(columns, None, SPLIT_COLUMNS, "split", path)
     extra = [c for c in columns if c not in (image_key, mos_key, std_key, split_key)]
     numeric = {c: all(_is_number(r.get(c)) for r in records) for c in extra}
+    return _Columns(image_key, mos_key, std_key, split_key, extra, numeric)
 
-    info = _info(name or root.name, root, None, higher_is_better, official=split_key is not None)
-    rows = []
-    for number, record in enumerate(records, start=1):
-        relative = str(record.get(image_key, "")).strip()
-        if not relative:
-            raise DatasetLayoutError(f"{path} record {number}: empty image path")
-        image_path = Path(relative) if Path(relative).is_absolute() else root / relative
-        row = {
-            "image": str(image_path),
-            "mos": to_float(info, path, f"record {number} {mos_key}", record.get(mos_key)),
-            "image_id": Path(relative).with_suffix("").as_posix(),
-            "_path": relative,
-        }
-        if std_key:
-            row["mos_std"] = to_float(info, path, f"record {number} {std_key}", record.get(std_key))
-        if split_key:
-            value = str(record.get(split_key, "")).strip().lower()
-            if value not in SPLIT_ALIASES:
-                raise DatasetLayoutError(
-                    f"{path} record {number}: unknown split {value!r} (use train/validation/test)"
-                )
-            row["_split"] = SPLIT_ALIASES[value]
-        for column in extra:
-            value = record.get(column)
-            row[column] = float(value) if numeric[column] else ("" if value is None else str(value))
-        rows.append(row)
-    if mos_range is None:
-        labels = np.array([row["mos"] for row in rows])
-        mos_range = (float(labels.min()), float(labels.max()))
-    features = Features(
-        {"image": Image(), "mos": Value("float32"), "image_id": Value("string")}
-        | ({"mos_std": Value("float32")} if std_key else {})
-        | {c: Value("float32") if numeric[c] else Value("string") for c in extra}
-    )
-    info = _info(name or root.name, root, mos_range, higher_is_better, official=split_key is not None)
-    meta = {"label_column": mos_key, "scores_file": str(path)}
-    return build(info, rows, features, split, meta_overrides=meta, **split_options)
+
+def _row(info: BenchmarkInfo, root: Path, path: Path, number: int, record: dict, columns: _Columns) -> dict:
+    """The dataset row of score record `number` (1-based, for messages)."""
+    relative = str(record.get(columns.image, "")).strip()
+    if not relative:
+        raise DatasetLayoutError(f"{path} record {number}: empty image path")
+    image_path = Path(relative) if Path(relative).is_absolute() else root / relative
+    row = {
+        "image": str(image_path),
+        "mos": to_float(info, path, f"record {number} {columns.mos}", record.get(columns.mos)),
+        "image_id": Path(relative).with_suffix("").as_posix(),
+        "_path": relative,
+    }
+    if columns.std:
+        row["mos_std"] = to_float(info, path, f"record {number} {columns.std}", record.get(columns.std))
+    if columns.split:
+        value = str(record.get(columns.split, "")).strip().lower()
+        if value not in SPLIT_ALIASES:
+            raise DatasetLayoutError(f"{path} record {number}: unknown split {value!r} (use train/validation/test)")
+        row["_split"] = SPLIT_ALIASES[value]
+    for column in columns.extra:
+        value = record.get(column)
+        row[column] = float(value) if columns.numeric[column] else ("" if value is None else str(value))
+    return row
 
 
 def _is_number(value: Any) -> bool:

@@ -9,6 +9,7 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict
 
 from .common import BenchmarkInfo, build, descend, find_file, full_reference_features, read_csv, require_root, to_float
+from .liqe_splits import liqe_split_files
 
 INFO = BenchmarkInfo(
     key="kadid10k",
@@ -20,7 +21,7 @@ INFO = BenchmarkInfo(
     num_images=10125,
     layout="<root>/dmos.csv (dist_img,ref_img,dmos,var), images and references in <root>/images/",
     homepage="https://database.mmsp-kn.de/kadid-10k-database.html",
-    liqe_splits=("kadid10k", "kadid10k"),
+    split_files=liqe_split_files("kadid10k", "kadid10k"),
     folder_names=("kadid10k", "kadid-10k", "KADID-10k"),
     aliases=("kadid", "kadid-10k"),
     notes="Despite its name the `dmos` column is MOS-like: 1-5, higher is better. Random splits are reference-disjoint.",

@@ -8,6 +8,7 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict, Features, Image, Sequence, Value
 
 from .common import BenchmarkInfo, build, descend, find_file, read_csv, require_root, to_float
+from .liqe_splits import liqe_split_files
 
 SETS_FILE = "koniq10k_distributions_sets.csv"
 SCORES_FILE = "koniq10k_scores_and_distributions.csv"
@@ -26,7 +27,7 @@ INFO = BenchmarkInfo(
     ),
     homepage="https://database.mmsp-kn.de/koniq-10k-database.html",
     official_split=True,
-    liqe_splits=("koniq-10k", "koniq10k"),
+    split_files=liqe_split_files("koniq-10k", "koniq10k"),
     folder_names=("koniq10k", "koniq-10k", "KonIQ-10k"),
     aliases=("koniq", "koniq-10k"),
     notes=(
@@ -97,7 +98,7 @@ def load_koniq10k(
             "rating_distribution": [to_float(INFO, path, where, record[f"c{k}"]) for k in range(1, 6)],
             "num_ratings": int(to_float(INFO, path, where, record["c_total"])),
             "_path": f"{resolution}/{record['image_name']}",
-            "_liqe_key": f"1024x768/{record['image_name']}",  # LIQE's split files name the full-size images
+            "_split_file_key": f"1024x768/{record['image_name']}",  # LIQE's split files name the full-size images
         }
         if meta_file == "scores":
             other = "MOS_zscore" if label == "MOS" else "MOS"

@@ -18,6 +18,7 @@ from .common import (
     read_mat,
     require_root,
 )
+from .liqe_splits import liqe_split_files
 
 # The 982 entries of the .mat files are these folders in this order, images img1.bmp .. img<count>.bmp each.
 FOLDERS = (("jp2k", 227), ("jpeg", 233), ("wn", 174), ("gblur", 174), ("fastfading", 174))
@@ -36,7 +37,7 @@ INFO = BenchmarkInfo(
         "(root = databaserelease2)"
     ),
     homepage="https://live.ece.utexas.edu/research/quality/subjective.htm",
-    liqe_splits=("databaserelease2", "live"),
+    split_files=liqe_split_files("databaserelease2", "live"),
     folder_names=("databaserelease2", "live", "LIVE"),
     notes=(
         "DMOS, lower is better; the realigned DMOS (default) is what the LIVE authors recommend, dmos_file='original' "

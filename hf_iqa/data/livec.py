@@ -8,6 +8,7 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict, Features, Image, Value
 
 from .common import BenchmarkInfo, FileIndex, build, descend, find_file, mat_strings, read_mat, require_root
+from .liqe_splits import liqe_split_files
 
 INFO = BenchmarkInfo(
     key="livec",
@@ -22,7 +23,7 @@ INFO = BenchmarkInfo(
         "images in <root>/Images/ (root = ChallengeDB_release)"
     ),
     homepage="https://live.ece.utexas.edu/research/ChallengeDB/index.html",
-    liqe_splits=("ChallengeDB_release", "clive"),
+    split_files=liqe_split_files("ChallengeDB_release", "clive"),
     folder_names=("ChallengeDB_release", "livec", "clive", "CLIVE"),
     aliases=("clive", "live_challenge", "livechallenge", "challengedb"),
     notes="The first 7 entries are the database's training images (t1..t7) and are dropped, as in pyiqa and LIQE.",

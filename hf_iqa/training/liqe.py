@@ -383,7 +383,7 @@ def build_task(config: LiqeTrainingConfig, accelerator) -> TrainingTask:
 def prompt_inputs(model, device) -> tuple[Any, torch.Tensor]:
     """The CLIP tokenizer and the prompts' token ids on `device`; registers the hook that recomputes the stored
     prompt embeddings from the trained text tower whenever the weights are saved."""
-    from hf_iqa.conversion.common import build_clip_tokenizer
+    from hf_iqa.openai_clip import build_clip_tokenizer
 
     tokenizer = build_clip_tokenizer()
     # training re-encodes every prompt at each step; padding to the longest prompt gives the embeddings of

@@ -6,7 +6,7 @@ without any human opinion score.
 
 Data: any folder of good-quality photos (`image_dir`, searched recursively). Each image gives two random
 overlapping crops, both degraded with the same synthetic distortion (`hf_iqa.degradations`, ARNIQA's 24
-distortions in 7 groups) at `num_levels` increasing intensities (`hf_iqa.training.qualiclip_losses.
+distortions in 7 groups) at `num_levels` increasing intensities (`hf_iqa.training.qualiclip_data.
 DegradedCropPairs`). Only the image encoder trains; the text side is the model's stored prompt features, fixed.
 For each selected antonym pair (default: "Good photo." / "Bad photo.") the loss ranks the crops' cosine
 similarities: L_pos (similarity to the positive prompt decreases with the level), L_neg (to the negative prompt
@@ -37,7 +37,8 @@ import torch
 
 from hf_iqa.training.common import ConfigError, TrainingConfig, TrainingTask, option, run_recipe
 from hf_iqa.training.iqa_data import ProcessedImages, collate, epochs_to_steps, load_records, write_card
-from hf_iqa.training.qualiclip_losses import DegradedCropPairs, QualiClipLossConfig, qualiclip_step_loss
+from hf_iqa.training.qualiclip_data import DegradedCropPairs
+from hf_iqa.training.qualiclip_losses import QualiClipLossConfig, qualiclip_step_loss
 
 
 @dataclass
@@ -127,8 +128,8 @@ def degraded_sequences(
     the distortion group of each of the N sequences."""
     from hf_iqa import degradations
     from hf_iqa.io import load_image
+    from hf_iqa.openai_clip import CLIP_MEAN, CLIP_STD
     from hf_iqa.training.iqa_data import fit_short_side, normalize
-    from hf_iqa.training.qualiclip_losses import CLIP_MEAN, CLIP_STD
 
     names = list(names or degradations.list_degradations())
     levels = range(1, degradations.NUM_LEVELS + 1)

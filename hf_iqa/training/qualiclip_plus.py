@@ -100,8 +100,8 @@ def add_prompt_learner(model, n_ctx: int, tokenizer) -> None:
 
 
 def build_model(config: QualiClipPlusTrainingConfig):
-    from hf_iqa.conversion.common import build_clip_tokenizer
     from hf_iqa.models.qualiclip import QualiClipConfig, QualiClipModel
+    from hf_iqa.openai_clip import build_clip_tokenizer
 
     if config.model_name_or_path:
         model = QualiClipModel.from_pretrained(config.model_name_or_path)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from hf_iqa.openai_clip import CLIP_MEAN, CLIP_STD
 from hf_iqa.training.common import ConfigError, TrainingConfig, TrainingTask, option, run_recipe
 from hf_iqa.training.iqa_data import (
     ProcessedImages,
@@ -37,9 +38,6 @@ from hf_iqa.training.iqa_data import (
     load_records,
     write_card,
 )
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass
@@ -73,9 +71,9 @@ class UniQaTrainingConfig(TrainingConfig):
 
 def build_model(config: UniQaTrainingConfig):
     """The UniQA model with a trainable head for `config.task` and everything else frozen."""
-    from hf_iqa.conversion.common import build_clip_tokenizer
     from hf_iqa.models.uniqa import UniQaConfig, UniQaModel
     from hf_iqa.models.uniqa.modeling_uniqa import UniQaAdapter
+    from hf_iqa.openai_clip import build_clip_tokenizer
 
     if config.model_name_or_path:
         model = UniQaModel.from_pretrained(config.model_name_or_path)

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from huggingface_hub import ModelCard
 
 import hf_iqa
-from hf_iqa.conversion import qualiclip as converter
-from hf_iqa.conversion.common import ConversionError, ParityError
+from hf_iqa.converters import qualiclip as converter
+from hf_iqa.converters.common import ConversionError, ParityError
 from hf_iqa.models.qualiclip import QualiClipModel
 from tests.models.qualiclip.test_modeling_qualiclip import (
     make_oracle_resnet,

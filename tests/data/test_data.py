@@ -401,6 +401,55 @@ def test_split_file_scheme(tmp_path, cache):
         data.load_tid2013(root, split_scheme="official", cache_dir=cache)
 
 
+class _GradeColumn:
+    """A made-up label column: `good` / `bad` -> `grade` (0/1), to use split files outside LIQE's."""
+
+    names = ("grade",)
+
+    def features(self):
+        return {"grade": datasets.ClassLabel(names=["good", "bad"])}
+
+    def decode(self, fields):
+        if fields[0] not in ("good", "bad"):
+            raise ValueError(f"unknown grade {fields[0]!r}")
+        return {"grade": ["good", "bad"].index(fields[0])}
+
+
+def test_published_split_files_work_for_any_dataset(tmp_path):
+    files = data.SplitFiles(
+        scheme="paper", source="Paper", locations=("splits",), labels=_GradeColumn(),
+        file_names=(("train", "tr.tsv"), ("test", "te.tsv")),
+    )  # fmt: skip
+    info = data.BenchmarkInfo("toy", "Toy", "NR", (0.0, 1.0), True, "mos", None, "<root>", "", split_files=files)
+    assert info.split_schemes == ("random", "paper", "file")
+    assert info.as_dict()["split_files"] == {"scheme": "paper", "source": "Paper", "files": ["tr.tsv", "te.tsv"]}
+    rows = [{"image_id": str(i), "_path": f"img/{i}.png", "_group": str(i)} for i in range(4)]
+    folder = tmp_path / "splits" / "3"
+    folder.mkdir(parents=True)
+    (folder / "tr.tsv").write_text("img/0.png\t0.1\tgood\nIMG/1.png\t0.2\tbad\n")
+    (folder / "te.tsv").write_text("img/3.png\t0.4\tbad\n")
+    splits = data.assign_splits(info, rows, "paper", split_index=3, split_dir=tmp_path)
+    assert [[r["image_id"] for r in part] for part in splits.values()] == [["0", "1"], ["3"]]
+    assert [r["grade"] for r in splits["train"]] == [0, 1]
+    (folder / "te.tsv").write_text("img/3.png\t0.4\tugly\n")
+    with pytest.raises(DatasetLayoutError, match="te.tsv line 1: unknown grade 'ugly'"):
+        data.assign_splits(info, rows, "paper", split_index=3, split_dir=tmp_path)
+    with pytest.raises(DatasetLayoutError, match="Paper split 2 not found"):
+        data.assign_splits(info, rows, "paper", split_index=2, split_dir=tmp_path)
+
+
+def test_label_vocabulary_matches_the_liqe_config_and_loads_no_model():
+    """hf_iqa.labels keeps its own copy of LIQE's lists so that loaders import no model; the copies must agree."""
+    from hf_iqa.labels import LIQE_DISTORTIONS, LIQE_FINE_TO_COARSE, LIQE_SCENES
+    from hf_iqa.models.liqe.configuration_liqe import DISTORTIONS, SCENES
+
+    assert (LIQE_SCENES, LIQE_DISTORTIONS) == (tuple(SCENES), tuple(DISTORTIONS))
+    assert set(LIQE_FINE_TO_COARSE.values()) == set(LIQE_DISTORTIONS)
+    code = "import sys, hf_iqa.data, hf_iqa.labels; print(sorted(m for m in sys.modules if '.models' in m))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_folder_loader_csv_and_json(tmp_path, cache):
     root = tmp_path / "mine"
     rows = []

@@ -194,8 +194,8 @@ def test_each_step_draws_every_dataset_and_each_dataset_restarts_on_its_own(spli
 
 def _fixed_batch_loss(model, config, splits):
     """The multitask loss (unit weights) of a fixed batch, for before/after comparisons."""
-    from hf_iqa.conversion.common import build_clip_tokenizer
     from hf_iqa.models.liqe import LiqeImageProcessor
+    from hf_iqa.openai_clip import build_clip_tokenizer
 
     records = [read_liqe_split_file(path) for path in splits]
     steps = liqe.MultiDatasetSteps(records, [12, 9], 1, LiqeImageProcessor(patch_size=64), 3, seed=0)
@@ -214,7 +214,7 @@ def test_multitask_training_lowers_the_losses_and_saves_fresh_text_embeddings(tm
     from transformers import AutoModel
 
     from hf_iqa import pipeline
-    from hf_iqa.conversion.common import build_clip_tokenizer
+    from hf_iqa.openai_clip import build_clip_tokenizer
 
     config = liqe_config(tmp_path / "run", splits, max_steps=16, eval_steps=8)
     torch.manual_seed(config.seed)

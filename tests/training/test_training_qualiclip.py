@@ -56,7 +56,8 @@ def test_image_tower_trains_on_pristine_images_and_the_folder_scores(tmp_path, p
     from transformers import AutoModel
 
     from hf_iqa import pipeline
-    from hf_iqa.training.qualiclip_losses import DegradedCropPairs, QualiClipLossConfig, qualiclip_step_loss
+    from hf_iqa.training.qualiclip_data import DegradedCropPairs
+    from hf_iqa.training.qualiclip_losses import QualiClipLossConfig, qualiclip_step_loss
 
     config = qc_config(tmp_path / "run", photo_dirs)
     torch.manual_seed(config.seed)

@@ -8,10 +8,9 @@ import pytest
 import torch
 
 from hf_iqa.training import common
+from hf_iqa.training.qualiclip_data import DegradedCropPairs, overlapping_crop_boxes
 from hf_iqa.training.qualiclip_losses import (
-    DegradedCropPairs,
     QualiClipLossConfig,
-    overlapping_crop_boxes,
     prompt_similarities,
     qualiclip_losses,
     qualiclip_step_loss,

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 import hf_iqa
-from hf_iqa.conversion.common import ConversionError, ParityError
-from hf_iqa.conversion.liqe import convert
+from hf_iqa.converters.common import ConversionError, ParityError
+from hf_iqa.converters.liqe import convert
 from hf_iqa.models.liqe import LiqeImageProcessor, LiqeModel
 from hf_iqa.models.liqe.configuration_liqe import DISTORTIONS, QUALITY_LEVELS, SCENES
 from tests.testing_utils import random_image
@@ -215,7 +215,7 @@ def test_stored_text_embeds_match_tokenizer_in_folder(converted):
 
 
 def test_converter_refuses_to_save_on_mismatch(oa_clip, tmp_path, monkeypatch):
-    import hf_iqa.conversion.liqe as liqe_conversion
+    import hf_iqa.converters.liqe as liqe_conversion
 
     torch.save(oa_clip.state_dict(), tmp_path / "LIQE.pt")
     original = liqe_conversion.convert_openai_clip_state_dict

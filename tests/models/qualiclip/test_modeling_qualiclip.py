@@ -18,7 +18,7 @@ from PIL import Image
 from torch import nn
 
 import hf_iqa
-from hf_iqa.conversion.qualiclip import convert_resnet_state_dict
+from hf_iqa.converters.qualiclip import convert_resnet_state_dict
 from hf_iqa.models.qualiclip import (
     ClipResNetConfig,
     ClipResNetVisionModel,

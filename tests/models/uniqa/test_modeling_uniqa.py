@@ -16,10 +16,11 @@ import torch
 from transformers import AutoImageProcessor, AutoModel
 
 import hf_iqa
-from hf_iqa.conversion import uniqa as uniqa_conversion
-from hf_iqa.conversion.common import ConversionError, build_clip_tokenizer
+from hf_iqa.converters import uniqa as uniqa_conversion
+from hf_iqa.converters.common import ConversionError
 from hf_iqa.models.uniqa import UniQaImageProcessor, UniQaModel
 from hf_iqa.models.uniqa.image_processing_uniqa import crop_positions
+from hf_iqa.openai_clip import build_clip_tokenizer
 
 CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
 CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
@@ -408,7 +409,7 @@ def test_resnet_conversion_with_trained_head(openai_clip_model, openai_simple_to
 
 
 def test_conversion_stops_on_a_parity_failure(openai_clip_model, tmp_path, monkeypatch):
-    from hf_iqa.conversion.common import ParityError
+    from hf_iqa.converters.common import ParityError
 
     torch.save(make_openai_clip(openai_clip_model, "resnet").state_dict(), tmp_path / "UniQA_weight.pt")
     mapping = uniqa_conversion.convert_resnet_vision_keys

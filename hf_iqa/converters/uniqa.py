@@ -35,14 +35,17 @@ import numpy as np
 import torch
 from PIL import Image
 
+from hf_iqa.openai_clip import build_clip_tokenizer
+
 from .common import (
     ConversionError,
     Stages,
     add_hub_arguments,
     assert_parity,
-    build_clip_tokenizer,
     check_output_dir,
     convert_openai_clip_state_dict,
+    convert_resnet_state_dict,
+    infer_text_config_kwargs,
     infer_vit_clip_config_kwargs,
     load_checkpoint,
     one_line_errors,
@@ -53,7 +56,6 @@ from .common import (
     staged_output_dir,
     strip_prefix,
 )
-from .qualiclip import convert_resnet_state_dict
 from .reference_clip import encode_image_vit, encode_text, openai_tokenize
 from .reference_resnet import encode_image_resnet
 
@@ -119,25 +121,6 @@ def fp16_roundtrip(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.T
 
 def _count_blocks(state: Mapping[str, torch.Tensor], prefix: str) -> int:
     return len({key[len(prefix) :].split(".")[0] for key in state if key.startswith(prefix)})
-
-
-def infer_text_config_kwargs(state: Mapping[str, torch.Tensor]) -> dict:
-    """transformers `CLIPTextConfig` kwargs of an OpenAI text tower (read from tensor shapes)."""
-    width = int(state["ln_final.weight"].shape[0])
-    return {
-        "vocab_size": int(state["token_embedding.weight"].shape[0]),
-        "hidden_size": width,
-        "intermediate_size": int(state["transformer.resblocks.0.mlp.c_fc.weight"].shape[0]),
-        "num_hidden_layers": _count_blocks(state, "transformer.resblocks."),
-        "num_attention_heads": width // 64,
-        "max_position_embeddings": int(state["positional_embedding"].shape[0]),
-        "hidden_act": "quick_gelu",
-        "layer_norm_eps": 1e-5,
-        "projection_dim": int(state["text_projection"].shape[1]),
-        "bos_token_id": 49406,
-        "eos_token_id": 49407,
-        "pad_token_id": 1,
-    }
 
 
 def infer_resnet_config_kwargs(state: Mapping[str, torch.Tensor]) -> dict:

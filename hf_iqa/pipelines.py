@@ -1,4 +1,5 @@
-"""The `image-quality` task for package users, and the hooks that make every saved hf_iqa folder carry it.
+"""The `image-quality` task for package users (`hf_iqa.pipeline`), and the hooks that make every saved hf_iqa
+folder carry it. Named like transformers' `pipelines` package, so that `hf_iqa.pipeline` is only the function.
 
 The pipeline class itself lives in `pipeline_image_quality.py`, a flat remote-code file. Here the package:
 - registers it as the `image-quality` task (so `import hf_iqa; transformers.pipeline("image-quality", model=...)`

@@ -1,7 +1,11 @@
-"""`hf-iqa benchmark`: score IQA benchmarks with hf_iqa models and write paper-style tables.
+"""`hf-iqa benchmark`: evaluate hf_iqa models on IQA benchmarks (accuracy) and write paper-style tables.
 
     hf-iqa benchmark --model <hub-id> ./my-model --dataset koniq10k livec --data-root ~/data --split test
-    ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2 -m hf_iqa.benchmark ...   # or accelerate launch
+    ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2 -m hf_iqa.evaluation ...   # or accelerate launch
+
+Glossary: in hf_iqa, a *benchmark* is what it is in the IQA literature, a labelled dataset (KonIQ-10k, LIVE...)
+and evaluating a model's accuracy on it (SRCC/PLCC...): this module, `hf-iqa benchmark` and `hf_iqa.data`. Speed and
+memory measurements are not benchmarks here: they are the scripts in `bench/`.
 
 Models are loaded with `AutoModel`/`AutoImageProcessor` and used only through the output contract of
 `hf_iqa.models` (`scores`, higher is better); images are scored by `hf_iqa.engine.score_stream`, the loop
@@ -31,6 +35,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -402,7 +407,21 @@ def _data_roots(datasets: Sequence[str], data_root: str | os.PathLike | Sequence
     return resolved
 
 
-def run_benchmark(
+@dataclass(frozen=True)
+class EvaluationOptions:
+    """How each (model, dataset) run of one `evaluate_on_datasets` call scores and reports."""
+
+    batch_size: int = 8
+    dtype: str = "float32"
+    fit: str | None = "logistic4"
+    resize_short_side: int | None = None
+    num_workers: int = 4
+    overwrite: bool = False
+    progress: bool = True
+    strict: bool = False
+
+
+def evaluate_on_datasets(
     models: Sequence[str],
     datasets: Sequence[str],
     data_root: str | os.PathLike | Sequence[str],
@@ -427,113 +446,140 @@ def run_benchmark(
     user's `folder` dataset, "test" for named benchmarks); unreadable or missing images are error rows counted in
     `num_errors` (metrics on the rest) unless `strict`;
     `split_options` go to the loaders (`split_scheme`, `split_index`, `split_dir`, `cache_dir`, ...)."""
-    from hf_iqa.data import canonical_name, dataset_metadata, load_benchmark
-    from hf_iqa.engine import shard
-
     if batch_size < 1:
         raise BenchmarkError(f"batch_size must be >= 1, got {batch_size}")
+    options = EvaluationOptions(batch_size, dtype, fit, resize_short_side, num_workers, overwrite, progress, strict)
     state = process_state()
     device = device or state.device
     output_dir = Path(output_dir)
+    loaded = _load_datasets(state, datasets, data_root, split, split_options, strict)
+    results = []
+    for model_id in models:
+        model, processor = load_model(model_id, dtype, device, trust_remote_code)
+        scorer = scorer_for(model, processor, resize_short_side)
+        for name, dataset_split, dataset in loaded:
+            results.append(_evaluate_one(state, scorer, model_id, name, dataset_split, dataset, output_dir, options))
+        del model
+    if state.is_main_process and results:
+        _write_summary(output_dir, results, models if update_card else ())
+    return results
+
+
+def _load_datasets(state, datasets, data_root, split, split_options, strict) -> list[tuple[str, str, Any]]:
+    """(name, split, dataset) per requested dataset; one process fills the Arrow cache, the others read it."""
+    from hf_iqa.data import canonical_name, load_benchmark
+
     roots = _data_roots(datasets, data_root)
     split_options = dict(split_options or {})
     split_options.setdefault("missing_images", "error" if strict else "keep")  # missing files become error rows
     loaded = []
     for name, root in zip(datasets, roots):
         chosen = split or ("all" if canonical_name(name) == "folder" else "test")  # a user's folder: every image
-        with state.main_process_first():  # one process fills the Arrow cache, the others read it
+        with state.main_process_first():
             loaded.append((name, chosen, load_benchmark(name, root, chosen, **split_options)))
+    return loaded
 
-    results = []
-    for model_id in models:
-        model, processor = load_model(model_id, dtype, device, trust_remote_code)
-        scorer = scorer_for(model, processor, resize_short_side)
-        for name, split, dataset in loaded:
-            meta = dataset_metadata(dataset)
-            key = meta.get("key", name)
-            folder = _slug(meta.get("name", key)) if key == "folder" else key  # several user folders may be scored
-            run_dir = output_dir / _slug(model_id) / f"{folder}-{split}"
-            records = dataset.cast_column("image", _undecoded_image())
-            paths = [item["path"] for item in records["image"]]
-            image_ids, mos = list(records["image_id"]), np.asarray(records["mos"], dtype=np.float64)
-            options = {"dtype": dtype, "resize_short_side": resize_short_side}  # what predictions depend on
-            if state.is_main_process:
-                _prepare_run_dir(run_dir, _manifest(model_id, key, split, image_ids, options), overwrite)
-            state.wait_for_everyone()
-            done = _read_predictions(run_dir)
-            state.wait_for_everyone()  # everyone has read before anyone appends
-            remaining = (Item(paths[i], index=i) for i in range(len(paths)) if i not in done)
-            mine = [item.index for item in shard(remaining, state.process_index, state.num_processes)]
-            started = time.perf_counter()
-            try:
-                new = score_shard(
-                    scorer, paths, mine, image_ids,
-                    run_dir / "partial" / f"rank{state.process_index}.csv",
-                    batch_size, num_workers,
-                    progress=progress and state.is_main_process,
-                    description=f"{_slug(model_id)} on {key} ({state.num_processes} process(es))",
-                )  # fmt: skip
-            except Interrupted as stop:
-                raise Interrupted(len(done) + stop.scored, len(paths)) from None
-            seconds = time.perf_counter() - started
-            gathered = gather(state, new)
-            merged = {index: (score, error) for index, (_, score, error) in done.items()}
-            merged |= {index: (score, error) for index, score, error in gathered}
-            missing = [i for i in range(len(paths)) if i not in merged]
-            if missing:
-                raise BenchmarkError(
-                    f"{len(missing)} images of {key} have no prediction after gathering: {missing[:5]}"
-                )
-            errors = {i: merged[i][1] for i in range(len(paths)) if merged[i][1] is not None}
-            if errors and strict:
-                examples = "; ".join(f"{paths[i]}: {error}" for i, error in list(errors.items())[:3])
-                raise BenchmarkError(f"{len(errors)} image(s) of {key} could not be scored (--strict): {examples}")
-            predictions = np.array([np.nan if merged[i][0] is None else merged[i][0] for i in range(len(paths))])
-            scored = np.array([i not in errors for i in range(len(paths))], dtype=bool)
-            labels, orientation = oriented_labels(mos, meta)
-            metrics = iqa_correlations(predictions[scored], labels[scored], fit=fit)
-            result = {
-                "model": model_id,
-                "dataset": key,
-                "dataset_name": meta.get("name", key),
-                "split": split,
-                "split_scheme": meta.get("split_scheme"),
-                "num_images": len(paths),
-                "num_errors": len(errors),
-                "errors": {image_ids[i]: error for i, error in errors.items()},
-                **metrics,
-                "fit_requested": fit,
-                "label_column": meta.get("label_column"),
-                "mos_range": meta.get("mos_range"),
-                "higher_is_better": meta.get("higher_is_better"),
-                "label_orientation": orientation,
-                "dtype": dtype,
-                "batch_size": batch_size,
-                "resize_short_side": resize_short_side,
-                "num_processes": state.num_processes,
-                "images_scored_now": len(gathered),
-                "images_resumed": len(done),
-                "seconds": round(seconds, 3),
-                "output_dir": str(run_dir),
-            }
-            if state.is_main_process:
-                _write_run(run_dir, result, paths, image_ids, mos, predictions, labels, errors)
-            state.wait_for_everyone()
-            results.append(result)
-        del model
-    if state.is_main_process and results:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-        (output_dir / "results.md").write_text(combined_table(results))
-        if update_card:
-            for model_id in models:
-                if Path(model_id).is_dir():
-                    update_model_card(model_id, [r for r in results if r["model"] == model_id])
-                else:
-                    warnings.warn(
-                        f"--update-card only edits local model folders; {model_id!r} is not one", stacklevel=2
-                    )
-    return results
+
+def _evaluate_one(state, scorer, model_id, name, split, dataset, output_dir: Path, options) -> dict:
+    """Score one model on one dataset split (resuming earlier predictions) and return its metrics record."""
+    from hf_iqa.data import dataset_metadata
+
+    meta = dataset_metadata(dataset)
+    key = meta.get("key", name)
+    folder = _slug(meta.get("name", key)) if key == "folder" else key  # several user folders may be scored
+    run_dir = output_dir / _slug(model_id) / f"{folder}-{split}"
+    records = dataset.cast_column("image", _undecoded_image())
+    paths = [item["path"] for item in records["image"]]
+    image_ids, mos = list(records["image_id"]), np.asarray(records["mos"], dtype=np.float64)
+    manifest_options = {
+        "dtype": options.dtype,
+        "resize_short_side": options.resize_short_side,
+    }  # what predictions depend on
+    if state.is_main_process:
+        _prepare_run_dir(run_dir, _manifest(model_id, key, split, image_ids, manifest_options), options.overwrite)
+    state.wait_for_everyone()
+    done = _read_predictions(run_dir)
+    state.wait_for_everyone()  # everyone has read before anyone appends
+    started = time.perf_counter()
+    gathered = _score_remaining(state, scorer, model_id, key, run_dir, paths, image_ids, done, options)
+    seconds = time.perf_counter() - started
+    predictions, errors = _merge_predictions(key, paths, done, gathered, options.strict)
+    scored = np.array([i not in errors for i in range(len(paths))], dtype=bool)
+    labels, orientation = oriented_labels(mos, meta)
+    result = {
+        "model": model_id,
+        "dataset": key,
+        "dataset_name": meta.get("name", key),
+        "split": split,
+        "split_scheme": meta.get("split_scheme"),
+        "num_images": len(paths),
+        "num_errors": len(errors),
+        "errors": {image_ids[i]: error for i, error in errors.items()},
+        **iqa_correlations(predictions[scored], labels[scored], fit=options.fit),
+        "fit_requested": options.fit,
+        "label_column": meta.get("label_column"),
+        "mos_range": meta.get("mos_range"),
+        "higher_is_better": meta.get("higher_is_better"),
+        "label_orientation": orientation,
+        "dtype": options.dtype,
+        "batch_size": options.batch_size,
+        "resize_short_side": options.resize_short_side,
+        "num_processes": state.num_processes,
+        "images_scored_now": len(gathered),
+        "images_resumed": len(done),
+        "seconds": round(seconds, 3),
+        "output_dir": str(run_dir),
+    }
+    if state.is_main_process:
+        _write_run(run_dir, result, paths, image_ids, mos, predictions, labels, errors)
+    state.wait_for_everyone()
+    return result
+
+
+def _score_remaining(state, scorer, model_id, key, run_dir, paths, image_ids, done, options) -> list:
+    """This process's shard of the images without a prediction yet, scored; then every process's, gathered."""
+    from hf_iqa.engine import shard
+
+    remaining = (Item(paths[i], index=i) for i in range(len(paths)) if i not in done)
+    mine = [item.index for item in shard(remaining, state.process_index, state.num_processes)]
+    try:
+        new = score_shard(
+            scorer, paths, mine, image_ids,
+            run_dir / "partial" / f"rank{state.process_index}.csv",
+            options.batch_size, options.num_workers,
+            progress=options.progress and state.is_main_process,
+            description=f"{_slug(model_id)} on {key} ({state.num_processes} process(es))",
+        )  # fmt: skip
+    except Interrupted as stop:
+        raise Interrupted(len(done) + stop.scored, len(paths)) from None
+    return gather(state, new)
+
+
+def _merge_predictions(key, paths, done, gathered, strict) -> tuple[np.ndarray, dict[int, str]]:
+    """Resumed and new predictions in dataset order (NaN for error rows) and the errors by index."""
+    merged = {index: (score, error) for index, (_, score, error) in done.items()}
+    merged |= {index: (score, error) for index, score, error in gathered}
+    missing = [i for i in range(len(paths)) if i not in merged]
+    if missing:
+        raise BenchmarkError(f"{len(missing)} images of {key} have no prediction after gathering: {missing[:5]}")
+    errors = {i: merged[i][1] for i in range(len(paths)) if merged[i][1] is not None}
+    if errors and strict:
+        examples = "; ".join(f"{paths[i]}: {error}" for i, error in list(errors.items())[:3])
+        raise BenchmarkError(f"{len(errors)} image(s) of {key} could not be scored (--strict): {examples}")
+    predictions = np.array([np.nan if merged[i][0] is None else merged[i][0] for i in range(len(paths))])
+    return predictions, errors
+
+
+def _write_summary(output_dir: Path, results: list[dict], card_models: Sequence[str]) -> None:
+    """results.json and results.md for the whole call; the results into the cards of `card_models` (local folders)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (output_dir / "results.md").write_text(combined_table(results))
+    for model_id in card_models:
+        if Path(model_id).is_dir():
+            update_model_card(model_id, [r for r in results if r["model"] == model_id])
+        else:
+            warnings.warn(f"--update-card only edits local model folders; {model_id!r} is not one", stacklevel=3)
 
 
 def _undecoded_image():
@@ -600,7 +646,7 @@ def run(args: argparse.Namespace) -> int:
             engine.disable_progress_bars()
         engine.apply_image_limit(args.max_pixels)
         device = engine.resolve_device(args.device)
-        results = run_benchmark(
+        results = evaluate_on_datasets(
             args.model,
             args.dataset,
             args.data_root,

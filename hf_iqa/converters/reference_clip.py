@@ -12,6 +12,8 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
+from hf_iqa.openai_clip import CONTEXT_LENGTH
+
 Tensor = torch.Tensor
 
 
@@ -76,7 +78,7 @@ def encode_text(state: Mapping[str, Tensor], input_ids: Tensor) -> Tensor:
     return x @ state["text_projection"].float()
 
 
-def openai_tokenize(tokenizer, texts: list[str], context_length: int = 77) -> Tensor:
+def openai_tokenize(tokenizer, texts: list[str], context_length: int = CONTEXT_LENGTH) -> Tensor:
     """Token ids laid out as OpenAI's `clip.tokenize` does: SOT + BPE + EOT, zero-padded to `context_length`."""
     ids = torch.zeros(len(texts), context_length, dtype=torch.long)
     for row, text in enumerate(texts):

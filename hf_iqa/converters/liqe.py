@@ -25,12 +25,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from hf_iqa.openai_clip import build_clip_tokenizer
+
 from .common import (
     ConversionError,
     Stages,
     add_hub_arguments,
     assert_parity,
-    build_clip_tokenizer,
     check_output_dir,
     convert_openai_clip_state_dict,
     infer_vit_clip_config_kwargs,

@@ -1,16 +1,13 @@
-"""Shared conversion helpers: safe checkpoint loading, OpenAI-CLIP -> transformers key maps, the CLIP tokenizer
-(built offline from the BPE file shipped with this package), parity assertions and Hub-folder staging."""
+"""Shared conversion helpers: safe checkpoint loading, OpenAI-CLIP -> transformers key maps, parity assertions and
+Hub-folder staging. The CLIP tokenizer and constants live in `hf_iqa.openai_clip` (training uses them too)."""
 
 from __future__ import annotations
 
 import contextlib
-import gzip
-import json
 import logging
 import re
 import sys
 from collections.abc import Iterator, Mapping
-from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -28,8 +25,6 @@ from ._support import (  # noqa: F401  (re-exported for the converters)
 )
 
 logger = logging.getLogger(__name__)
-
-BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"  # OpenAI CLIP's BPE merges (MIT licence), shipped as package data
 
 
 class ConversionError(RuntimeError):
@@ -190,53 +185,41 @@ def infer_vit_clip_config_kwargs(state: Mapping[str, torch.Tensor]) -> dict[str,
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Tokenizer
+# OpenAI CLIP text tower and ModifiedResNet -> transformers / ClipResNetVisionModel (QualiCLIP and UniQA)
 # ----------------------------------------------------------------------------------------------------------------
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte -> printable-unicode table (a fact of the BPE format)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    printable += list(range(ord("®"), ord("ÿ") + 1))
-    codes = printable[:]
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            codes.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, (chr(c) for c in codes)))
+def infer_text_config_kwargs(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """CLIPTextConfig kwargs from OpenAI text-tower shapes."""
+    width = int(state["ln_final.weight"].shape[0])
+    return {
+        "vocab_size": int(state["token_embedding.weight"].shape[0]),
+        "hidden_size": width,
+        "intermediate_size": int(state["transformer.resblocks.0.mlp.c_fc.weight"].shape[0]),
+        "num_hidden_layers": len({k.split(".")[2] for k in state if k.startswith("transformer.resblocks.")}),
+        "num_attention_heads": width // 64,
+        "max_position_embeddings": int(state["positional_embedding"].shape[0]),
+        "hidden_act": "quick_gelu",
+        "layer_norm_eps": 1e-5,
+        "projection_dim": int(state["text_projection"].shape[1]),
+        "bos_token_id": 49406,
+        "eos_token_id": 49407,
+        "pad_token_id": 1,
+    }
 
 
-@lru_cache(maxsize=1)
-def clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """The exact OpenAI CLIP vocabulary (49 408 entries) and merges, from the BPE file in this package."""
-    with resources.files("hf_iqa.conversion").joinpath(BPE_FILE).open("rb") as handle:
-        lines = gzip.decompress(handle.read()).decode("utf-8").split("\n")
-    merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
-    symbols = list(_bytes_to_unicode().values())
-    vocab_list = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
-    vocab_list += ["<|startoftext|>", "<|endoftext|>"]
-    return {token: i for i, token in enumerate(vocab_list)}, merges
-
-
-def build_clip_tokenizer(save_directory: str | Path | None = None):
-    """A transformers `CLIPTokenizer` with OpenAI's exact ids, built offline. Optionally saved to a folder.
-
-    Note: `CLIPTokenizer(vocab_file=..., merges_file=...)` silently ignores both arguments in transformers 5;
-    writing vocab.json + merges.txt and calling `from_pretrained` is the reliable route.
-    """
-    import tempfile
-
-    from transformers import CLIPTokenizer
-
-    vocab, merges = clip_vocab_and_merges()
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-        merges_text = "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n"
-        (Path(tmp) / "merges.txt").write_text(merges_text, encoding="utf-8")
-        tokenizer = CLIPTokenizer.from_pretrained(tmp, model_max_length=77)
-    if save_directory is not None:
-        tokenizer.save_pretrained(str(save_directory))
-    return tokenizer
+def convert_resnet_state_dict(state: Mapping[str, torch.Tensor], prefix: str = "visual.") -> dict[str, torch.Tensor]:
+    """OpenAI ModifiedResNet keys -> `ClipResNetVisionModel` keys: a pure rename except the shortcut
+    `downsample.0/1` -> `downsample.conv/bn` (the `downsample.-1` average pool has no parameters)."""
+    converted = {}
+    for key, tensor in state.items():
+        if not key.startswith(prefix):
+            continue
+        name = (
+            key[len(prefix) :]
+            .replace(".downsample.0.", ".downsample.conv.")
+            .replace(".downsample.1.", ".downsample.bn.")
+        )
+        converted[name] = tensor.detach().to(torch.float32) if tensor.is_floating_point() else tensor.detach()
+    return converted
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -28,15 +28,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from hf_iqa.openai_clip import build_clip_tokenizer
+
 from . import reference_clip, reference_resnet
 from .common import (
     ConversionError,
     Stages,
     add_hub_arguments,
     assert_parity,
-    build_clip_tokenizer,
     check_output_dir,
     convert_openai_clip_state_dict,
+    convert_resnet_state_dict,
+    infer_text_config_kwargs,
     load_checkpoint,
     one_line_errors,
     progress_enabled,
@@ -81,22 +84,6 @@ def detect_layout(state: Mapping[str, torch.Tensor]) -> str:
     )
 
 
-def convert_resnet_state_dict(state: Mapping[str, torch.Tensor], prefix: str = "visual.") -> dict[str, torch.Tensor]:
-    """OpenAI ModifiedResNet keys -> `ClipResNetVisionModel` keys: a pure rename except the shortcut
-    `downsample.0/1` -> `downsample.conv/bn` (the `downsample.-1` average pool has no parameters)."""
-    converted = {}
-    for key, tensor in state.items():
-        if not key.startswith(prefix):
-            continue
-        name = (
-            key[len(prefix) :]
-            .replace(".downsample.0.", ".downsample.conv.")
-            .replace(".downsample.1.", ".downsample.bn.")
-        )
-        converted[name] = tensor.detach().to(torch.float32) if tensor.is_floating_point() else tensor.detach()
-    return converted
-
-
 def infer_clip_resnet_config_kwargs(state: Mapping[str, torch.Tensor], prefix: str = "visual.") -> dict[str, Any]:
     """Read a CLIP ResNet's architecture from OpenAI-format tensor shapes (as OpenAI's `build_model` does)."""
     try:
@@ -114,25 +101,6 @@ def infer_clip_resnet_config_kwargs(state: Mapping[str, torch.Tensor], prefix: s
         "projection_dim": output_dim,
         "num_attention_heads": width * 32 // 64,
         "image_size": round(math.sqrt(table.shape[0] - 1)) * 32,
-    }
-
-
-def infer_text_config_kwargs(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """CLIPTextConfig kwargs from OpenAI text-tower shapes."""
-    width = int(state["ln_final.weight"].shape[0])
-    return {
-        "vocab_size": int(state["token_embedding.weight"].shape[0]),
-        "hidden_size": width,
-        "intermediate_size": int(state["transformer.resblocks.0.mlp.c_fc.weight"].shape[0]),
-        "num_hidden_layers": len({k.split(".")[2] for k in state if k.startswith("transformer.resblocks.")}),
-        "num_attention_heads": width // 64,
-        "max_position_embeddings": int(state["positional_embedding"].shape[0]),
-        "hidden_act": "quick_gelu",
-        "layer_norm_eps": 1e-5,
-        "projection_dim": int(state["text_projection"].shape[1]),
-        "bos_token_id": 49406,
-        "eos_token_id": 49407,
-        "pad_token_id": 1,
     }
 
 
@@ -186,6 +154,18 @@ def convert(
         )  # fmt: skip
 
 
+@dataclass
+class _Source:
+    """What a conversion reads from the checkpoint file(s)."""
+
+    layout: str  # "full" or "prompt_learner" (QualiCLIP+, with the base QualiCLIP weights)
+    variant: str  # "qualiclip" or "qualiclip+"
+    dataset: str | None  # the QualiCLIP+ training set
+    clip_state: dict[str, torch.Tensor]  # OpenAI CLIP keys, `clip_model.` removed
+    prompts_features: torch.Tensor  # as stored in the checkpoint
+    learner: dict[str, torch.Tensor] | None  # QualiCLIP+'s ctx, token_prefix, token_suffix
+
+
 def _convert(
     checkpoint: str | Path,
     output_dir: str | Path,
@@ -200,15 +180,59 @@ def _convert(
     atol: float,
 ) -> ConversionResult:
     from hf_iqa.models import register_all
-    from hf_iqa.models.qualiclip import QualiClipConfig, QualiClipImageProcessor, QualiClipModel
+    from hf_iqa.models.qualiclip import QualiClipImageProcessor, QualiClipModel
 
     register_all()  # so save_pretrained writes auto_map and copies the model folder's code
     checkpoint, output_dir = Path(checkpoint), Path(output_dir)
     stages.stage("loading the checkpoint")
+    source = _read_source(checkpoint, base_checkpoint, dataset)
+    notes: list[str] = []
+    protocol, prompt_logit_scale = _choose_logit_scale(source, protocol, prompt_logit_scale, notes)
+
+    stages.stage("building the model")
+    tokenizer = build_clip_tokenizer()
+    keep_text = keep_text_tower and "token_embedding.weight" in source.clip_state
+    if keep_text_tower and not keep_text:
+        raise ConversionError(f"{checkpoint}: --keep-text-tower asked for, but the checkpoint has no text tower")
+    needs_text = (
+        keep_text or source.variant == "qualiclip+"
+    )  # QualiCLIP+ needs it once, to compute the prompt features
+    config = _build_config(source, prompt_logit_scale, tokenizer, with_text=needs_text)
+    model = _build_model(config, source, needs_text, checkpoint)
+
+    stages.stage("prompt features")
+    prompts = [p for pair in config.prompt_pairs for p in pair]
+    prompts_features = _prompt_features(model, config, source, tokenizer, prompts, atol, notes)
+
+    stages.stage("parity check against the original architecture")
+    inputs = _parity_inputs()
+    reference_scores, difference = _check_image_parity(
+        model, inputs, source.clip_state, prompts_features, prompt_logit_scale, atol
+    )
+
+    if needs_text and not keep_text:  # inference needs only the image tower and the 14 stored features
+        image_only = QualiClipModel(_build_config(source, prompt_logit_scale, tokenizer, with_text=False)).eval()
+        kept = {k: v for k, v in model.state_dict().items() if k.startswith("vision_model.")}
+        image_only.load_state_dict({**kept, "prompt_text_features": model.prompt_text_features}, strict=True)
+        model = image_only
+    stages.stage("saving, reloading the saved folder and checking it")
+    variant, dataset = source.variant, source.dataset
+    image_processor = QualiClipImageProcessor(do_resize=dataset == "spaq")
+    card = render_model_card("qualiclip", **_card_fields(variant, dataset, protocol, prompt_logit_scale, checkpoint))
+    with staged_output_dir(output_dir, overwrite) as staging:
+        files = save_hub_folder(staging, model, image_processor, tokenizer if keep_text else None, card)
+        reloaded = QualiClipModel.from_pretrained(str(staging)).eval()
+        with torch.no_grad():
+            assert_parity("reloaded scores", reloaded(pixel_values=inputs).scores, reference_scores, atol)
+    for note in notes:
+        logger.warning(note)
+    return ConversionResult(output_dir, variant, prompt_logit_scale, difference, files, notes)
+
+
+def _read_source(checkpoint: Path, base_checkpoint: str | Path | None, dataset: str | None) -> _Source:
+    """The checkpoint's layout and tensors; a QualiCLIP+ prompt learner also reads the base QualiCLIP weights."""
     state = load_checkpoint(checkpoint)
     layout = detect_layout(state)
-    notes: list[str] = []
-
     learner: dict[str, torch.Tensor] | None = None
     if layout == "prompt_learner":
         if base_checkpoint is None:
@@ -237,7 +261,15 @@ def _convert(
 
     prompts_features = state["prompts_features"].detach().float()
     clip_state = {k[len("clip_model.") :]: v for k, v in state.items() if k.startswith("clip_model.")}
-    protocol = protocol or ("pyiqa" if variant == "qualiclip+" else "official")
+    return _Source(layout, variant, dataset, clip_state, prompts_features, learner)
+
+
+def _choose_logit_scale(
+    source: _Source, protocol: str | None, prompt_logit_scale: float | None, notes: list[str]
+) -> tuple[str, float]:
+    """The protocol and its prompt logit scale: 100 (official) or the checkpoint's scale / 2 (pyiqa)."""
+    clip_state = source.clip_state
+    protocol = protocol or ("pyiqa" if source.variant == "qualiclip+" else "official")
     if protocol not in ("official", "pyiqa"):
         raise ConversionError(f"protocol must be 'official' or 'pyiqa', got {protocol!r}")
     checkpoint_scale = float(clip_state["logit_scale"].float().exp()) if "logit_scale" in clip_state else None
@@ -250,34 +282,37 @@ def _convert(
             prompt_logit_scale = round(checkpoint_scale / PYIQA_TEMPERATURE, 4)
     if checkpoint_scale is not None and abs(checkpoint_scale - 100.0) > 1e-2:
         notes.append(f"checkpoint logit_scale.exp() = {checkpoint_scale:.4f} (expected 100)")
+    return protocol, prompt_logit_scale
 
-    # ---- config and weights ----------------------------------------------------------------------------------
-    stages.stage("building the model")
+
+def _build_config(source: _Source, prompt_logit_scale: float, tokenizer, with_text: bool):
+    """The QualiClipConfig read from the checkpoint's shapes, with or without the text tower."""
+    from hf_iqa.models.qualiclip import QualiClipConfig
+
+    clip_state, learner, variant = source.clip_state, source.learner, source.variant
     vision_kwargs = infer_clip_resnet_config_kwargs(clip_state)
     prompt_pairs = QualiClipConfig().prompt_pairs
     prompts = [p for pair in prompt_pairs for p in pair]
-    tokenizer = build_clip_tokenizer()
-    keep_text = keep_text_tower and "token_embedding.weight" in clip_state
-    if keep_text_tower and not keep_text:
-        raise ConversionError(f"{checkpoint}: --keep-text-tower asked for, but the checkpoint has no text tower")
-    needs_text = keep_text or variant == "qualiclip+"  # QualiCLIP+ needs it once, to compute the prompt features
+    return QualiClipConfig(
+        vision_config=vision_kwargs,
+        text_config=infer_text_config_kwargs(clip_state) if with_text else None,
+        projection_dim=vision_kwargs["projection_dim"],
+        prompt_pairs=prompt_pairs,
+        prompt_logit_scale=prompt_logit_scale,
+        variant=variant,
+        use_prompt_learner=with_text and variant == "qualiclip+",
+        n_ctx=learner["ctx"].shape[1] if learner else 16,
+        prompt_token_lengths=prompt_token_lengths(prompts, tokenizer) if variant == "qualiclip+" else None,
+    )
 
-    def build_config(with_text: bool) -> QualiClipConfig:
-        return QualiClipConfig(
-            vision_config=vision_kwargs,
-            text_config=infer_text_config_kwargs(clip_state) if with_text else None,
-            projection_dim=vision_kwargs["projection_dim"],
-            prompt_pairs=prompt_pairs,
-            prompt_logit_scale=prompt_logit_scale,
-            variant=variant,
-            use_prompt_learner=with_text and variant == "qualiclip+",
-            n_ctx=learner["ctx"].shape[1] if learner else 16,
-            prompt_token_lengths=prompt_token_lengths(prompts, tokenizer) if variant == "qualiclip+" else None,
-        )
 
-    config = build_config(needs_text)
-    expected = (2 * len(prompt_pairs), config.projection_dim)
-    if layout == "full" and tuple(prompts_features.shape) != expected:
+def _build_model(config, source: _Source, needs_text: bool, checkpoint: Path):
+    """A QualiClipModel holding the checkpoint's weights (and its stored prompt features)."""
+    from hf_iqa.models.qualiclip import QualiClipModel
+
+    clip_state, learner, prompts_features = source.clip_state, source.learner, source.prompts_features
+    expected = (2 * len(config.prompt_pairs), config.projection_dim)
+    if source.layout == "full" and tuple(prompts_features.shape) != expected:
         raise ConversionError(f"prompts_features has shape {tuple(prompts_features.shape)}, expected {expected}")
 
     model = QualiClipModel(config).eval()
@@ -291,10 +326,14 @@ def _convert(
         model.load_state_dict(weights, strict=True)
     except RuntimeError as error:
         raise ConversionError(f"{checkpoint}: weights do not fit the inferred architecture: {error}") from None
+    return model
 
-    # ---- prompt features -------------------------------------------------------------------------------------
-    stages.stage("prompt features")
-    if variant == "qualiclip+":
+
+def _prompt_features(model, config, source: _Source, tokenizer, prompts, atol: float, notes: list[str]):
+    """The prompt features the scores use: QualiCLIP+'s computed by the model and checked against the reference
+    prompt learner; QualiCLIP's as stored (with notes when they look surprising)."""
+    clip_state, learner = source.clip_state, source.learner
+    if source.variant == "qualiclip+":
         lengths = config.prompt_token_lengths
         _check_prompt_learner_tokens(learner, clip_state, tokenizer, prompts, config.n_ctx, notes)
         reference_text = F.normalize(
@@ -306,13 +345,13 @@ def _convert(
         with torch.no_grad():
             converted_text = model.update_prompt_text_features().clone()
         assert_parity("QualiCLIP+ prompt features", converted_text, reference_text, atol)
-        prompts_features = reference_text
-    else:
-        _check_stored_prompt_features(prompts_features, clip_state, tokenizer, prompts, notes)
+        return reference_text
+    _check_stored_prompt_features(source.prompts_features, clip_state, tokenizer, prompts, notes)
+    return source.prompts_features
 
-    # ---- image parity vs the independent reference ---------------------------------------------------------
-    stages.stage("parity check against the original architecture")
-    inputs = _parity_inputs()
+
+def _check_image_parity(model, inputs, clip_state, prompts_features, prompt_logit_scale: float, atol: float):
+    """Image embeddings and scores against the independent reference; returns (reference scores, max difference)."""
     with torch.no_grad():
         output = model(pixel_values=inputs)
     reference_embeds = torch.cat([reference_resnet.encode_image_resnet(clip_state, x[None]) for x in inputs])
@@ -321,24 +360,7 @@ def _convert(
         assert_parity("image embeddings", output.image_embeds, F.normalize(reference_embeds, dim=-1), atol),
         assert_parity("scores", output.scores, reference_scores, atol),
     )
-
-    # ---- save, reload, check again ---------------------------------------------------------------------------
-    if needs_text and not keep_text:  # inference needs only the image tower and the 14 stored features
-        image_only = QualiClipModel(build_config(False)).eval()
-        kept = {k: v for k, v in model.state_dict().items() if k.startswith("vision_model.")}
-        image_only.load_state_dict({**kept, "prompt_text_features": model.prompt_text_features}, strict=True)
-        model = image_only
-    stages.stage("saving, reloading the saved folder and checking it")
-    image_processor = QualiClipImageProcessor(do_resize=dataset == "spaq")
-    card = render_model_card("qualiclip", **_card_fields(variant, dataset, protocol, prompt_logit_scale, checkpoint))
-    with staged_output_dir(output_dir, overwrite) as staging:
-        files = save_hub_folder(staging, model, image_processor, tokenizer if keep_text else None, card)
-        reloaded = QualiClipModel.from_pretrained(str(staging)).eval()
-        with torch.no_grad():
-            assert_parity("reloaded scores", reloaded(pixel_values=inputs).scores, reference_scores, atol)
-    for note in notes:
-        logger.warning(note)
-    return ConversionResult(output_dir, variant, prompt_logit_scale, difference, files, notes)
+    return reference_scores, difference
 
 
 def _check_stored_prompt_features(features, clip_state, tokenizer, prompts, notes) -> None:
