@@ -214,7 +214,7 @@ def test_text_tower_kept_recomputes_the_same_features(originals, converted, open
     stored = model.prompt_text_features.clone()
     with torch.no_grad():
         model.prompt_text_features.zero_()
-        recomputed = model.update_prompt_text_features()
+        recomputed = model.compute_prompt_text_features()
         text = model.get_text_features(tokenize(openai_simple_tokenizer, PROMPTS[:2]))
         expected_text = originals.clip.encode_text(tokenize(openai_simple_tokenizer, PROMPTS[:2]))
     torch.testing.assert_close(recomputed, stored, atol=1e-6, rtol=0)

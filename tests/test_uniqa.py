@@ -111,7 +111,7 @@ def clip_pair(backbone, openai_clip_model, hf_tokenizer):
     clip_model = make_openai_clip(openai_clip_model, backbone)
     state = uniqa_conversion.openai_state_dict(clip_model.state_dict(), "test")
     model = uniqa_conversion.build_model(state, uniqa_conversion.detect_backbone(state))
-    model.compute_prompt_features(hf_tokenizer)
+    model.compute_prompt_text_features(hf_tokenizer)
     return clip_model, model, BACKBONES[backbone][0]
 
 
@@ -558,7 +558,7 @@ def test_vit_without_position_embedding_matches_upstream(openai_clip_model, open
     state = uniqa_conversion.openai_state_dict(clip_model.state_dict(), "test")
     model = uniqa_conversion.build_model(state, "vit")
     model.config.use_position_embedding = False
-    model.compute_prompt_features(build_clip_tokenizer())
+    model.compute_prompt_text_features(build_clip_tokenizer())
     images = [make_image(70, 45, seed) for seed in range(2)]
     inputs = processor_for(32, crop_mode="five_crop")(images, return_tensors="pt")
     oracle = without_vit_positions(clip_model)
@@ -603,7 +603,7 @@ def test_adapter_training_on_the_frozen_backbone_uses_the_fast_loop(
 
     state = uniqa_conversion.openai_state_dict(make_openai_clip(openai_clip_model, "vit", seed=5).state_dict(), "t")
     model = uniqa_conversion.build_model(state, "vit")
-    model.compute_prompt_features(hf_tokenizer)
+    model.compute_prompt_text_features(hf_tokenizer)
     size = model.config.image_size
     inputs = processor_for(size, num_crops=2)([make_image(size + 20, size + 5, 1)], return_tensors="pt")
     model.load_task_head("quality", {"adapter.fc.0.weight": torch.randn(16, 32) * 0.1,

@@ -304,7 +304,7 @@ def _convert(
             dim=-1,
         )
         with torch.no_grad():
-            converted_text = model.update_prompt_text_features().clone()
+            converted_text = model.compute_prompt_text_features().clone()
         assert_parity("QualiCLIP+ prompt features", converted_text, reference_text, atol)
         prompts_features = reference_text
     else:
