@@ -203,7 +203,7 @@ def test_converted_folder_contents(converted):
     assert max(converted["mix"].max_differences.values()) <= 1e-5
 
 
-def test_stored_text_embeds_match_tokenizer_in_folder(converted):
+def test_stored_prompt_features_match_tokenizer_in_folder(converted):
     """The saved tokenizer reproduces the stored prompt embeddings (users who edit prompts rely on it)."""
     from transformers import AutoTokenizer
 
@@ -212,6 +212,22 @@ def test_stored_text_embeds_match_tokenizer_in_folder(converted):
     stored = model.prompt_text_features.clone()
     recomputed = model.compute_prompt_text_features(AutoTokenizer.from_pretrained(folder))
     torch.testing.assert_close(recomputed, stored, atol=1e-6, rtol=0)
+
+
+def test_folder_with_the_old_buffer_name_is_refused(converted, tmp_path):
+    """A folder saved when the prompt embeddings were called `text_embeds` fails loudly instead of scoring against
+    zero features; a bad setting given to `from_pretrained` is refused too."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "old"
+    LiqeModel.from_pretrained(converted["koniq"].output_dir).save_pretrained(folder)
+    state = load_file(folder / "model.safetensors")
+    state["text_embeds"] = state.pop("prompt_text_features")
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"no stored prompt features \(prompt_text_features\).*text_embeds"):
+        LiqeModel.from_pretrained(folder)
+    with pytest.raises(ValueError, match="LiqeConfig.num_patches"):
+        LiqeModel.from_pretrained(converted["koniq"].output_dir, num_patches=0)
 
 
 def test_converter_refuses_to_save_on_mismatch(oa_clip, tmp_path, monkeypatch):

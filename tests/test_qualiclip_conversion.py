@@ -222,6 +222,20 @@ def test_text_tower_kept_recomputes_the_same_features(originals, converted, open
     assert model.prompt_learner.ctx.requires_grad  # the prompt context can be retrained
 
 
+def test_fixed_prompts_recomputed_with_the_tokenizer(originals, converted):
+    """Without a prompt learner, `compute_prompt_text_features(tokenizer)` encodes `config.prompts` (OpenAI oracle)."""
+    from transformers import AutoTokenizer
+
+    folder = converted["plus_text"].output_dir
+    model = load(folder, use_prompt_learner=False)
+    assert model.text_model is not None and model.prompt_learner is None
+    with pytest.raises(ValueError, match="tokenizer"):
+        model.compute_prompt_text_features()
+    features = model.compute_prompt_text_features(AutoTokenizer.from_pretrained(folder))
+    torch.testing.assert_close(features, originals.prompt_features, atol=1e-5, rtol=0)
+    torch.testing.assert_close(model.prompt_text_features, features, atol=0, rtol=0)
+
+
 def test_layout_errors_are_clear(originals, tmp_path):
     torch.save({"visual.conv1.weight": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(ConversionError, match="not a QualiCLIP checkpoint"):
