@@ -46,6 +46,11 @@ class ClipResNetConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         self.layers = [int(n) for n in self.layers]
+        super().__post_init__(**kwargs)
+        self.validate_clip_resnet()
+
+    def validate_clip_resnet(self) -> None:
+        """Raise a ValueError naming the bad field (called by `__post_init__`)."""
         if len(self.layers) != 4 or min(self.layers) < 1:
             raise ValueError(f"ClipResNetConfig.layers must be 4 positive block counts, got {self.layers}")
         if (self.width * 32) % self.num_attention_heads:
@@ -58,7 +63,6 @@ class ClipResNetConfig(PreTrainedConfig):
                 f"ClipResNetConfig.position_embedding_mode must be one of {POSITION_EMBEDDING_MODES}, "
                 f"got {self.position_embedding_mode!r}"
             )
-        super().__post_init__(**kwargs)
 
 
 # The 7 antonym pairs, positive first (QualiCLIP paper / pyiqa). Never rebuild them from the official hubconf list:
