@@ -40,7 +40,9 @@ def build(name: str):
         )
         model = LiqeModel(LiqeConfig(clip_config=clip))
         with torch.no_grad():
-            model.text_embeds.copy_(torch.nn.functional.normalize(torch.randn_like(model.text_embeds), dim=-1))
+            model.prompt_text_features.copy_(
+                torch.nn.functional.normalize(torch.randn_like(model.prompt_text_features), dim=-1)
+            )
         return model, lambda batch: {"pixel_values": torch.randn(batch, 15, 3, 224, 224)}
     if name == "qualiclip":
         from hf_iqa.models.qualiclip import QualiClipConfig, QualiClipModel

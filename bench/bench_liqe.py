@@ -62,7 +62,7 @@ def write_weights(path: str) -> None:
     state = clip.state_dict()
     state["logit_scale"] = torch.tensor(math.log(100.0))
     prompts = torch.nn.functional.normalize(torch.randn(495, 512), dim=-1)
-    torch.save({"clip": state, "text_embeds": prompts}, path)
+    torch.save({"clip": state, "prompt_text_features": prompts}, path)
 
 
 def gemm_throughput(threads: int) -> dict:
@@ -97,7 +97,7 @@ def worker(method: str, size: str, dtype: str, count: int, batch_size: int, weig
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1)))
     torch_dtype = getattr(torch, dtype)
     saved = torch.load(weights, weights_only=True)
-    prompts = saved["text_embeds"]
+    prompts = saved["prompt_text_features"]
     if method == "baseline":
         module = openai_model_module()
         clip = module.CLIP(512, 224, 12, 768, 32, 77, 49408, 512, 8, 12)
@@ -127,7 +127,7 @@ def worker(method: str, size: str, dtype: str, count: int, batch_size: int, weig
         from hf_iqa.models.liqe import LiqeImageProcessor, LiqeModel
 
         model = build_model(saved["clip"], "mix", "pyiqa")
-        model.text_embeds.copy_(prompts)
+        model.prompt_text_features.copy_(prompts)
         if dtype != "float32":  # load as users do: `dtype=` keeps the prompt embeddings and logit scale in fp32
             with tempfile.TemporaryDirectory() as folder:
                 model.save_pretrained(folder)

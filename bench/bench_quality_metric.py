@@ -61,7 +61,7 @@ def randomize(model: torch.nn.Module) -> torch.nn.Module:
             if not tensor.is_floating_point() or name.endswith(("logit_scale", "score_level")):
                 continue
             noise = torch.randn(tensor.shape, generator=generator)
-            if name.endswith(("text_embeds", "prompt_text_features")):
+            if name.endswith("prompt_text_features"):
                 tensor.copy_(noise / noise.norm(dim=-1, keepdim=True))
             elif name.endswith("running_var"):
                 tensor.uniform_(0.5, 1.5, generator=generator)

@@ -43,7 +43,9 @@ def save_liqe(folder: Path, small: bool) -> str:
                       logit_scale_init_value=4.605170185988092)  # fmt: skip
     model = LiqeModel(LiqeConfig(clip_config=clip)).eval()
     with torch.no_grad():
-        model.text_embeds.copy_(torch.nn.functional.normalize(torch.randn_like(model.text_embeds), dim=-1))
+        model.prompt_text_features.copy_(
+            torch.nn.functional.normalize(torch.randn_like(model.prompt_text_features), dim=-1)
+        )
     model.save_pretrained(folder)
     LiqeImageProcessor().save_pretrained(folder)
     return str(folder)

@@ -44,7 +44,7 @@ def tiny_random_liqe() -> torch.nn.Module:
     )  # fmt: skip
     model = LiqeModel(LiqeConfig(clip_config=clip, scenes=[], distortions=[]))
     with torch.no_grad():
-        model.text_embeds.copy_(F.normalize(torch.randn_like(model.text_embeds), dim=-1))
+        model.prompt_text_features.copy_(F.normalize(torch.randn_like(model.prompt_text_features), dim=-1))
     return model
 
 

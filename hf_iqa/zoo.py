@@ -49,6 +49,10 @@ logger = logging.getLogger(__name__)
 
 PYIQA_WEIGHTS = "chaofengc/IQA-PyTorch-Weights"
 PROBE_TIMEOUT_S = 3.0  # one request, no retries: is the Hub reachable at all?
+# Part of the converted-folder cache key: bump it when folders converted by an earlier hf_iqa no longer load or
+# score correctly, so they are converted again. 2: LIQE's prompt features renamed (`prompt_text_features`), UniQA
+# stores its prompt ensembles' features.
+CONVERTED_FORMAT = 2
 STALE_LEGACY_STAGING_S = 3600  # staging folders of older hf_iqa versions (no lock) are removed after an hour
 
 
@@ -530,7 +534,7 @@ def _from_original(entry: ZooEntry, online: bool, progress: bool) -> str:
         _check_digest(original, path, digest)
         paths.append(path)
         digests.append(digest)
-    key = hashlib.sha256("".join(digests).encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"format {CONVERTED_FORMAT}:{''.join(digests)}".encode()).hexdigest()[:16]
     folder = _build_once(entry, paths, cache_root() / "converted" / f"{entry.name}-{key}", progress)
     for original, digest in zip(entry.originals, digests):
         _record_digest(original, digest)

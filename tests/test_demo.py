@@ -53,7 +53,7 @@ def test_scores_equal_the_pipeline_and_problems_are_reported(liqe_dir, photos): 
     assert shown == [("photo0.jpg", f"{expected[0]['score']:.4f}"), ("photo1.jpg", f"{expected[1]['score']:.4f}")]
     assert "range 1-5, higher is better" in html
     details = demo.render_details(outcome)
-    for field in ("quality_probs", "scene_probs", "distortion_probs"):
+    for field in ("level_probs", "scene_probs", "distortion_probs"):
         assert details.count(f"<b>{field}</b>") == 2
 
 
@@ -85,7 +85,7 @@ def test_csv_holds_every_output(liqe_dir, photos, tmp_path):  # noqa: F811
     for row, result in zip(rows[1:], expected):
         assert float(row["score"]) == result["score"] and row["score_max"] == "5.0"
         assert row["higher_is_better"] == "True" and row["scene"] == result["scene"]
-        assert float(row["quality_probs.good"]) == result["quality_probs"]["good"]
+        assert float(row["level_probs.good"]) == result["level_probs"]["good"]
     assert demo.write_csv([], directory=str(tmp_path)) != path  # a fresh file per request, nothing overwritten
 
 

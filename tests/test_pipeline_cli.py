@@ -44,7 +44,7 @@ def test_pipeline_inputs_agree(liqe_dir, photo_dir):
     assert pipe(np.asarray(pil))["score"] == pytest.approx(from_path["score"], abs=1e-6)
     assert 1.0 <= from_path["score"] <= 5.0
     assert set(from_path) == {
-        "score", "quality", "quality_probs", "scene", "scene_probs", "distortion", "distortion_probs",
+        "score", "level", "level_probs", "scene", "scene_probs", "distortion", "distortion_probs",
     }  # fmt: skip
     assert list(from_path["scene_probs"]) == hf_iqa.models.liqe.LiqeConfig().scenes
     assert sum(from_path["distortion_probs"].values()) == pytest.approx(1.0, abs=1e-5)
@@ -96,7 +96,7 @@ def test_cli_score_csv_with_bad_files(liqe_dir, photo_dir, tmp_path, capsys):
     for name in ("photo0.jpg", "photo1.jpg", "photo2.jpg"):
         assert float(by_name[name]["score"]) == pytest.approx(pipe(str(folder / name))["score"], abs=1e-5)
         assert by_name[name]["scene"] and by_name[name]["error"] == ""
-        assert float(by_name[name]["quality_probs.perfect"]) >= 0
+        assert float(by_name[name]["level_probs.perfect"]) >= 0
     assert "2 of 5" in capsys.readouterr().err
 
 

@@ -124,7 +124,7 @@ def test_without_hf_iqa_the_remote_pipeline_returns_the_same_dicts(folders, imag
         assert remote[name] == json.loads(json.dumps(expected[name])), name  # same dicts, same floats
         assert {"score"} <= set(remote[name]["single"][0])
     assert {"region_scores", "num_regions"} <= set(remote["dog_iqa"]["single"][0])
-    assert {"quality_probs", "scene", "distortion"} <= set(remote["liqe"]["single"][0])
+    assert {"level_probs", "scene", "distortion"} <= set(remote["liqe"]["single"][0])
 
 
 def test_flat_files_import_only_what_remote_code_may():

@@ -72,6 +72,13 @@ def test_name_resolves_via_original_checkpoint_and_is_cached(hub, tmp_path):
     assert type(model).__name__ == "LiqeModel" and not model.config.multitask
 
 
+def test_converted_cache_key_carries_the_format_version(hub, monkeypatch):
+    """A folder converted by an hf_iqa with another weight layout (e.g. LIQE's old `text_embeds`) is not reused."""
+    folder = Path(hf_iqa.resolve("liqe"))
+    monkeypatch.setattr(zoo, "CONVERTED_FORMAT", zoo.CONVERTED_FORMAT + 1)
+    assert Path(hf_iqa.resolve("liqe")) != folder and hub["convert"] == 2
+
+
 def test_name_works_in_pipeline_and_cli(hub, tmp_path):
     from hf_iqa.cli import main
 

@@ -168,8 +168,11 @@ def check_parity(model, processor, openai_state, tokenizer, atol: float, step=No
         step()
     reference_text = torch.cat(reference_chunks)
     differences = {
-        "text_embeds": assert_parity(
-            "text_embeds", model.text_embeds, reference_text / reference_text.norm(dim=-1, keepdim=True), atol
+        "prompt_text_features": assert_parity(
+            "prompt_text_features",
+            model.prompt_text_features,
+            reference_text / reference_text.norm(dim=-1, keepdim=True),
+            atol,
         )
     }
     inputs = processor(parity_images(), return_tensors="pt")
@@ -177,7 +180,7 @@ def check_parity(model, processor, openai_state, tokenizer, atol: float, step=No
     ref_embeds, ref_logits, ref_scores = reference_scores(
         openai_state, inputs["pixel_values"], inputs["patch_mask"], reference_text, len(config.quality_levels), step
     )
-    ours = model.encode_windows(inputs["pixel_values"], inputs["patch_mask"])[inputs["patch_mask"].bool()]
+    ours = model.get_image_features(inputs["pixel_values"], inputs["patch_mask"])[inputs["patch_mask"].bool()]
     differences["image_embeds"] = assert_parity("window embeddings", ours, ref_embeds, atol)
     # logits are scaled by exp(logit_scale) = 100: compare them relative to that scale
     scale = float(openai_state["logit_scale"].float().exp())
@@ -214,7 +217,8 @@ def convert(
         tokenizer = build_clip_tokenizer()
         chunks = -(-model.config.num_prompts // PROMPT_CHUNK)
         stages.stage(f"prompt embeddings ({model.config.num_prompts} prompts)", chunks)
-        model.compute_text_embeds(stages.ticking(tokenizer), batch_size=PROMPT_CHUNK)  # tokenizer: once per chunk
+        # the tokenizer ticks once per chunk
+        model.compute_prompt_text_features(stages.ticking(tokenizer), batch_size=PROMPT_CHUNK)
         stages.stage("parity check against the original architecture", chunks + len(parity_images()))
         differences = check_parity(model, processor, openai_state, tokenizer, atol, step=stages.step)
 
@@ -263,9 +267,9 @@ def render_liqe_card(variant: str, protocol: str, source_file: str, layout: str,
         license_link="https://huggingface.co/chaofengc/IQA-PyTorch-Weights"
         if layout == "pyiqa"
         else "https://github.com/zwx8981/LIQE",
-        extras="`quality_probs`, `scene`/`scene_probs`, `distortion`/`distortion_probs`"
+        extras="`level_probs`, `scene`/`scene_probs`, `distortion`/`distortion_probs`"
         if variant == "mix"
-        else "`quality_probs`",
+        else "`level_probs`",
     )
 
 

@@ -343,7 +343,7 @@ def _prompt_features(model, config, source: _Source, tokenizer, prompts, atol: f
             dim=-1,
         )
         with torch.no_grad():
-            converted_text = model.update_prompt_text_features().clone()
+            converted_text = model.compute_prompt_text_features().clone()
         assert_parity("QualiCLIP+ prompt features", converted_text, reference_text, atol)
         return reference_text
     _check_stored_prompt_features(source.prompts_features, clip_state, tokenizer, prompts, notes)

@@ -355,7 +355,7 @@ def _convert(
             model.set_prompt_groups("quality", prompt_ensemble, tokenizer)
         except ValueError as error:
             raise ConversionError(str(error)) from None
-    model.compute_prompt_features(tokenizer)
+    model.compute_prompt_text_features(tokenizer)
     size = model.config.image_size
     processor = UniQaImageProcessor(crop_size={"height": size, "width": size})
     stages.stage("parity check against the original architecture")

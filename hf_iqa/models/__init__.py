@@ -8,7 +8,7 @@ The output contract (what the pipeline, CLI, benchmark and training rely on; not
 -------------------------------------------------------------------------------------------
 1. `model(**image_processor(images, return_tensors="pt"))` returns a `transformers.utils.ModelOutput` whose
    first field is `scores`: a float tensor of shape `(batch,)`, **higher is better**.
-2. Every other tensor field has the batch on dim 0 (model-specific extras such as `quality_probs`).
+2. Every other tensor field has the batch on dim 0 (model-specific extras such as `level_probs`).
 3. The config carries `score_range` (two floats, the native range) and `higher_is_better` (always True).
 4. The config carries `output_labels`: a dict mapping an output field holding `(batch, K)` probabilities to its K
    label names. The pipeline turns each such field into `{label: probability}` and, when the probabilities form

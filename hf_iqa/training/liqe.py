@@ -34,8 +34,8 @@ validation reports each dataset's SRCC/PLCC (`eval/srcc_<name>`) and selects on 
 (the pooled values are logged as `eval/srcc_pooled`); under several processes each process draws
 its own sub-batches, so the effective batch is `num_processes` times larger.
 
-The saved folders (best/, last/) hold `text_embeds` recomputed from the trained text tower (padded to 77 tokens
-like `LiqeModel.compute_text_embeds`), so inference never needs the text tower.
+The saved folders (best/, last/) hold `prompt_text_features` recomputed from the trained text tower (padded to 77 tokens
+like `LiqeModel.compute_prompt_text_features`), so inference never needs the text tower.
 """
 
 from __future__ import annotations
@@ -390,13 +390,13 @@ def prompt_inputs(model, device) -> tuple[Any, torch.Tensor]:
     # 77-token padding (causal mask, end-of-text pooling) at a third of the cost
     input_ids = tokenizer(model.config.prompts, padding="longest", return_tensors="pt")["input_ids"]
 
-    def refresh_text_embeds(module, prefix, keep_vars):  # state_dict pre-hook: saved weights carry fresh prompts
+    def refresh_prompts(module, prefix, keep_vars):  # state_dict pre-hook: saved weights carry fresh prompts
         was_training = module.training
         module.eval()
-        module.compute_text_embeds(tokenizer)
+        module.compute_prompt_text_features(tokenizer)
         module.train(was_training)
 
-    model.register_state_dict_pre_hook(refresh_text_embeds)
+    model.register_state_dict_pre_hook(refresh_prompts)
     return tokenizer, input_ids.to(device)
 
 

@@ -143,7 +143,7 @@ class PromptLearningView(torch.nn.Module):
         return logits.softmax(dim=-1)[..., 0].mean(dim=-1)  # the formula of QualiClipModel.forward
 
     def save_pretrained(self, directory, state_dict=None, **kwargs) -> None:
-        features = self.model.update_prompt_text_features()
+        features = self.model.compute_prompt_text_features()
         if state_dict is not None:
             state_dict = {key.removeprefix("model."): value for key, value in state_dict.items()}
             state_dict["prompt_text_features"] = features.detach().clone()

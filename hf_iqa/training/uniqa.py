@@ -83,7 +83,7 @@ def build_model(config: UniQaTrainingConfig):
         raise ConfigError("give model_name_or_path (an hf_iqa UniQA folder) or model_config")
     head = model.heads[config.task]
     if not bool(head.prompt_text_features.any()):  # a randomly initialised model: encode its prompts once
-        model.compute_prompt_features(build_clip_tokenizer())
+        model.compute_prompt_text_features(build_clip_tokenizer())
     if head.adapter is None or config.reinitialize_head:
         adapter = UniQaAdapter(model.config.projection_dim, model.config.adapter_hidden_size)
         fresh = {f"adapter.{name}": value for name, value in adapter.state_dict().items()}

@@ -214,12 +214,26 @@ def test_text_tower_kept_recomputes_the_same_features(originals, converted, open
     stored = model.prompt_text_features.clone()
     with torch.no_grad():
         model.prompt_text_features.zero_()
-        recomputed = model.update_prompt_text_features()
+        recomputed = model.compute_prompt_text_features()
         text = model.get_text_features(tokenize(openai_simple_tokenizer, PROMPTS[:2]))
         expected_text = originals.clip.encode_text(tokenize(openai_simple_tokenizer, PROMPTS[:2]))
     torch.testing.assert_close(recomputed, stored, atol=1e-6, rtol=0)
     torch.testing.assert_close(F.normalize(text, dim=-1), F.normalize(expected_text, dim=-1), atol=1e-5, rtol=0)
     assert model.prompt_learner.ctx.requires_grad  # the prompt context can be retrained
+
+
+def test_fixed_prompts_recomputed_with_the_tokenizer(originals, converted):
+    """Without a prompt learner, `compute_prompt_text_features(tokenizer)` encodes `config.prompts` (OpenAI oracle)."""
+    from transformers import AutoTokenizer
+
+    folder = converted["plus_text"].output_dir
+    model = load(folder, use_prompt_learner=False)
+    assert model.text_model is not None and model.prompt_learner is None
+    with pytest.raises(ValueError, match="tokenizer"):
+        model.compute_prompt_text_features()
+    features = model.compute_prompt_text_features(AutoTokenizer.from_pretrained(folder))
+    torch.testing.assert_close(features, originals.prompt_features, atol=1e-5, rtol=0)
+    torch.testing.assert_close(model.prompt_text_features, features, atol=0, rtol=0)
 
 
 def test_layout_errors_are_clear(originals, tmp_path):

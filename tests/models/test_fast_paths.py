@@ -104,8 +104,8 @@ def test_liqe_uses_the_plain_path_with_gradients():
     model.clip.load_state_dict(clip.state_dict())
     pixels = torch.randn(2, 3, 3, 32, 32)
     with torch.no_grad():
-        fast = model.encode_windows(pixels)
-    slow = model.encode_windows(pixels)
+        fast = model.get_image_features(pixels)
+    slow = model.get_image_features(pixels)
     slow.sum().backward()
     assert model.clip.vision_model.encoder.layers[0].mlp.fc1.weight.grad is not None
     torch.testing.assert_close(fast, slow.detach(), atol=1e-6, rtol=1e-5)
@@ -121,7 +121,7 @@ def test_liqe_inference_takes_the_fast_loop(monkeypatch):
         modeling_liqe, "clip_vision_features", lambda *a: calls.append(1) or fast_liqe.clip_vision_features(*a)
     )
     with torch.no_grad():
-        model.encode_windows(torch.randn(1, 2, 3, 32, 32))
+        model.get_image_features(torch.randn(1, 2, 3, 32, 32))
     assert calls == [1]
 
 

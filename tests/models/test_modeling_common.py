@@ -59,7 +59,7 @@ def build_liqe() -> PreTrainedModel:
 
     torch.manual_seed(0)
     model = LiqeModel(LiqeConfig(clip_config=tiny_clip_config(), num_patches=2))
-    model.text_embeds.copy_(unit_rows(tuple(model.text_embeds.shape), 1))
+    model.prompt_text_features.copy_(unit_rows(tuple(model.prompt_text_features.shape), 1))
     return model.eval()
 
 
@@ -134,7 +134,7 @@ def dog_iqa_inputs(n: int) -> dict:
 
 
 TESTERS = {
-    "liqe": FamilyTester(build_liqe, liqe_inputs, fp32_tensors=["text_embeds", "clip.logit_scale"]),
+    "liqe": FamilyTester(build_liqe, liqe_inputs, fp32_tensors=["prompt_text_features", "clip.logit_scale"]),
     "qualiclip": FamilyTester(build_qualiclip, qualiclip_inputs, fp32_tensors=["prompt_text_features"]),
     "uniqa": FamilyTester(
         build_uniqa,

@@ -234,9 +234,9 @@ def test_multitask_training_lowers_the_losses_and_saves_fresh_text_embeddings(tm
     assert after[1] < before[1] and after[2] < before[2]
 
     # the stored prompt embeddings are those of the trained text tower (not the initial ones)
-    stored = model.text_embeds.clone()
-    assert not torch.allclose(stored, initial.text_embeds, atol=1e-3)
-    torch.testing.assert_close(model.compute_text_embeds(build_clip_tokenizer()), stored, rtol=0, atol=1e-6)
+    stored = model.prompt_text_features.clone()
+    assert not torch.allclose(stored, initial.prompt_text_features, atol=1e-3)
+    torch.testing.assert_close(model.compute_prompt_text_features(build_clip_tokenizer()), stored, rtol=0, atol=1e-6)
     assert (tmp_path / "run" / "last" / "tokenizer.json").is_file()
     assert "liqe" in (tmp_path / "run" / "last" / "README.md").read_text()
 
@@ -301,7 +301,7 @@ def test_quality_only_variant_runs_from_yaml_through_hf_iqa_train(tmp_path, spli
     assert cli.run(parser.parse_args(["liqe", "--config", str(path), "--seed", "3"])) == 0
     model = AutoModel.from_pretrained(tmp_path / "q" / "best")
     assert model.config.num_prompts == 5 and model.config.prompts[0] == "a photo with bad quality"
-    assert model.text_embeds.shape == (5, 16)
+    assert model.prompt_text_features.shape == (5, 16)
     lines = (tmp_path / "q" / "logs" / "metrics.jsonl").read_text().splitlines()
     assert sum('"loss_quality"' in line for line in lines) == 6  # 2 epochs x 3 steps
     assert not any('"loss_scene"' in line for line in lines)
@@ -358,7 +358,7 @@ def test_two_process_cpu_run_reduces_dwa_statistics_across_processes(tmp_path, s
     assert reports[0]["weights"] == reports[1]["weights"]
     assert reports[0]["weights"][:4] == [1.0] * 4 and reports[0]["weights"][4] != 1.0  # epoch 2 = steps 5, 6
     assert isinstance(reports[0]["best"], float)
-    assert AutoModel.from_pretrained(output_dir / "last").text_embeds.shape == (495, 16)
+    assert AutoModel.from_pretrained(output_dir / "last").prompt_text_features.shape == (495, 16)
 
 
 def test_epoch_cosine_follows_the_original_loop_with_torch_cosine_annealing():

@@ -71,9 +71,12 @@ class LiqeConfig(PreTrainedConfig):
             self.score_range = [1.0, float(len(self.quality_levels))]
         self.score_range = [float(v) for v in self.score_range]
         super().__post_init__(**kwargs)
-        self._validate_liqe()
+        self.validate_liqe()
 
-    def _validate_liqe(self) -> None:
+    def validate_liqe(self) -> None:
+        """Raise a ValueError naming the bad field. Called by `__post_init__` and by the model (keyword arguments
+        given to `from_pretrained` are set after `__post_init__`). transformers' save-time `validate()` does not
+        run it: @strict collects the `validate_*` methods of `PreTrainedConfig` itself, not of subclasses."""
         if self.protocol not in ("official", "pyiqa"):
             raise ValueError(f"LiqeConfig.protocol must be 'official' or 'pyiqa', got {self.protocol!r}")
         if not isinstance(self.num_patches, int) or self.num_patches < 1:
@@ -111,7 +114,7 @@ class LiqeConfig(PreTrainedConfig):
     @property
     def output_labels(self) -> dict[str, list[str]]:
         """Label names of the model's probability outputs (the hf_iqa output contract)."""
-        labels = {"quality_probs": list(self.quality_levels)}
+        labels = {"level_probs": list(self.quality_levels)}
         if self.multitask:
             labels["scene_probs"] = list(self.scenes)
             labels["distortion_probs"] = list(self.distortions)

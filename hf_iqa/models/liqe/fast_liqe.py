@@ -2,7 +2,7 @@
 
 - `clip_vision_features`: the CLIP vision tower as one flat loop (oneDNN linears, quick_gelu as a fused SiLU, the
   patch embedding as a linear, the last layer for the class token only), equal to `get_image_features` to ~1e-7;
-  `LiqeModel.encode_windows` calls it for inference (no autograd, SDPA attention).
+  `LiqeModel.get_image_features` calls it for inference (no autograd, SDPA attention).
 - `own_unconverted_tensors`: after `from_pretrained(dtype=...)`, gives the tensors kept in fp32 memory of their own,
   so the checkpoint's memory map is released.
 

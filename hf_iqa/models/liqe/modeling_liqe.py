@@ -5,7 +5,7 @@ logits = exp(logit_scale) * cos; the **logits** (not probabilities) are averaged
 all prompts; quality / scene / distortion marginals; score = sum_k k * p(quality = k), in [1, 5].
 
 The prompt embeddings depend only on the checkpoint's (fine-tuned) text tower, so they are computed once at
-conversion and stored as the persistent buffer `text_embeds`; scoring never runs the text tower.
+conversion and stored as the persistent buffer `prompt_text_features`; scoring never runs the text tower.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class LiqeOutput(ModelOutput):
 
     Args:
         scores: (batch,) expected quality level in [1, 5].
-        quality_probs: (batch, 5) marginal probability of each quality level.
+        level_probs: (batch, 5) marginal probability of each quality level.
         scene_probs: (batch, 9) marginal scene probabilities (multitask checkpoints only).
         distortion_probs: (batch, 11) marginal distortion probabilities (multitask checkpoints only).
         joint_probs: (batch, 5, 9, 11) joint probabilities (multitask) or (batch, 5).
@@ -40,7 +40,7 @@ class LiqeOutput(ModelOutput):
     """
 
     scores: torch.FloatTensor | None = None
-    quality_probs: torch.FloatTensor | None = None
+    level_probs: torch.FloatTensor | None = None
     scene_probs: torch.FloatTensor | None = None
     distortion_probs: torch.FloatTensor | None = None
     joint_probs: torch.FloatTensor | None = None
@@ -59,14 +59,33 @@ class LiqePreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     # Under `from_pretrained(dtype=bfloat16/float16)` the prompt embeddings and the logit scale stay fp32: the
     # scale (100) amplifies their rounding error, and they cost nothing.
-    _keep_in_fp32_modules_strict = ["text_embeds", "logit_scale"]
+    _keep_in_fp32_modules_strict = ["prompt_text_features", "logit_scale"]
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        """transformers' loader, then the fp32-kept tensors are detached from the checkpoint's memory map."""
-        loaded = super().from_pretrained(*args, **kwargs)
-        own_unconverted_tensors(loaded[0] if isinstance(loaded, tuple) else loaded)
-        return loaded
+        """transformers' loader, then two steps of ours:
+
+        - the tensors kept in fp32 under `dtype=bfloat16/float16` get memory of their own (`own_unconverted_tensors`):
+          as loaded they are views into the checkpoint's memory map, which stays whole. Measured with transformers
+          5.24, a 398 MB fp32 LIQE folder loaded in bf16: RSS +600 MB with the file still mapped, +219 MB without.
+        - a checkpoint of this model that lacks the stored prompt features (converted by an older hf_iqa: LIQE called
+          them `text_embeds`) is refused, instead of scoring against their initial values. A bare backbone
+          checkpoint (`base_model_prefix`, e.g. a transformers CLIP to train from) loads as before.
+        """
+        return_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        missing = set(info["missing_keys"])
+        head = [key for key in model.state_dict() if not key.startswith(cls.base_model_prefix + ".")]
+        features = [key for key in head if key.rsplit(".", 1)[-1] == "prompt_text_features" and key in missing]
+        if features and (info["unexpected_keys"] or any(key not in missing for key in head)):
+            source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+            raise ValueError(
+                f"{source}: the checkpoint has no stored prompt features ({', '.join(features)}); it was saved by an "
+                "older hf_iqa version (unexpected keys: "
+                f"{', '.join(sorted(info['unexpected_keys'])[:4]) or 'none'}). Convert the original weights again."
+            )
+        own_unconverted_tensors(model)
+        return (model, info) if return_info else model
 
     @property
     def dtype(self) -> torch.dtype:
@@ -82,37 +101,45 @@ class LiqePreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: torch.nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, LiqeModel):
-            init.zeros_(module.text_embeds)  # replaced by the checkpoint's stored embeddings when loaded
+            init.zeros_(module.prompt_text_features)  # replaced by the checkpoint's stored embeddings when loaded
 
 
 class LiqeModel(LiqePreTrainedModel):
     def __init__(self, config: LiqeConfig):
         super().__init__(config)
+        config.validate_liqe()  # again: keyword arguments of `from_pretrained` are set after `__post_init__`
         self.clip = CLIPModel(config.clip_config)
         self.register_buffer(
-            "text_embeds", torch.zeros(config.num_prompts, config.clip_config.projection_dim), persistent=True
+            "prompt_text_features",
+            torch.zeros(config.num_prompts, config.clip_config.projection_dim),
+            persistent=True,
         )
         self.post_init()
 
     # ------------------------------------------------------------------------------------------------------------
     # Text side: only needed at conversion, for custom prompts, or when training the text tower.
     # ------------------------------------------------------------------------------------------------------------
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """L2-normalised prompt embeddings (num_prompts, projection_dim) from the text tower."""
+    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(num_prompts, projection_dim) prompt embeddings from the text tower, L2-normalised (LIQE compares
+        cosines; QualiCLIP's and UniQA's `get_text_features` return them unnormalised, as transformers does)."""
         features = self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
         return F.normalize(getattr(features, "pooler_output", features), dim=-1)
 
     @torch.no_grad()
-    def compute_text_embeds(self, tokenizer, prompts: list[str] | None = None, batch_size: int = 64) -> torch.Tensor:
-        """Re-encode the prompts (default: `config.prompts`) with the text tower and store them in `text_embeds`.
+    def compute_prompt_text_features(
+        self, tokenizer, prompts: list[str] | None = None, batch_size: int = 64
+    ) -> torch.Tensor:
+        """Encode the prompts (default: `config.prompts`) with the text tower, store them in `prompt_text_features`
+        and return them (num_prompts, projection_dim), L2-normalised.
 
         Call after changing the prompt lists in the config or after fine-tuning the text tower. Prompts are padded
-        to the CLIP context length (77) like OpenAI's `clip.tokenize`; CLIP pools at the end-of-text token.
+        to the CLIP context length (77) like OpenAI's `clip.tokenize`; CLIP pools at the end-of-text token. Same
+        name and first arguments in every hf_iqa model; `batch_size` bounds the text tower's batch (495 prompts).
         """
         prompts = self.config.prompts if prompts is None else prompts
         if len(prompts) != self.config.num_prompts:
             raise ValueError(f"expected {self.config.num_prompts} prompts for this config, got {len(prompts)}")
-        device = self.text_embeds.device
+        device = self.prompt_text_features.device
         chunks = []
         for start in range(0, len(prompts), batch_size):
             tokens = tokenizer(
@@ -122,17 +149,18 @@ class LiqeModel(LiqePreTrainedModel):
                 truncation=False,
                 return_tensors="pt",
             )
-            chunks.append(self.encode_text(tokens["input_ids"].to(device)).float())
-        embeds = torch.cat(chunks)
-        self.text_embeds.copy_(embeds.to(self.text_embeds.dtype))
-        return embeds
+            chunks.append(self.get_text_features(tokens["input_ids"].to(device)).float())
+        features = torch.cat(chunks)
+        self.prompt_text_features.copy_(features.to(self.prompt_text_features.dtype))
+        return features
 
     # ------------------------------------------------------------------------------------------------------------
     # Image side
     # ------------------------------------------------------------------------------------------------------------
-    def encode_windows(self, pixel_values: torch.Tensor, patch_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def get_image_features(self, pixel_values: torch.Tensor, patch_mask: torch.Tensor | None = None) -> torch.Tensor:
         """L2-normalised embeddings (batch, num_patches, dim) of the windows; masked-out windows are not encoded
-        (their rows are zero). All windows of all images go through the vision tower in one forward."""
+        (their rows are zero). All windows of all images go through the vision tower in one forward. Unlike
+        transformers' `get_image_features`, per window and normalised: LIQE averages window cosines."""
         batch, num_patches = pixel_values.shape[:2]
         flat = pixel_values.reshape(batch * num_patches, *pixel_values.shape[2:])
         keep = None
@@ -169,7 +197,7 @@ class LiqeModel(LiqePreTrainedModel):
             1 for real windows, 0 for padding (images with fewer windows than `num_patches`).
         input_ids (`torch.Tensor` of shape `(num_prompts, seq_len)`, *optional*):
             Tokenised prompts; when given, prompt embeddings come from the text tower (training) instead of the
-            stored `text_embeds`.
+            stored `prompt_text_features`.
         """
         if pixel_values.dim() == 4:
             pixel_values = pixel_values[:, None]
@@ -181,16 +209,16 @@ class LiqeModel(LiqePreTrainedModel):
         if patch_mask is not None and patch_mask.shape != pixel_values.shape[:2]:
             raise ValueError(f"patch_mask shape {tuple(patch_mask.shape)} != {tuple(pixel_values.shape[:2])}")
 
-        image_embeds = self.encode_windows(pixel_values, patch_mask)
+        image_embeds = self.get_image_features(pixel_values, patch_mask)
         if input_ids is not None:
-            text_embeds = self.encode_text(input_ids, attention_mask).float()
+            prompt_features = self.get_text_features(input_ids, attention_mask).float()
         else:
-            text_embeds = self.text_embeds.float()
-        if text_embeds.shape[0] != self.config.num_prompts:
-            raise ValueError(f"{text_embeds.shape[0]} prompt embeddings for {self.config.num_prompts} prompts")
+            prompt_features = self.prompt_text_features.float()
+        if prompt_features.shape[0] != self.config.num_prompts:
+            raise ValueError(f"{prompt_features.shape[0]} prompt embeddings for {self.config.num_prompts} prompts")
 
         logit_scale = self.clip.logit_scale.float().exp()
-        window_logits = logit_scale * image_embeds @ text_embeds.t()  # (batch, patches, prompts)
+        window_logits = logit_scale * image_embeds @ prompt_features.t()  # (batch, patches, prompts)
         if patch_mask is None:
             logits = window_logits.mean(dim=1)
         else:
@@ -202,16 +230,16 @@ class LiqeModel(LiqePreTrainedModel):
         levels = torch.arange(1, num_levels + 1, dtype=probs.dtype, device=probs.device)
         if self.config.multitask:
             joint = probs.reshape(-1, num_levels, len(self.config.scenes), len(self.config.distortions))
-            quality_probs = joint.sum(dim=(2, 3))
+            level_probs = joint.sum(dim=(2, 3))
             scene_probs = joint.sum(dim=(1, 3))
             distortion_probs = joint.sum(dim=(1, 2))
         else:
-            joint, quality_probs, scene_probs, distortion_probs = probs, probs, None, None
-        scores = (quality_probs * levels).sum(dim=-1)
+            joint, level_probs, scene_probs, distortion_probs = probs, probs, None, None
+        scores = (level_probs * levels).sum(dim=-1)
 
         output = LiqeOutput(
             scores=scores,
-            quality_probs=quality_probs,
+            level_probs=level_probs,
             scene_probs=scene_probs,
             distortion_probs=distortion_probs,
             joint_probs=joint,
@@ -220,4 +248,4 @@ class LiqeModel(LiqePreTrainedModel):
         return output if return_dict is not False else output.to_tuple()
 
 
-__all__ = ["LiqeModel", "LiqePreTrainedModel", "LiqeOutput"]
+__all__ = ["LiqeModel", "LiqeOutput", "LiqePreTrainedModel"]

@@ -2,7 +2,7 @@
 
 from .configuration_qualiclip import ClipResNetConfig, QualiClipConfig
 from .image_processing_qualiclip import QualiClipImageProcessor
-from .modeling_qualiclip import ClipResNetVisionModel, QualiClipModel, QualiClipOutput
+from .modeling_qualiclip import ClipResNetVisionModel, QualiClipModel, QualiClipOutput, QualiClipPreTrainedModel
 
 AUTO_CLASSES = {"config": QualiClipConfig, "model": QualiClipModel, "image_processor": QualiClipImageProcessor}
 
@@ -14,4 +14,5 @@ __all__ = [
     "QualiClipImageProcessor",
     "QualiClipModel",
     "QualiClipOutput",
+    "QualiClipPreTrainedModel",
 ]

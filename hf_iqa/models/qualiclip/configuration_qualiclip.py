@@ -46,6 +46,11 @@ class ClipResNetConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         self.layers = [int(n) for n in self.layers]
+        super().__post_init__(**kwargs)
+        self.validate_clip_resnet()
+
+    def validate_clip_resnet(self) -> None:
+        """Raise a ValueError naming the bad field (called by `__post_init__`)."""
         if len(self.layers) != 4 or min(self.layers) < 1:
             raise ValueError(f"ClipResNetConfig.layers must be 4 positive block counts, got {self.layers}")
         if (self.width * 32) % self.num_attention_heads:
@@ -58,7 +63,6 @@ class ClipResNetConfig(PreTrainedConfig):
                 f"ClipResNetConfig.position_embedding_mode must be one of {POSITION_EMBEDDING_MODES}, "
                 f"got {self.position_embedding_mode!r}"
             )
-        super().__post_init__(**kwargs)
 
 
 # The 7 antonym pairs, positive first (QualiCLIP paper / pyiqa). Never rebuild them from the official hubconf list:
@@ -126,25 +130,31 @@ class QualiClipConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         self.prompt_pairs = [[str(positive), str(negative)] for positive, negative in self.prompt_pairs]
+        self.prompt_logit_scale = float(self.prompt_logit_scale)
+        self.score_range = [float(v) for v in self.score_range]
+        if self.prompt_token_lengths is not None:
+            self.prompt_token_lengths = [int(n) for n in self.prompt_token_lengths]
+        self.output_labels = {"pair_probs": [f"{positive}/{negative}" for positive, negative in self.prompt_pairs]}
+        super().__post_init__(**kwargs)
+        self.validate_qualiclip()
+
+    def validate_qualiclip(self) -> None:
+        """Raise a ValueError naming the bad field. Called by `__post_init__` and by the model (keyword arguments
+        given to `from_pretrained` are set after `__post_init__`). transformers' save-time `validate()` does not
+        run it: @strict collects the `validate_*` methods of `PreTrainedConfig` itself, not of subclasses."""
         if not self.prompt_pairs:
             raise ValueError("QualiClipConfig.prompt_pairs must hold at least one (positive, negative) pair")
-        self.prompt_logit_scale = float(self.prompt_logit_scale)
         if not self.prompt_logit_scale > 0:
             raise ValueError(f"QualiClipConfig.prompt_logit_scale must be > 0, got {self.prompt_logit_scale}")
         if self.variant not in VARIANTS:
             raise ValueError(f"QualiClipConfig.variant must be one of {VARIANTS}, got {self.variant!r}")
-        self.score_range = [float(v) for v in self.score_range]
         if len(self.score_range) != 2:
             raise ValueError(f"QualiClipConfig.score_range must be two numbers, got {self.score_range}")
-        if self.prompt_token_lengths is not None:
-            self.prompt_token_lengths = [int(n) for n in self.prompt_token_lengths]
-            if len(self.prompt_token_lengths) != 2 * len(self.prompt_pairs):
-                raise ValueError(
-                    f"QualiClipConfig.prompt_token_lengths has {len(self.prompt_token_lengths)} entries, "
-                    f"expected one per prompt ({2 * len(self.prompt_pairs)})"
-                )
-        self.output_labels = {"pair_probs": [f"{positive}/{negative}" for positive, negative in self.prompt_pairs]}
-        super().__post_init__(**kwargs)
+        if self.prompt_token_lengths is not None and len(self.prompt_token_lengths) != 2 * len(self.prompt_pairs):
+            raise ValueError(
+                f"QualiClipConfig.prompt_token_lengths has {len(self.prompt_token_lengths)} entries, "
+                f"expected one per prompt ({2 * len(self.prompt_pairs)})"
+            )
         if self.use_prompt_learner and (self.text_config is None or self.prompt_token_lengths is None):
             raise ValueError("QualiClipConfig.use_prompt_learner needs text_config and prompt_token_lengths")
 
@@ -154,4 +164,4 @@ class QualiClipConfig(PreTrainedConfig):
         return [prompt for pair in self.prompt_pairs for prompt in pair]
 
 
-__all__ = ["ClipResNetConfig", "QualiClipConfig", "QUALICLIP_PROMPT_PAIRS"]
+__all__ = ["ClipResNetConfig", "QualiClipConfig"]

@@ -256,7 +256,7 @@ class QualiClipPromptLearner(nn.Module):
 class QualiClipPreTrainedModel(PreTrainedModel):
     config_class = QualiClipConfig
     config: QualiClipConfig
-    base_model_prefix = "qualiclip"
+    base_model_prefix = "vision_model"  # the CLIP ResNet tower: a saved `ClipResNetVisionModel` initialises it
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     _no_split_modules = ["ClipResNetBottleneck", "CLIPEncoderLayer", "CLIPTextEmbeddings"]
@@ -268,10 +268,29 @@ class QualiClipPreTrainedModel(PreTrainedModel):
     # Copied from hf_iqa.models.liqe.modeling_liqe.LiqePreTrainedModel.from_pretrained
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        """transformers' loader, then the fp32-kept tensors are detached from the checkpoint's memory map."""
-        loaded = super().from_pretrained(*args, **kwargs)
-        own_unconverted_tensors(loaded[0] if isinstance(loaded, tuple) else loaded)
-        return loaded
+        """transformers' loader, then two steps of ours:
+
+        - the tensors kept in fp32 under `dtype=bfloat16/float16` get memory of their own (`own_unconverted_tensors`):
+          as loaded they are views into the checkpoint's memory map, which stays whole. Measured with transformers
+          5.24, a 398 MB fp32 LIQE folder loaded in bf16: RSS +600 MB with the file still mapped, +219 MB without.
+        - a checkpoint of this model that lacks the stored prompt features (converted by an older hf_iqa: LIQE called
+          them `text_embeds`) is refused, instead of scoring against their initial values. A bare backbone
+          checkpoint (`base_model_prefix`, e.g. a transformers CLIP to train from) loads as before.
+        """
+        return_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        missing = set(info["missing_keys"])
+        head = [key for key in model.state_dict() if not key.startswith(cls.base_model_prefix + ".")]
+        features = [key for key in head if key.rsplit(".", 1)[-1] == "prompt_text_features" and key in missing]
+        if features and (info["unexpected_keys"] or any(key not in missing for key in head)):
+            source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+            raise ValueError(
+                f"{source}: the checkpoint has no stored prompt features ({', '.join(features)}); it was saved by an "
+                "older hf_iqa version (unexpected keys: "
+                f"{', '.join(sorted(info['unexpected_keys'])[:4]) or 'none'}). Convert the original weights again."
+            )
+        own_unconverted_tensors(model)
+        return (model, info) if return_info else model
 
     # Copied from hf_iqa.models.liqe.modeling_liqe.LiqePreTrainedModel.dtype
     @property
@@ -307,6 +326,7 @@ class QualiClipModel(QualiClipPreTrainedModel):
 
     def __init__(self, config: QualiClipConfig):
         super().__init__(config)
+        config.validate_qualiclip()  # again: keyword arguments of `from_pretrained` are set after `__post_init__`
         self.vision_model = ClipResNetVisionModel._from_config(config.vision_config)
         num_prompts = 2 * len(config.prompt_pairs)
         self.register_buffer("prompt_text_features", torch.zeros(num_prompts, config.projection_dim))
@@ -388,11 +408,29 @@ class QualiClipModel(QualiClipPreTrainedModel):
         return self.text_projection(pooled)
 
     @torch.no_grad()
-    def update_prompt_text_features(self) -> torch.Tensor:
-        """Recompute the stored, normalised prompt features from the prompt learner (after training `ctx`)."""
-        features = F.normalize(self.get_prompt_learner_features().float(), dim=-1)
+    def compute_prompt_text_features(self, tokenizer=None, prompts: list[str] | None = None) -> torch.Tensor:
+        """Encode the prompts with the text tower, store them L2-normalised in `prompt_text_features` and return them
+        (2 * pairs, projection_dim). Same name and arguments as in the other hf_iqa models, with one difference:
+        QualiCLIP+ (a prompt learner) encodes its learned prompts, so `tokenizer` and `prompts` are not used (call it
+        after training `ctx`); QualiCLIP tokenises `prompts` (default `config.prompts`: positive 1, negative 1, ...)
+        padded to the context length, like OpenAI's `clip.tokenize`. Needs a checkpoint kept with its text tower."""
+        self._require_text_tower()
+        if self.prompt_learner is not None:
+            if prompts is not None:
+                raise ValueError("QualiCLIP+ prompts are learned: compute_prompt_text_features takes no `prompts`")
+            features = self.get_prompt_learner_features()
+        else:
+            if tokenizer is None:
+                raise ValueError("compute_prompt_text_features needs the CLIP tokenizer (no prompt learner here)")
+            prompts = self.config.prompts if prompts is None else prompts
+            if len(prompts) != self.prompt_text_features.shape[0]:
+                raise ValueError(f"expected {self.prompt_text_features.shape[0]} prompts, got {len(prompts)}")
+            length = self.config.text_config.max_position_embeddings
+            tokens = tokenizer(prompts, padding="max_length", max_length=length, return_tensors="pt")
+            features = self.get_text_features(tokens["input_ids"].to(self.prompt_text_features.device))
+        features = F.normalize(features.float(), dim=-1)
         self.prompt_text_features.copy_(features.to(self.prompt_text_features.dtype))
-        return self.prompt_text_features
+        return features
 
 
 def _as_image_list(pixel_values: torch.Tensor | list[torch.Tensor]) -> list[torch.Tensor]:
@@ -420,13 +458,9 @@ def _as_image_list(pixel_values: torch.Tensor | list[torch.Tensor]) -> list[torc
 
 
 __all__ = [
-    "ClipResNetAttentionPool",
-    "ClipResNetBottleneck",
-    "ClipResNetDownsample",
     "ClipResNetPreTrainedModel",
     "ClipResNetVisionModel",
     "QualiClipModel",
     "QualiClipOutput",
     "QualiClipPreTrainedModel",
-    "QualiClipPromptLearner",
 ]

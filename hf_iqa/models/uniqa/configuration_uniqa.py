@@ -57,6 +57,11 @@ class ClipResNetConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         self.layers = [int(n) for n in self.layers]
+        super().__post_init__(**kwargs)
+        self.validate_clip_resnet()
+
+    def validate_clip_resnet(self) -> None:
+        """Raise a ValueError naming the bad field (called by `__post_init__`)."""
         if len(self.layers) != 4 or min(self.layers) < 1:
             raise ValueError(f"ClipResNetConfig.layers must be 4 positive block counts, got {self.layers}")
         if (self.width * 32) % self.num_attention_heads:
@@ -69,7 +74,6 @@ class ClipResNetConfig(PreTrainedConfig):
                 f"ClipResNetConfig.position_embedding_mode must be one of {POSITION_EMBEDDING_MODES}, "
                 f"got {self.position_embedding_mode!r}"
             )
-        super().__post_init__(**kwargs)
 
 
 TASKS = ("quality", "aesthetics")
@@ -121,6 +125,10 @@ class UniQaConfig(PreTrainedConfig):
             first, one per level) replacing the single templated group; the softmax runs within each group and the
             group scores are averaged. A name from `PROMPT_ENSEMBLES` ("uniqa", "uniqa_agiqa") stands for its groups.
             Changing it needs new prompt features: `UniQaModel.set_prompt_groups`.
+        prompt_ensemble (`str`, *optional*): score the quality head against one of upstream's prompt ensembles
+            (`PROMPT_ENSEMBLES`: "uniqa", "uniqa_agiqa") instead of its own prompts. Every converted folder stores
+            the features of every ensemble (`ensembles.<name>.prompt_text_features`), so it can be chosen at load
+            time like any config field: `from_pretrained(path, prompt_ensemble="uniqa")`.
         use_position_embedding (`bool`): ViT backbones only: add the position embedding to the tokens (True, like
             CLIP and upstream's `UniQA_Adapter_Patchtest`) or not (upstream's prompt-ensemble heads run with
             `pos_embedding=False`; heads trained that way need it). ResNet backbones set
@@ -146,6 +154,7 @@ class UniQaConfig(PreTrainedConfig):
     adapter_tasks: list[str] | None = None
     adapter_hidden_size: int | None = None
     prompt_groups: dict[str, list[list[str]] | str] | None = None
+    prompt_ensemble: str | None = None
     use_position_embedding: bool = True
     task_score_ranges: dict[str, list[float]] | None = None
     higher_is_better: bool = True
@@ -180,8 +189,10 @@ class UniQaConfig(PreTrainedConfig):
         self.validate_uniqa()
 
     def validate_uniqa(self) -> None:
-        """Raise a ValueError naming the bad field. The model calls it too, because keyword arguments given to
-        `from_pretrained` (e.g. `task=`) are set after `__post_init__`."""
+        """Raise a ValueError naming the bad field. Called by `__post_init__` and by the model (keyword arguments
+        given to `from_pretrained`, e.g. `task=`, are set after `__post_init__`). transformers' save-time
+        `validate()` does not run it: @strict collects the `validate_*` methods of `PreTrainedConfig` itself, not
+        of subclasses."""
         if self.backbone_type not in ("vit", "resnet"):
             raise ValueError(f"UniQaConfig.backbone_type must be 'vit' or 'resnet', got {self.backbone_type!r}")
         if self.backbone_type == "resnet" and self.resnet_config is None:
@@ -214,6 +225,11 @@ class UniQaConfig(PreTrainedConfig):
                     f"UniQaConfig.prompt_groups[{task!r}]: every group needs one prompt per level "
                     f"({len(self.quality_levels)}), got group sizes {[len(group) for group in groups]}"
                 )
+        if self.prompt_ensemble is not None and self.prompt_ensemble not in PROMPT_ENSEMBLES:
+            raise ValueError(
+                f"UniQaConfig.prompt_ensemble must be one of {sorted(PROMPT_ENSEMBLES)} or None, "
+                f"got {self.prompt_ensemble!r}"
+            )
         for task in TASKS:
             if self.prompt_templates[task].count("{}") != 1:
                 raise ValueError(f"UniQaConfig.prompt_templates[{task!r}] needs exactly one '{{}}' placeholder")
@@ -246,20 +262,18 @@ class UniQaConfig(PreTrainedConfig):
         return {"level_probs": list(self.quality_levels)}
 
     def prompts(self, task: str | None = None) -> list[str]:
-        """The level prompts of `task` (default: the active task), worst first, group after group."""
+        """The level prompts stored in the head of `task` (default: the active task), worst first, group after group.
+        With `prompt_ensemble` set, the quality head scores against `ensemble_prompts(prompt_ensemble)` instead."""
         task = task or self.task
         if task in self.prompt_groups:
             return [prompt for group in self.prompt_groups[task] for prompt in group]
         template = self.prompt_templates[task]
         return [template.format(level) for level in self.quality_levels]
 
+    @staticmethod
+    def ensemble_prompts(name: str) -> list[str]:
+        """The prompts of the upstream ensemble `name`, worst first, group after group."""
+        return [prompt for group in PROMPT_ENSEMBLES[name] for prompt in group]
 
-__all__ = [
-    "UniQaConfig",
-    "ClipResNetConfig",
-    "TASKS",
-    "QUALITY_LEVELS",
-    "PROMPT_TEMPLATES",
-    "PROMPT_ENSEMBLES",
-    "SCORE_LEVELS_INIT",
-]
+
+__all__ = ["ClipResNetConfig", "UniQaConfig"]

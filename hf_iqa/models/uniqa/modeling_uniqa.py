@@ -10,7 +10,9 @@ and the image score is the mean of its crop scores (`UniQaImageProcessor` cuts t
 checkpoint's trained, unclamped value. Without an adapter (zero-shot: the released weights alone) f' = f.
 
 The prompt features depend only on the frozen text tower, so they are computed once (at conversion, or with
-`compute_prompt_features`) and stored per head as the persistent buffer `heads.<task>.prompt_text_features`.
+`compute_prompt_text_features`) and stored per head as the persistent buffer `heads.<task>.prompt_text_features`;
+those of upstream's prompt ensembles are stored too (`ensembles.<name>.prompt_text_features`), so
+`config.prompt_ensemble` can pick one at load time.
 Head parameters keep pyiqa's names under `heads.<task>.` (`adapter.fc.0.weight`, `adapter.fc.2.weight`,
 `score_level`), so a pyiqa-trained `net_g_*.pth['params']` loads with `load_task_head`.
 """
@@ -83,14 +85,18 @@ class UniQaHead(nn.Module):
         num_prompts = len(config.quality_levels) if num_prompts is None else num_prompts
         self.register_buffer("prompt_text_features", torch.zeros(num_prompts, dim), persistent=True)
 
-    def forward(self, image_embeds: torch.Tensor, logit_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, image_embeds: torch.Tensor, logit_scale: torch.Tensor, prompt_text_features: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, D) unnormalised image embeddings -> (N,) scores and (N, levels) probabilities (the mean over prompt
-        groups of each group's softmax; one group is upstream's single softmax)."""
+        groups of each group's softmax; one group is upstream's single softmax). `prompt_text_features` replaces
+        the head's own (a prompt ensemble)."""
         if self.adapter is not None:  # run in the adapter's dtype (bf16 models), add in the embeddings' dtype
             adapted = self.adapter(image_embeds.to(self.adapter.fc[0].weight.dtype))
             image_embeds = image_embeds + adapted.to(image_embeds.dtype)
         image_embeds = image_embeds / image_embeds.norm(dim=-1, keepdim=True)
-        text = self.prompt_text_features.to(image_embeds.dtype)
+        text = self.prompt_text_features if prompt_text_features is None else prompt_text_features
+        text = text.to(image_embeds.dtype)
         levels = self.score_level.shape[0]
         logits = (logit_scale * image_embeds @ text.t()).view(len(image_embeds), -1, levels)  # (N, groups, levels)
         probs = logits.softmax(dim=-1)
@@ -281,6 +287,14 @@ class ClipResNetVisionModel(ClipResNetPreTrainedModel):
 
 # ----------------------------------------------------------------------------------------------------------------
 # ResNet backbone: the OpenAI CLIP "modified ResNet" image tower with a transformers CLIP text tower, named like
+class UniQaPromptEnsemble(nn.Module):
+    """The stored features of one of upstream's prompt ensembles (`config.prompt_ensemble`)."""
+
+    def __init__(self, num_prompts: int, dim: int):
+        super().__init__()
+        self.register_buffer("prompt_text_features", torch.zeros(num_prompts, dim), persistent=True)
+
+
 # `CLIPModel` (vision_model, text_model, text_projection, logit_scale).
 # ----------------------------------------------------------------------------------------------------------------
 class UniQaResNetCLIP(nn.Module):
@@ -315,21 +329,32 @@ class UniQaPreTrainedModel(PreTrainedModel):
     # fp32, as in LIQE and QualiCLIP: the scale (100) amplifies their rounding error, and they cost nothing.
     _keep_in_fp32_modules_strict = ["prompt_text_features", "logit_scale", "score_level"]
 
+    # Copied from hf_iqa.models.liqe.modeling_liqe.LiqePreTrainedModel.from_pretrained
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, prompt_ensemble: str | None = None, **kwargs):
-        """transformers' loader; `prompt_ensemble="uniqa"` (or "uniqa_agiqa") then scores the quality head against
-        that upstream prompt ensemble, encoded with the folder's tokenizer and text tower (`set_prompt_groups`).
-        Not a config field, so it also passes through `AutoModel` and the pipeline's `model_kwargs`."""
-        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded
-        own_unconverted_tensors(model)
-        if prompt_ensemble is not None:
-            from transformers import AutoTokenizer
+    def from_pretrained(cls, *args, **kwargs):
+        """transformers' loader, then two steps of ours:
 
-            hub = {key: kwargs[key] for key in ("revision", "token", "cache_dir", "local_files_only") if key in kwargs}
-            tokenizer = AutoTokenizer.from_pretrained(pretrained_model_name_or_path, **hub)
-            model.set_prompt_groups("quality", prompt_ensemble, tokenizer)
-        return loaded
+        - the tensors kept in fp32 under `dtype=bfloat16/float16` get memory of their own (`own_unconverted_tensors`):
+          as loaded they are views into the checkpoint's memory map, which stays whole. Measured with transformers
+          5.24, a 398 MB fp32 LIQE folder loaded in bf16: RSS +600 MB with the file still mapped, +219 MB without.
+        - a checkpoint of this model that lacks the stored prompt features (converted by an older hf_iqa: LIQE called
+          them `text_embeds`) is refused, instead of scoring against their initial values. A bare backbone
+          checkpoint (`base_model_prefix`, e.g. a transformers CLIP to train from) loads as before.
+        """
+        return_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        missing = set(info["missing_keys"])
+        head = [key for key in model.state_dict() if not key.startswith(cls.base_model_prefix + ".")]
+        features = [key for key in head if key.rsplit(".", 1)[-1] == "prompt_text_features" and key in missing]
+        if features and (info["unexpected_keys"] or any(key not in missing for key in head)):
+            source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+            raise ValueError(
+                f"{source}: the checkpoint has no stored prompt features ({', '.join(features)}); it was saved by an "
+                "older hf_iqa version (unexpected keys: "
+                f"{', '.join(sorted(info['unexpected_keys'])[:4]) or 'none'}). Convert the original weights again."
+            )
+        own_unconverted_tensors(model)
+        return (model, info) if return_info else model
 
     # Copied from hf_iqa.models.liqe.modeling_liqe.LiqePreTrainedModel.dtype
     @property
@@ -351,6 +376,8 @@ class UniQaPreTrainedModel(PreTrainedModel):
         elif isinstance(module, UniQaHead):
             init.copy_(module.score_level, torch.tensor(self.config.score_levels_init))
             init.zeros_(module.prompt_text_features)  # replaced by the stored features when loaded
+        elif isinstance(module, UniQaPromptEnsemble):
+            init.zeros_(module.prompt_text_features)
         elif isinstance(module, UniQaResNetCLIP):
             init.constant_(module.logit_scale, self.config.clip_config.logit_scale_init_value)
             init.normal_(module.text_projection.weight, std=module.text_projection.in_features**-0.5)
@@ -366,6 +393,12 @@ class UniQaModel(UniQaPreTrainedModel):
             self.clip = UniQaResNetCLIP(config)
         self.heads = nn.ModuleDict(
             {task: UniQaHead(config, task in config.adapter_tasks, len(config.prompts(task))) for task in TASKS}
+        )
+        self.ensembles = nn.ModuleDict(
+            {
+                name: UniQaPromptEnsemble(len(config.ensemble_prompts(name)), config.projection_dim)
+                for name in PROMPT_ENSEMBLES
+            }
         )
         self.post_init()
 
@@ -400,20 +433,36 @@ class UniQaModel(UniQaPreTrainedModel):
         return getattr(features, "pooler_output", features)
 
     @torch.no_grad()
-    def compute_prompt_features(self, tokenizer, tasks: tuple[str, ...] = TASKS) -> dict[str, torch.Tensor]:
-        """Encode each task's prompts (`config.prompts(task)`) with the text tower and store the L2-normalised
-        features in its head. Call after changing prompts or the text tower."""
-        context_length = self.config.clip_config.text_config.max_position_embeddings
+    def compute_prompt_text_features(
+        self, tokenizer, prompts: list[str] | None = None, tasks: tuple[str, ...] = TASKS
+    ) -> dict[str, torch.Tensor]:
+        """Encode each task's prompts (default `config.prompts(task)`) with the text tower, store them L2-normalised in
+        its head and return them by task; the features of upstream's prompt ensembles (`ensembles`) are stored as
+        well. Call after changing prompts or the text tower.
+
+        Same name and first arguments as in the other hf_iqa models; UniQA has one head per task, hence `tasks`
+        and a dict (`prompts` needs a single task)."""
+        if prompts is not None and len(tasks) != 1:
+            raise ValueError(f"compute_prompt_text_features: `prompts` needs a single task, got tasks={tasks}")
         stored = {}
         for task in tasks:
-            tokens = tokenizer(
-                self.config.prompts(task), padding="max_length", max_length=context_length, return_tensors="pt"
-            )
-            device = self.heads[task].prompt_text_features.device
-            features = F.normalize(self.get_text_features(tokens["input_ids"].to(device)).float(), dim=-1)
-            self.heads[task].prompt_text_features.copy_(features)
+            features = self._encode_prompts(tokenizer, self.config.prompts(task) if prompts is None else prompts)
+            target = self.heads[task].prompt_text_features
+            if features.shape != target.shape:
+                raise ValueError(f"{len(features)} prompts for the {task} head, which stores {len(target)}")
+            target.copy_(features.to(target.dtype))
             stored[task] = features
+        for name, ensemble in self.ensembles.items():
+            features = self._encode_prompts(tokenizer, self.config.ensemble_prompts(name))
+            ensemble.prompt_text_features.copy_(features.to(ensemble.prompt_text_features.dtype))
         return stored
+
+    def _encode_prompts(self, tokenizer, prompts: list[str]) -> torch.Tensor:
+        """(P, D) L2-normalised fp32 features of `prompts`, padded to the context length like OpenAI's tokenizer."""
+        context_length = self.config.clip_config.text_config.max_position_embeddings
+        tokens = tokenizer(prompts, padding="max_length", max_length=context_length, return_tensors="pt")
+        device = self.clip.logit_scale.device
+        return F.normalize(self.get_text_features(tokens["input_ids"].to(device)).float(), dim=-1)
 
     @torch.no_grad()
     def set_prompt_groups(self, task: str, groups: list[list[str]] | str | None, tokenizer) -> torch.Tensor:
@@ -441,7 +490,7 @@ class UniQaModel(UniQaPreTrainedModel):
         features = head.prompt_text_features
         shape = (len(self.config.prompts(task)), features.shape[1])
         head.register_buffer("prompt_text_features", features.new_zeros(shape), persistent=True)
-        return self.compute_prompt_features(tokenizer, (task,))[task]
+        return self.compute_prompt_text_features(tokenizer, tasks=(task,))[task]
 
     # ------------------------------------------------------------------------------------------------------------
     # Heads
@@ -531,7 +580,9 @@ class UniQaModel(UniQaPreTrainedModel):
         batch, num_crops = pixel_values.shape[:2]
         embeds = self.get_image_features(pixel_values.flatten(0, 1)).float()
         logit_scale = self.clip.logit_scale.float().exp()
-        crop_scores, probs = self.heads[task](embeds, logit_scale)
+        ensemble = self.config.prompt_ensemble if task == "quality" else None
+        features = self.ensembles[ensemble].prompt_text_features if ensemble is not None else None
+        crop_scores, probs = self.heads[task](embeds, logit_scale, features)
         crop_scores = crop_scores.reshape(batch, num_crops)
         scores = crop_scores.mean(dim=1)
         loss = F.mse_loss(scores, labels.to(scores)) if labels is not None else None
@@ -564,4 +615,4 @@ def _read_head_file(path: Path) -> Mapping[str, torch.Tensor]:
     return state
 
 
-__all__ = ["UniQaModel", "UniQaPreTrainedModel", "UniQaOutput", "UniQaHead", "UniQaAdapter"]
+__all__ = ["UniQaModel", "UniQaOutput", "UniQaPreTrainedModel"]

@@ -90,7 +90,7 @@ def reference_liqe(oa_model, tokenizer, images, protocol, multitask=True):
                 q = probs
             quality.append(q)
             scores.append((q * torch.arange(1, 6)).sum())
-    result = {"scores": torch.stack(scores), "quality_probs": torch.stack(quality), "logits": torch.stack(all_logits)}
+    result = {"scores": torch.stack(scores), "level_probs": torch.stack(quality), "logits": torch.stack(all_logits)}
     if multitask:
         result["scene_probs"], result["distortion_probs"] = torch.stack(scenes), torch.stack(distortions)
     return result
@@ -128,7 +128,7 @@ def test_mix_parity_with_openai_clip(converted, oa_clip, openai_simple_tokenizer
     with torch.no_grad():
         ours = model(**processor(images, return_tensors="pt"))
     expected = reference_liqe(oa_clip, openai_simple_tokenizer, images, protocol)
-    for field in ("scores", "quality_probs", "scene_probs", "distortion_probs"):
+    for field in ("scores", "level_probs", "scene_probs", "distortion_probs"):
         torch.testing.assert_close(getattr(ours, field), expected[field], atol=1e-5, rtol=0)
     # logits carry the factor exp(logit_scale) = 100: compare at the same relative precision
     torch.testing.assert_close(ours.logits / 100, expected["logits"] / 100, atol=1e-5, rtol=0)
@@ -137,7 +137,7 @@ def test_mix_parity_with_openai_clip(converted, oa_clip, openai_simple_tokenizer
 
 def test_koniq_parity_with_openai_clip(converted, oa_clip, openai_simple_tokenizer, images):
     model = hf_iqa.models.liqe.LiqeModel.from_pretrained(converted["koniq"].output_dir).eval()
-    assert not model.config.multitask and model.text_embeds.shape[0] == 5
+    assert not model.config.multitask and model.prompt_text_features.shape[0] == 5
     processor = LiqeImageProcessor.from_pretrained(converted["koniq"].output_dir)
     assert processor.protocol == "pyiqa"
     with torch.no_grad():
@@ -203,15 +203,31 @@ def test_converted_folder_contents(converted):
     assert max(converted["mix"].max_differences.values()) <= 1e-5
 
 
-def test_stored_text_embeds_match_tokenizer_in_folder(converted):
+def test_stored_prompt_features_match_tokenizer_in_folder(converted):
     """The saved tokenizer reproduces the stored prompt embeddings (users who edit prompts rely on it)."""
     from transformers import AutoTokenizer
 
     folder = converted["mix"].output_dir
     model = LiqeModel.from_pretrained(folder).eval()
-    stored = model.text_embeds.clone()
-    recomputed = model.compute_text_embeds(AutoTokenizer.from_pretrained(folder))
+    stored = model.prompt_text_features.clone()
+    recomputed = model.compute_prompt_text_features(AutoTokenizer.from_pretrained(folder))
     torch.testing.assert_close(recomputed, stored, atol=1e-6, rtol=0)
+
+
+def test_folder_with_the_old_buffer_name_is_refused(converted, tmp_path):
+    """A folder saved when the prompt embeddings were called `text_embeds` fails loudly instead of scoring against
+    zero features; a bad setting given to `from_pretrained` is refused too."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "old"
+    LiqeModel.from_pretrained(converted["koniq"].output_dir).save_pretrained(folder)
+    state = load_file(folder / "model.safetensors")
+    state["text_embeds"] = state.pop("prompt_text_features")
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"no stored prompt features \(prompt_text_features\).*text_embeds"):
+        LiqeModel.from_pretrained(folder)
+    with pytest.raises(ValueError, match="LiqeConfig.num_patches"):
+        LiqeModel.from_pretrained(converted["koniq"].output_dir, num_patches=0)
 
 
 def test_converter_refuses_to_save_on_mismatch(oa_clip, tmp_path, monkeypatch):
@@ -294,7 +310,7 @@ def test_bf16_inference_close_to_fp32(converted, images):
         fp32 = LiqeModel.from_pretrained(folder).eval()(**inputs).scores
         model = LiqeModel.from_pretrained(folder, dtype=torch.bfloat16).eval()
         assert model.clip.vision_model.embeddings.patch_embedding.weight.dtype == torch.bfloat16
-        assert model.text_embeds.dtype == model.clip.logit_scale.dtype == torch.float32  # kept exact
+        assert model.prompt_text_features.dtype == model.clip.logit_scale.dtype == torch.float32  # kept exact
         bf16 = model(pixel_values=inputs["pixel_values"].bfloat16(), patch_mask=inputs["patch_mask"]).scores
     assert bf16.dtype == torch.float32
     assert (bf16 - fp32).abs().max() < 0.1

@@ -321,6 +321,27 @@ def test_save_and_load_with_auto_classes_and_scale_override(openai_clip_model, t
     torch.testing.assert_close(loaded.vision_model.bn1.running_var, model.vision_model.bn1.running_var)
 
 
+def test_base_model_prefix_moves_the_tower_between_tower_and_model_folders(openai_clip_model, tmp_path):
+    """`base_model_prefix = "vision_model"`: a saved tower initialises a QualiCLIP model and the other way round."""
+    oracle = make_oracle_resnet(openai_clip_model)
+    model = qualiclip_from_oracle(oracle, random_text_features())
+    model.save_pretrained(tmp_path / "model")
+    tower = ClipResNetVisionModel.from_pretrained(tmp_path / "model").eval()
+    torch.testing.assert_close(tower.conv1.weight, model.vision_model.conv1.weight, atol=0, rtol=0)
+    tower.save_pretrained(tmp_path / "tower")
+    rebuilt = QualiClipModel.from_pretrained(tmp_path / "tower", config=model.config).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            rebuilt.get_image_features([pixels(64, 64)]), model.get_image_features([pixels(64, 64)])
+        )
+
+
+def test_validation_runs_for_from_pretrained_overrides(openai_clip_model, tmp_path):
+    qualiclip_from_oracle(make_oracle_resnet(openai_clip_model), random_text_features()).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="QualiClipConfig.prompt_logit_scale"):
+        QualiClipModel.from_pretrained(tmp_path, prompt_logit_scale=-1.0)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Image processor and pipeline
 # --------------------------------------------------------------------------------------------------------------

@@ -112,7 +112,7 @@ def clip_pair(backbone, openai_clip_model, hf_tokenizer):
     clip_model = make_openai_clip(openai_clip_model, backbone)
     state = uniqa_conversion.openai_state_dict(clip_model.state_dict(), "test")
     model = uniqa_conversion.build_model(state, uniqa_conversion.detect_backbone(state))
-    model.compute_prompt_features(hf_tokenizer)
+    model.compute_prompt_text_features(hf_tokenizer)
     return clip_model, model, BACKBONES[backbone][0]
 
 
@@ -559,7 +559,7 @@ def test_vit_without_position_embedding_matches_upstream(openai_clip_model, open
     state = uniqa_conversion.openai_state_dict(clip_model.state_dict(), "test")
     model = uniqa_conversion.build_model(state, "vit")
     model.config.use_position_embedding = False
-    model.compute_prompt_features(build_clip_tokenizer())
+    model.compute_prompt_text_features(build_clip_tokenizer())
     images = [make_image(70, 45, seed) for seed in range(2)]
     inputs = processor_for(32, crop_mode="five_crop")(images, return_tensors="pt")
     oracle = without_vit_positions(clip_model)
@@ -604,7 +604,7 @@ def test_adapter_training_on_the_frozen_backbone_uses_the_fast_loop(
 
     state = uniqa_conversion.openai_state_dict(make_openai_clip(openai_clip_model, "vit", seed=5).state_dict(), "t")
     model = uniqa_conversion.build_model(state, "vit")
-    model.compute_prompt_features(hf_tokenizer)
+    model.compute_prompt_text_features(hf_tokenizer)
     size = model.config.image_size
     inputs = processor_for(size, num_crops=2)([make_image(size + 20, size + 5, 1)], return_tensors="pt")
     model.load_task_head("quality", {"adapter.fc.0.weight": torch.randn(16, 32) * 0.1,
@@ -622,18 +622,63 @@ def test_adapter_training_on_the_frozen_backbone_uses_the_fast_loop(
     torch.testing.assert_close(scores.detach(), plain, atol=1e-6, rtol=0)
 
 
-def test_prompt_ensemble_chosen_at_load_time(converted_vit, hf_tokenizer, make_image):
-    """`from_pretrained(..., prompt_ensemble=...)`, also through the pipeline's model_kwargs, re-encodes the prompts."""
+def test_prompt_ensemble_chosen_at_load_time(
+    converted_vit, openai_clip_model, openai_simple_tokenizer, hf_tokenizer, make_image, tmp_path
+):
+    """`prompt_ensemble` is a config field: `from_pretrained`, `AutoModel`, the pipeline's `model_kwargs` and
+    `hf-iqa score --model-arg` all pick an ensemble whose features the conversion stored (no text tower at load)."""
+    from hf_iqa.cli import main
+
+    clip_model, folder = converted_vit
+    images = [make_image(50, 40, seed) for seed in range(2)]
+    inputs = UniQaImageProcessor.from_pretrained(folder, crop_mode="five_crop")(images, return_tensors="pt")
+    upstream = upstream_five_crop_ensemble_scores(
+        upstream_fp16_model(openai_clip_model, clip_model), openai_simple_tokenizer, images, ENSEMBLE_GROUPS, 32
+    )  # the folder was converted with --fp16-roundtrip
+    re_encoded = UniQaModel.from_pretrained(folder).eval()
+    re_encoded.set_prompt_groups("quality", "uniqa", hf_tokenizer)  # the text tower, run now
+    with torch.no_grad():
+        plain = UniQaModel.from_pretrained(folder).eval()(**inputs).scores
+        target = re_encoded(**inputs).scores
+        torch.testing.assert_close(target, upstream, atol=1e-5, rtol=0)
+    assert (target - plain).abs().max() > 1e-4, "the ensemble should change the scores"
+    for loader in (UniQaModel, AutoModel):
+        model = loader.from_pretrained(folder, prompt_ensemble="uniqa").eval()
+        assert model.config.prompt_ensemble == "uniqa"
+        with torch.no_grad():
+            torch.testing.assert_close(model(**inputs).scores, target, atol=1e-6, rtol=0)
+            torch.testing.assert_close(  # the aesthetics head keeps its own prompts
+                model(**inputs, task="aesthetics").scores, re_encoded(**inputs, task="aesthetics").scores
+            )
+    model.save_pretrained(tmp_path / "saved")  # the choice is saved with the config
+    with torch.no_grad():
+        again = UniQaModel.from_pretrained(tmp_path / "saved").eval()
+        torch.testing.assert_close(again(**inputs).scores, target, atol=1e-6, rtol=0)
+    bf16 = UniQaModel.from_pretrained(folder, prompt_ensemble="uniqa", dtype=torch.bfloat16)
+    assert bf16.ensembles["uniqa"].prompt_text_features.dtype == torch.float32  # kept exact like the heads'
+    single = UniQaImageProcessor.from_pretrained(folder)(images[:1], return_tensors="pt")
+    with torch.no_grad():
+        expected_single = float(re_encoded(**single).scores[0])
+    result = hf_iqa.pipeline(model=str(folder), model_kwargs={"prompt_ensemble": "uniqa"})(images[0])
+    assert result["score"] == pytest.approx(expected_single, abs=1e-6)
+    images[0].save(tmp_path / "a.png")
+    out = tmp_path / "scores.jsonl"
+    arguments = ["score", "-m", str(folder), str(tmp_path / "a.png"), "-o", str(out), "--no-progress"]
+    assert main([*arguments, "--model-arg", "prompt_ensemble=uniqa"]) == 0
+    assert json.loads(out.read_text().splitlines()[0])["score"] == pytest.approx(expected_single, abs=1e-5)
+    with pytest.raises(ValueError, match="prompt_ensemble must be one of"):
+        UniQaModel.from_pretrained(folder, prompt_ensemble="nope")
+
+
+def test_checkpoint_without_stored_ensemble_features_is_refused(converted_vit, tmp_path):
+    """A folder converted before the ensemble features were stored must not score against zeros."""
+    from safetensors.torch import load_file, save_file
+
     _, folder = converted_vit
-    image = make_image(50, 40, 3)
-    expected = UniQaModel.from_pretrained(folder).eval()
-    expected.set_prompt_groups("quality", "uniqa", hf_tokenizer)
-    inputs = UniQaImageProcessor.from_pretrained(folder)([image], return_tensors="pt")
-    with torch.no_grad():
-        target = expected(**inputs).scores
-    model = UniQaModel.from_pretrained(folder, prompt_ensemble="uniqa").eval()
-    assert len(model.config.prompts("quality")) == 20
-    with torch.no_grad():
-        torch.testing.assert_close(model(**inputs).scores, target, atol=1e-6, rtol=0)
-    result = hf_iqa.pipeline(model=str(folder), model_kwargs={"prompt_ensemble": "uniqa"})(image)
-    assert result["score"] == pytest.approx(float(target[0]), abs=1e-6)
+    stale = tmp_path / "stale"
+    UniQaModel.from_pretrained(folder).save_pretrained(stale)
+    state = load_file(stale / "model.safetensors")
+    save_file({k: v for k, v in state.items() if not k.startswith("ensembles.")}, stale / "model.safetensors",
+              metadata={"format": "pt"})  # fmt: skip
+    with pytest.raises(ValueError, match=r"no stored prompt features \(ensembles\.uniqa\.prompt_text_features"):
+        UniQaModel.from_pretrained(stale)
