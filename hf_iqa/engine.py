@@ -178,17 +178,54 @@ def load_pipeline(
     device = resolve_device(device)
     source = resolve(model)
     check_override_keys(source, model_kwargs or {}, processor_kwargs or {}, trust_remote_code)
-    try:
-        return hf_iqa.pipeline(
-            model=source,
-            device=device,
-            dtype=torch_dtype(dtype),
-            processor_kwargs=processor_kwargs or None,
-            model_kwargs=model_kwargs or None,
-            trust_remote_code=trust_remote_code,
-        )
-    except (ValueError, TypeError) as error:  # e.g. a --model-arg / --processor-arg value the model rejects
-        raise UsageError(f"cannot load {model}: {error}") from None
+    with _library_warnings_held() as held:
+        try:
+            loaded = hf_iqa.pipeline(
+                model=source,
+                device=device,
+                dtype=torch_dtype(dtype),
+                processor_kwargs=processor_kwargs or None,
+                model_kwargs=model_kwargs or None,
+                trust_remote_code=trust_remote_code,
+            )
+        except (ValueError, TypeError) as error:  # e.g. a --model-arg / --processor-arg value the model rejects
+            held.clear()  # a load report before a failure only repeats the reason
+            raise UsageError(f"cannot load {model}: {root_cause(error)}") from None
+    return loaded
+
+
+def root_cause(error: BaseException) -> str:
+    """The message a user needs. transformers' pipeline wraps a failed `from_pretrained` into "Could not load model
+    ... See the original errors:" followed by whole tracebacks; keep only the first original `XError: message`."""
+    text = str(error)
+    if "See the original errors" not in text:
+        return text
+    for line in text.splitlines():
+        head, sep, message = line.partition(": ")
+        if sep and not line.startswith(" ") and head.split(".")[-1].endswith(("Error", "Exception")):
+            return message.strip()
+    return text.splitlines()[0]
+
+
+class _library_warnings_held:
+    """Hold the transformers logger's records while a model loads: replayed if the load succeeds, dropped if it
+    fails (then the one-line error says why), so a failed load never prints a load report and a traceback."""
+
+    def __enter__(self) -> list:
+        import logging
+
+        self.records: list[logging.LogRecord] = []
+        self.logger = logging.getLogger("transformers")
+        self.handlers, self.propagate = self.logger.handlers[:], self.logger.propagate
+        holder = logging.Handler()
+        holder.emit = self.records.append  # type: ignore[method-assign]
+        self.logger.handlers, self.logger.propagate = [holder], False
+        return self.records
+
+    def __exit__(self, *exc_info) -> None:
+        self.logger.handlers, self.logger.propagate = self.handlers, self.propagate
+        for record in self.records:
+            self.logger.handle(record)
 
 
 # ---------------------------------------------------------------------------------------------------------------

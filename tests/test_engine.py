@@ -1,7 +1,7 @@
 """hf_iqa.engine and `hf-iqa score` on it: the bounded prefetch window, input kinds (folders with hostile entries,
 lists, tar shards, datasets), outputs (CSV, JSONL, Parquet), resume after SIGKILL, no clobbering, Ctrl-C,
 a two-process torchrun run, and the shared --dtype/--device words. A tiny contract-conforming model (defined in
-test_benchmark) keeps every run fast."""
+test_evaluation) keeps every run fast."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from PIL import Image
 
 from hf_iqa import engine
 from hf_iqa.cli import main
-from tests.test_benchmark import TESTS_DIR, TinyIqaModel, save_image, save_tiny_model
+from tests.test_evaluation import TESTS_DIR, TinyIqaModel, save_image, save_tiny_model
 from tests.testing_utils import REPO_ROOT
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -388,7 +388,7 @@ def test_visualizations_keep_the_relative_path(setup, tmp_path, monkeypatch):
 DRIVER = """
 import os, sys, time
 sys.path.insert(0, {tests_dir!r})
-from tests.test_benchmark import TinyIqaModel, register_tiny_model
+from tests.test_evaluation import TinyIqaModel, register_tiny_model
 register_tiny_model()
 delay = float(os.environ.get("TINY_DELAY", "0"))
 if delay:

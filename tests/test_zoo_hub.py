@@ -184,7 +184,7 @@ def test_qualiclip_plus_name_combines_two_original_files(monkeypatch, tmp_path, 
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     import hf_iqa.converters.qualiclip as qualiclip_conversion
-    from tests.conversion.test_conversion_qualiclip import SMALL_PARITY_SIZES, Originals
+    from tests.converters.test_converters_qualiclip import SMALL_PARITY_SIZES, Originals
 
     originals = Originals(openai_clip_model, openai_simple_tokenizer, tmp_path)
     served = {"QualiCLIP.pth": originals.full, "QualiCLIP+_spaq.pth": originals.plus}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -226,6 +228,15 @@ def test_folder_with_the_old_buffer_name_is_refused(converted, tmp_path):
     save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(ValueError, match=r"no stored prompt features \(prompt_text_features\).*text_embeds"):
         LiqeModel.from_pretrained(folder)
+    # the CLI says it in one line naming the folder (transformers' pipeline wraps it in a traceback dump)
+    random_image(64, 48).save(tmp_path / "a.png")
+    result = subprocess.run(
+        [sys.executable, "-m", "hf_iqa", "score", "--model", str(folder), str(tmp_path / "a.png"), "--no-progress"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(folder) in lines[0] and "text_embeds" in lines[0], result.stderr
     with pytest.raises(ValueError, match="LiqeConfig.num_patches"):
         LiqeModel.from_pretrained(converted["koniq"].output_dir, num_patches=0)
 

@@ -322,7 +322,7 @@ def test_cli_reports_bad_input_clearly(workspace, tmp_path, capsys):
 DRIVER = """
 import os, sys, json
 sys.path.insert(0, {tests_dir!r})
-from tests.test_benchmark import register_tiny_model
+from tests.test_evaluation import register_tiny_model
 register_tiny_model()
 from hf_iqa.evaluation import main
 code = main(sys.argv[1:])
