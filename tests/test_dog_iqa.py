@@ -72,7 +72,7 @@ def test_whole_path_expected_mode_equals_plain_forward(tiny_paths, family):
     out = model(**processor(batch, return_tensors="pt"))
     assert list(out.keys())[0] == "scores" and out.scores.shape == (3,)
     assert torch.all(out.num_regions >= 2)  # one SAM2 mask + the leftover region on these images
-    torch.testing.assert_close(out.global_level_probs.sum(-1), torch.ones(3))
+    torch.testing.assert_close(out.level_probs.sum(-1), torch.ones(3))
     levels = torch.arange(1, 8, dtype=torch.float64)
     digit_ids = model.backbone.score_token_ids
     for i, image in enumerate(batch):
@@ -102,13 +102,31 @@ def test_generate_mode_equals_greedy_generate(tiny_paths):
     assert torch.all(out.region_scores[~torch.isnan(out.region_scores)] % 1 == 0)
 
 
-def test_aggregations_match_hand_computation_and_reuse_the_caches(tiny_paths):
+class CallCounter:
+    """Counts calls of the MLLM and of SAM2's image encoder (forward pre-hooks: the model keeps no statistics)."""
+
+    def __init__(self, model: DogIqaModel) -> None:
+        self.mllm = self.segmenter = 0
+        model.mllm.register_forward_pre_hook(lambda *_: self._add("mllm"))
+        model.segmenter.vision_encoder.register_forward_pre_hook(lambda *_: self._add("segmenter"))
+
+    def _add(self, name: str) -> None:
+        setattr(self, name, getattr(self, name) + 1)
+
+    def take(self) -> tuple[int, int]:
+        counts, self.mllm, self.segmenter = (self.mllm, self.segmenter), 0, 0
+        return counts
+
+
+def test_aggregations_match_hand_computation_and_reuse_the_cache(tiny_paths):
     model = make_model(tiny_paths, "idefics3", crop_mode="masked")
+    calls = CallCounter(model)
     batch = images(2)
-    paper = model(images=batch)
-    assert model.last_stats["mllm_forward_passes"] > 0
-    released = model(images=batch, aggregation="released_code")
-    assert model.last_stats["mllm_forward_passes"] == 0 and "segmented_images" not in model.last_stats
+    cache = model.make_cache()
+    paper = model(images=batch, cache=cache)
+    assert calls.take()[0] > 0
+    released = model(images=batch, aggregation="released_code", cache=cache)
+    assert calls.take() == (0, 0)  # views and segmentations from the cache
     for i in range(2):
         c = int(paper.num_regions[i])
         s = paper.region_scores[i, :c].tolist()
@@ -119,9 +137,45 @@ def test_aggregations_match_hand_computation_and_reuse_the_caches(tiny_paths):
         assert float(paper.scores[i]) == pytest.approx((g + s_aw + 0.1 * c) / 2, abs=1e-5)
         assert float(released.scores[i]) == pytest.approx(s_aw + 0.1 * c + 0.5 * g, abs=1e-5)
         assert float(paper.local_score[i]) == pytest.approx(s_aw, abs=1e-5)
-    generate = model(images=batch, score_mode="generate")  # same forward passes give the greedy digits too
-    assert model.last_stats["mllm_forward_passes"] == 0
+    generate = model(images=batch, score_mode="generate", cache=cache)  # same forward passes give the digits too
+    assert calls.take() == (0, 0)
     assert torch.all(generate.global_score % 1 == 0)
+    again = model(images=batch, aggregation="released_code")  # no cache: everything recomputed, same numbers
+    assert calls.take()[0] > 0
+    torch.testing.assert_close(again.scores, released.scores, rtol=0, atol=0)
+
+
+def test_model_keeps_no_state_between_calls(tiny_paths):
+    model = make_model(tiny_paths, "qwen2_vl")
+    before = {name: set(vars(obj)) for name, obj in (("model", model), ("backbone", model.backbone))}
+    calls = CallCounter(model)
+    first = model(images=images(2))
+    counts = calls.take()
+    second = model(images=images(2))
+    assert calls.take() == counts  # nothing reused from the first call: the model keeps no cache
+    after = {name: set(vars(obj)) for name, obj in (("model", model), ("backbone", model.backbone))}
+    assert after == before
+    for name in ("last_stats", "segmentation_cache", "view_cache"):
+        assert not hasattr(model, name)
+    assert not any("cache" in name for name in vars(model.backbone))
+    for field in ("scores", "level_probs", "region_level_probs"):
+        torch.testing.assert_close(second[field], first[field], rtol=0, atol=0, equal_nan=True)
+    other = make_model(tiny_paths, "qwen2_vl")
+    with pytest.raises(ValueError, match="another DogIqaModel"):
+        other(images=images(1), cache=model.make_cache())
+
+
+def test_a_cache_encodes_the_prompt_prefix_once_across_calls(tiny_paths):
+    model = make_model(tiny_paths, "qwen2_vl", crop_mode="masked", view_batch_size=8)
+    calls = CallCounter(model)
+    batch = images(3)
+    alone = [model(images=[image]) for image in batch]
+    without = calls.take()[0]
+    cache = model.make_cache()
+    shared = [model(images=[image], cache=cache) for image in batch]
+    assert calls.take()[0] == without - 2  # one prefix pass instead of three, the same view passes
+    for one, other in zip(alone, shared):
+        torch.testing.assert_close(other.scores, one.scores, rtol=0, atol=0)
 
 
 def test_aggregate_scores_on_padded_values():
@@ -153,19 +207,21 @@ def test_batched_equals_one_by_one(tiny_paths, family):
 
 def test_dedup_and_prefix_reuse_change_nothing(tiny_paths):
     batch = images(2) + [images(1)[0]]  # a repeated image
-    results, stats = {}, {}
+    results, passes = {}, {}
     for dedup in (True, False):
         for prefix in (True, False):
             model = make_model(tiny_paths, "qwen2_vl", dedup_views=dedup, reuse_prefix_cache=prefix, view_batch_size=4)
+            rows = []
+            model.mllm.register_forward_pre_hook(lambda module, args, kwargs: rows.append(len(kwargs["input_ids"])),
+                                                 with_kwargs=True)  # fmt: skip
             results[dedup, prefix] = model(images=batch)
-            stats[dedup, prefix] = dict(model.last_stats)
+            passes[dedup, prefix] = rows
     for out in results.values():
-        for field in ("scores", "global_level_probs", "region_level_probs"):
+        for field in ("scores", "level_probs", "region_level_probs"):
             torch.testing.assert_close(out[field], results[False, False][field], atol=1e-5, rtol=0, equal_nan=True)
-    # bbox crops of the mask and of the leftover region span the whole frame here: one unique view per image
-    assert stats[True, False]["views"] == 9 and stats[True, False]["scored_views"] == 2
-    assert stats[False, False]["scored_views"] == 9
-    assert stats[True, True]["mllm_forward_passes"] == stats[True, False]["mllm_forward_passes"] + 1
+    # 9 views; bbox crops of the mask and of the leftover region span the whole frame here: one unique view per image
+    assert sum(passes[True, False]) == 2 and sum(passes[False, False]) == 9
+    assert passes[True, True] == [1] + passes[True, False]  # the prefix (batch 1) once, then the same view batches
 
 
 def test_idefics3_image_tokens_match_the_transformers_processor(tiny_paths):
@@ -188,11 +244,14 @@ def test_idefics3_image_tokens_match_the_transformers_processor(tiny_paths):
 def test_render_regions_draws_on_a_copy(tiny_paths):
     model = make_model(tiny_paths, "qwen2_vl")
     image = images(1)[0]
-    out = model(images=[image])
-    model.last_stats = {}
-    picture = model.render_regions(image, out)
+    cache = model.make_cache()
+    out = model(images=[image], cache=cache)
+    calls = CallCounter(model)
+    picture = model.render_regions(image, out, cache=cache)
     assert isinstance(picture, Image.Image) and picture.size == image.size
-    assert model.last_stats == {}  # masks from the segmentation cache: no SAM2, no MLLM
+    assert calls.take() == (0, 0)  # masks from the cache: no SAM2, no MLLM
+    assert np.array_equal(np.asarray(model.render_regions(image, out)), np.asarray(picture))
+    assert calls.take() == (0, 1)  # without the cache: SAM2 again, never the MLLM
     assert not np.array_equal(np.asarray(picture), np.asarray(image))
 
 

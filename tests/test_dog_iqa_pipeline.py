@@ -33,7 +33,7 @@ def dog_dir(tmp_path_factory):
 def test_pipeline_returns_regions_and_visualization(dog_dir):
     pipe = hf_iqa.pipeline(model=str(dog_dir / "dog"))
     result = pipe(str(dog_dir / "img0.png"), return_visualization=True)
-    assert {"score", "global_score", "local_score", "num_regions", "global_level_probs", "global_level"} <= set(result)
+    assert {"score", "global_score", "local_score", "num_regions", "level_probs", "level"} <= set(result)
     count = result["num_regions"]
     assert count >= 1 and len(result["region_scores"]) == count and len(result["region_boxes"]) == count
     assert all(len(box) == 4 for box in result["region_boxes"])
