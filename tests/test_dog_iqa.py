@@ -211,11 +211,10 @@ def test_dedup_and_prefix_reuse_change_nothing(tiny_paths):
     for dedup in (True, False):
         for prefix in (True, False):
             model = make_model(tiny_paths, "qwen2_vl", dedup_views=dedup, reuse_prefix_cache=prefix, view_batch_size=4)
-            rows = []
-            model.mllm.register_forward_pre_hook(lambda module, args, kwargs: rows.append(len(kwargs["input_ids"])),
+            rows = passes[dedup, prefix] = []
+            model.mllm.register_forward_pre_hook(lambda _, args, kwargs, rows=rows: rows.append(len(kwargs["input_ids"])),
                                                  with_kwargs=True)  # fmt: skip
             results[dedup, prefix] = model(images=batch)
-            passes[dedup, prefix] = rows
     for out in results.values():
         for field in ("scores", "level_probs", "region_level_probs"):
             torch.testing.assert_close(out[field], results[False, False][field], atol=1e-5, rtol=0, equal_nan=True)
