@@ -14,6 +14,7 @@ from transformers import AutoImageProcessor, AutoModel, AutoModelForImageTextToT
 
 import hf_iqa.models
 from hf_iqa.models.dog_iqa import DogIqaConfig, DogIqaImageProcessor, DogIqaModel, aggregate_scores
+from hf_iqa.models.dog_iqa.modeling_dog_iqa import split_loader_options
 
 hf_iqa.models.register_all()
 
@@ -62,6 +63,42 @@ def test_from_pretrained_loads_both_sub_models_and_saves_config_and_code_only(ti
     for code in ("modeling_dog_iqa.py", "configuration_dog_iqa.py", "segmentation_dog_iqa.py", "backbones_dog_iqa.py"):
         assert code in files
     assert DogIqaConfig.from_pretrained(tmp_path / "saved").auto_map["AutoModel"].endswith("DogIqaModel")
+
+
+def test_from_parts_equals_from_pretrained_and_loaded_parts_are_reused(tiny_paths):
+    from transformers.testing_utils import CaptureLogger
+    from transformers.utils import logging
+
+    loaded = make_model(tiny_paths, "qwen2_vl")
+    expected = loaded(images=images(1)).scores
+    config = DogIqaConfig(segmenter_name_or_path=tiny_paths["sam2"], mllm_name_or_path=tiny_paths["qwen2_vl"], **TINY)
+    built = DogIqaModel.from_parts(config, loaded.segmenter, loaded.mllm)
+    assert built.mllm is loaded.mllm and built.base_model is loaded.mllm
+    assert built.backbone.prefix_ids == loaded.backbone.prefix_ids
+    torch.testing.assert_close(built(images=images(1)).scores, expected, rtol=0, atol=0)
+    with CaptureLogger(logging.get_logger("hf_iqa.models.dog_iqa.modeling_dog_iqa")) as captured:
+        reused = DogIqaModel.from_pretrained("unused", config=DogIqaConfig(**config.to_diff_dict()), variant="fp16",
+                                             segmenter=loaded.segmenter, mllm=loaded.mllm, seg_lambda=0.2)  # fmt: skip
+    assert "ignoring keyword arguments ['variant']" in captured.out
+    assert reused.mllm is loaded.mllm and reused.segmenter is loaded.segmenter and reused.config.seg_lambda == 0.2
+    assert float(reused(images=images(1)).scores) > float(expected)  # paper aggregation: + (0.2 - 0.1) c / 2
+
+
+def test_loader_options_go_to_their_part():
+    options = split_loader_options(dict(
+        dtype=torch.bfloat16, segmenter_dtype=torch.float32, device_map="cpu", revision="v1", cache_dir="/c",
+        trust_remote_code=True, attn_implementation="eager", load_in_4bit=True, aggregation="global",
+        adapter_kwargs={}, _from_auto=True, variant="fp16",
+    ))  # fmt: skip
+    assert options["repo"] == {"cache_dir": "/c", "revision": "v1"}
+    assert options["segmenter"] == {"cache_dir": "/c", "dtype": torch.float32, "device_map": "cpu"}
+    mllm = options["mllm"]
+    assert mllm.pop("quantization_config").load_in_4bit
+    assert mllm == {"cache_dir": "/c", "dtype": torch.bfloat16, "device_map": "cpu", "trust_remote_code": True,
+                    "attn_implementation": "eager"}  # fmt: skip
+    assert options["mllm_files"] == {"cache_dir": "/c", "trust_remote_code": True}
+    assert options["config"] == {"aggregation": "global", "variant": "fp16"}  # variant: ignored with a warning
+    assert split_loader_options({"torch_dtype": torch.float16})["segmenter"]["dtype"] == torch.float16
 
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "idefics3"])
