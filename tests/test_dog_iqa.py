@@ -312,3 +312,11 @@ def test_image_processor_passes_native_uint8_pixels():
     assert out[0].dtype == torch.uint8 and out[0].shape == (3, 17, 33)
     assert np.array_equal(out[0].permute(1, 2, 0).numpy(), np.asarray(image))
     assert out[1].shape == (3, 17, 33)
+
+
+def test_config_names_level_probs_and_reads_the_old_label_key():
+    assert DogIqaConfig().output_labels == {"level_probs": DogIqaConfig().level_names}
+    old = DogIqaConfig(output_labels={"global_level_probs": list("abcdefg")})  # a config saved before the rename
+    assert old.output_labels == {"level_probs": list("abcdefg")}
+    with pytest.raises(ValueError, match="view_batch_size must be >= 1"):  # validated at the end of __post_init__
+        DogIqaConfig(view_batch_size=0)

@@ -127,11 +127,12 @@ class DogIqaConfig(PreTrainedConfig):
         self.output_labels = self.output_labels or {"level_probs": list(self.level_names)}
         if "global_level_probs" in self.output_labels:  # the field's name in configs saved before the rename
             self.output_labels["level_probs"] = self.output_labels.pop("global_level_probs")
-        self.validate_dog_iqa()
         super().__post_init__(**kwargs)
+        self.validate_dog_iqa()
 
     def validate_dog_iqa(self) -> None:
-        """Reject values the model cannot run with, naming the argument."""
+        """Reject values the model cannot run with, naming the argument. Called at the end of `__post_init__` and
+        again by `DogIqaModel.from_pretrained` after keyword arguments updated the config."""
         choices = {
             "score_mode": (self.score_mode, SCORE_MODES),
             "aggregation": (self.aggregation, AGGREGATIONS),
