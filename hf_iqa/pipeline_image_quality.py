@@ -104,15 +104,25 @@ class ImageQualityPipeline(Pipeline):
             if isinstance(value, list) and value and isinstance(value[0], list):
                 value = [item for sub in value for item in sub]  # batched ragged lists -> one flat list
             flat[key] = value
-        outputs = self.model(**flat)
+        reuse = self._reuse_kwargs()
+        outputs = self.model(**flat, **reuse)
         result = {key: value for key, value in outputs.items() if isinstance(value, torch.Tensor)}
         if return_visualization:
             if not hasattr(self.model, "render_regions"):
                 raise ValueError(f"{type(self.model).__name__} has no region visualization (return_visualization)")
             pixels = flat["pixel_values"]
-            result["visualization"] = [self.model.render_regions(pixels[i], outputs, index=i)
+            result["visualization"] = [self.model.render_regions(pixels[i], outputs, index=i, **reuse)
                                        for i in range(len(pixels))]  # fmt: skip
         return result
+
+    def _reuse_kwargs(self) -> dict[str, Any]:
+        """`cache=` for models that can reuse work between calls (output contract, point 7): one cache per
+        pipeline, so all batches of its runs share it (Dog-IQA: the prompt prefix is encoded once)."""
+        if not hasattr(self.model, "make_cache"):
+            return {}
+        if getattr(self, "_model_cache", None) is None:
+            self._model_cache = self.model.make_cache()
+        return {"cache": self._model_cache}
 
     def postprocess(self, model_outputs: dict[str, Any]) -> dict[str, Any]:
         result = describe_output(model_outputs, 0, self.model.config)

@@ -20,6 +20,9 @@ The output contract (what the pipeline, CLI, benchmark and training rely on; not
 6. The image processor returns either a fixed-shape `pixel_values` tensor (batchable as is) or, for
    native-resolution models, a list of per-image tensors; the pipeline keeps lists as lists and the model
    accepts them.
+7. Work a model can reuse across calls (Dog-IQA: segmentations, view scores, the prompt prefix's KV cache) lives
+   in a cache the caller owns, not on the model: such a model has `make_cache()` and takes `cache=` in `forward`;
+   the pipeline makes one per pipeline object and passes it to every call.
 
 Registration
 ------------

@@ -61,8 +61,10 @@ class MplugOwl3Adapter(BackboneAdapter):
                 f"model.config.image_token_id ({model.config.image_token_id})"
             )
         self._prompt_text = self.render_prompt()
-        self._ids_by_grid: dict[tuple[int, int], list[int]] = {}
-        variants = [self._prompt_ids(grid) for grid in [*image_processor.anchor_grids, (0, 0)]]
+        # every tile grid the image processor can produce, tokenized once: a table fixed by the prompt, not a cache
+        grids = [*image_processor.anchor_grids, (0, 0)]
+        self.ids_by_grid = {tuple(grid): self._prompt_ids(tuple(grid)) for grid in grids}
+        variants = list(self.ids_by_grid.values())
         common = 0
         while all(len(v) > common and v[common] == variants[0][common] for v in variants):
             common += 1
@@ -71,19 +73,18 @@ class MplugOwl3Adapter(BackboneAdapter):
 
     def _prompt_ids(self, grid: tuple[int, int]) -> list[int]:
         """Ids of the whole prompt for a view with this tile grid ((0, 0): not cut), tokenized like the original."""
-        if grid not in self._ids_by_grid:
-            prefix, suffix = self._prompt_text
-            text = prefix + self.image_processor.placeholder_text(*grid) + suffix
-            ids: list[int] = []
-            for index, chunk in enumerate(text.split(self.image_placeholder)):
-                if index:
-                    ids.append(self.image_token_id)
-                ids.extend(self.encode_text(chunk))
-            self._ids_by_grid[grid] = ids
-        return self._ids_by_grid[grid]
+        prefix, suffix = self._prompt_text
+        text = prefix + self.image_processor.placeholder_text(*grid) + suffix
+        ids: list[int] = []
+        for index, chunk in enumerate(text.split(self.image_placeholder)):
+            if index:
+                ids.append(self.image_token_id)
+            ids.extend(self.encode_text(chunk))
+        return ids
 
     def encode_views(self, views):
         encoded = self.image_processor(views, return_tensors="pt")
         start = len(self.prefix_ids)
-        ids = [self._prompt_ids(tuple(grid))[start:] for grid in encoded["image_grids"].tolist()]
+        grids = [tuple(grid) for grid in encoded["image_grids"].tolist()]
+        ids = [(self.ids_by_grid.get(grid) or self._prompt_ids(grid))[start:] for grid in grids]
         return ids, {"pixel_values": encoded["pixel_values"]}

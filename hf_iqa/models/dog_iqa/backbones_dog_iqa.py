@@ -2,7 +2,8 @@
 
 An adapter turns views (RGB crops) into model inputs for one MLLM family and returns the next-token logits after
 the prompt, in left-padded batches, optionally on top of the KV cache of the image-free prompt prefix (chat header
-+ standards). Everything else (dedup, caches, score reading, aggregation) is backbone-independent.
++ standards), which the caller computes with `prefix_cache()` and keeps (an adapter stores no cache). Everything else
+(dedup, caches, score reading, aggregation) is backbone-independent.
 
 No torchvision: the processors of Qwen2-VL / SmolVLM have a video-processor slot and cannot be built without it, so
 adapters use the `*ImageProcessorPil` classes and expand the image tokens themselves.
@@ -88,7 +89,6 @@ class BackboneAdapter:
         prefix_text, suffix_text = self.render_prompt()
         self.prefix_ids = self.encode_text(prefix_text)
         self.suffix_ids = self.encode_text(suffix_text)
-        self._prefix_cache = None
 
     # ---- loading ---------------------------------------------------------------------------------------------
     @classmethod
@@ -179,25 +179,26 @@ class BackboneAdapter:
 
     @torch.no_grad()
     def prefix_cache(self):
-        """KV cache of the image-free prefix (batch 1), computed once."""
-        if self._prefix_cache is None:
-            ids = torch.tensor([self.prefix_ids], device=self.device)
-            out = self.model(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                position_ids=self.prefix_position_ids(ids.shape[1], ids.device),
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            self._prefix_cache = getattr(out, CACHE_NAME)
-        return self._prefix_cache
+        """KV cache of the image-free prefix (batch 1), for `next_token_logits(..., prefix_cache=...)`. A pure
+        function of the weights and the prompt: the caller keeps it (`DogIqaCache`) and may reuse it for any views."""
+        ids = torch.tensor([self.prefix_ids], device=self.device)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            position_ids=self.prefix_position_ids(ids.shape[1], ids.device),
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return getattr(out, CACHE_NAME)
 
     @torch.no_grad()
-    def next_token_logits(self, views: list[Image.Image], use_prefix_cache: bool = False) -> torch.Tensor:
+    def next_token_logits(self, views: list[Image.Image], prefix_cache=None) -> torch.Tensor:
         """(len(views), vocab) float32 logits of the token after the prompt, one batched forward pass.
 
-        Without the prefix cache the batch is left-padded: [pad.. prefix suffix]. With it the padding sits between
-        the cached prefix and the suffix: [prefix pad.. suffix]; masks and positions make both equal."""
+        Without `prefix_cache` the batch is left-padded: [pad.. prefix suffix]. With it (from `prefix_cache()`, left
+        unchanged) the padding sits between the cached prefix and the suffix: [prefix pad.. suffix]; masks and
+        positions make both equal."""
+        use_prefix_cache = prefix_cache is not None
         image_ids, image_inputs = self.encode_views(views)
         sequences = [ids + self.suffix_ids for ids in image_ids]
         prefix_len = len(self.prefix_ids)
@@ -222,7 +223,7 @@ class BackboneAdapter:
         }
         position_ids = self.position_ids(input_ids, attention_mask, image_inputs)
         if use_prefix_cache:
-            cache = copy.deepcopy(self.prefix_cache())
+            cache = copy.deepcopy(prefix_cache)
             cache.batch_repeat_interleave(batch)
             fed = input_ids[:, prefix_len:]
             out = self.model(
@@ -327,7 +328,6 @@ class Idefics3Adapter(BackboneAdapter):
         super().__init__(model, tokenizer, image_processor, config, chat_template)
         vision = model.config.vision_config
         self.image_seq_len = int((vision.image_size // vision.patch_size) ** 2 / model.config.scale_factor**2)
-        self._image_string_ids: dict[tuple[int, int], list[int]] = {}
 
     def image_string(self, rows: int, cols: int) -> str:
         fake, image, glob = "<fake_token_around_image>", "<image>", "<global-img>"
@@ -343,12 +343,13 @@ class Idefics3Adapter(BackboneAdapter):
 
     def encode_views(self, views):
         encoded = self.image_processor(images=[[v] for v in views], return_tensors="pt", return_row_col_info=True)
+        ids_by_grid: dict[tuple[int, int], list[int]] = {}  # this batch's tile layouts, each tokenized once
         ids = []
         for rows, cols in zip(encoded.pop("rows"), encoded.pop("cols")):
             key = (int(rows[0]), int(cols[0]))
-            if key not in self._image_string_ids:
-                self._image_string_ids[key] = self.encode_text(self.image_string(*key))
-            ids.append(self._image_string_ids[key])
+            if key not in ids_by_grid:
+                ids_by_grid[key] = self.encode_text(self.image_string(*key))
+            ids.append(ids_by_grid[key])
         inputs = {"pixel_values": encoded["pixel_values"]}
         if "pixel_attention_mask" in encoded:
             inputs["pixel_attention_mask"] = encoded["pixel_attention_mask"]

@@ -68,7 +68,8 @@ class DogIqaConfig(PreTrainedConfig):
             scores, c the number of regions.
         view_batch_size / segmenter_batch_size: batch sizes of the MLLM views and of the SAM2 image encoder.
         dedup_views / reuse_prefix_cache / cache_size: exact speed-ups (identical views scored once; the KV cache
-            of the image-free prompt prefix computed once; in-memory caches of segmentations and view scores).
+            of the image-free prompt prefix computed once; the capacity of a `DogIqaCache` of segmentations and view
+            scores, which the caller owns).
     """
 
     model_type = "hf_iqa_dog_iqa"
@@ -123,12 +124,15 @@ class DogIqaConfig(PreTrainedConfig):
         self.segmenter_image_std = list(self.segmenter_image_std or [0.229, 0.224, 0.225])
         default_range = _SCORE_RANGES.get(self.aggregation, [1.0, 7.0])
         self.score_range = [float(v) for v in (self.score_range or default_range)]
-        self.output_labels = self.output_labels or {"global_level_probs": list(self.level_names)}
-        self.validate_dog_iqa()
+        self.output_labels = self.output_labels or {"level_probs": list(self.level_names)}
+        if "global_level_probs" in self.output_labels:  # the field's name in configs saved before the rename
+            self.output_labels["level_probs"] = self.output_labels.pop("global_level_probs")
         super().__post_init__(**kwargs)
+        self.validate_dog_iqa()
 
     def validate_dog_iqa(self) -> None:
-        """Reject values the model cannot run with, naming the argument."""
+        """Reject values the model cannot run with, naming the argument. Called at the end of `__post_init__` and
+        again by `DogIqaModel.from_pretrained` after keyword arguments updated the config."""
         choices = {
             "score_mode": (self.score_mode, SCORE_MODES),
             "aggregation": (self.aggregation, AGGREGATIONS),

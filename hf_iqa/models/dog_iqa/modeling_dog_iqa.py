@@ -6,16 +6,18 @@ leftover region); s_i = MLLM score of each region's bounding-box crop; aggregate
 
 `DogIqaModel` composes two independently hosted models: a transformers `Sam2Model` and any image-text-to-text
 MLLM with a backbone adapter. A Dog-IQA repo holds config and code only; `from_pretrained` loads both sub-models
-from their own repos. Exact speed-ups over the released procedure (one `generate` per view, batch 1): identical
-views are scored once, all views of all images go through left-padded batches, the image-free prompt prefix is
-encoded once (KV cache), and segmentations and per-view level probabilities are cached in memory so that another
-aggregation or reading mode does not rerun the MLLM.
+from their own repos and `from_parts` builds the model. Exact speed-ups over the released procedure (one `generate`
+per view, batch 1): identical views are scored once, all views of all images go through left-padded batches, the
+image-free prompt prefix is encoded once (KV cache), and a caller-owned `DogIqaCache` keeps segmentations,
+per-view level probabilities and that prefix across calls, so that another aggregation or reading mode does not
+rerun the MLLM. The model itself keeps nothing between calls.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -44,8 +46,8 @@ class DogIqaOutput(ModelOutput):
     scores: (B,) aggregated quality, higher is better.
     global_score: (B,) score of the whole image.
     local_score: (B,) area-weighted mean of the region scores (s_aw).
-    global_level_probs: (B, K) probabilities of the levels 1..K for the whole image (softmax over the K digit
-        tokens; in `generate` mode they come from the same forward pass).
+    level_probs: (B, K) probabilities of the levels 1..K for the whole image (the global view; softmax over the K
+        digit tokens; in `generate` mode they come from the same forward pass).
     num_regions: (B,) number of regions c, leftover included.
     region_boxes: (B, R, 4) XYXY boxes in native pixels, ends exclusive.
     region_areas: (B, R) areas used by the aggregation.
@@ -57,7 +59,7 @@ class DogIqaOutput(ModelOutput):
     scores: torch.FloatTensor | None = None
     global_score: torch.FloatTensor | None = None
     local_score: torch.FloatTensor | None = None
-    global_level_probs: torch.FloatTensor | None = None
+    level_probs: torch.FloatTensor | None = None
     num_regions: torch.LongTensor | None = None
     region_boxes: torch.LongTensor | None = None
     region_areas: torch.FloatTensor | None = None
@@ -154,9 +156,83 @@ class _LruCache(OrderedDict):
             self.popitem(last=False)
 
 
+class DogIqaCache:
+    """What Dog-IQA may reuse between calls, owned by the caller, never by the model: segmentations (keyed by pixels
+    and segmentation settings), the level probabilities and greedy digit of every scored view (keyed by pixels and
+    prompt), and the KV cache of the image-free prompt prefix. All are pure functions of one model's config, weights
+    and inputs, so a cache serves the model that made it (`model.make_cache()`). Pass it to several calls
+    (`model(images=..., cache=cache)`) to read another aggregation or score mode without the MLLM, or to encode the
+    prefix once for all batches of a run (the image-quality pipeline keeps one); without it each call makes its own.
+    Memory: at most `size` segmentations and 8 * `size` view records (LRU), and one prefix per device and dtype."""
+
+    def __init__(self, model: DogIqaModel, size: int = 1024) -> None:
+        self.model = weakref.ref(model)
+        self.segmentations = _LruCache(size)
+        self.views = _LruCache(size * 8)
+        self.prefixes: dict[str, object] = {}
+
+    def check(self, model: DogIqaModel) -> DogIqaCache:
+        if self.model() is not model:
+            raise ValueError("DogIqaCache: this cache was made by another DogIqaModel (its entries depend on weights)")
+        return self
+
+
+# Which `DogIqaModel.from_pretrained` options go to which part; any other option naming a config field updates the
+# config, and single-checkpoint options of AutoModel (IGNORED_OPTIONS, `_`-prefixed) are dropped silently.
+HUB_OPTIONS = ("cache_dir", "token", "local_files_only", "force_download")  # the Dog-IQA repo and both parts' repos
+PART_OPTIONS = ("dtype", "device_map")  # both parts; `segmenter_dtype` overrides `dtype` for the segmenter
+MLLM_OPTIONS = ("attn_implementation", "quantization_config", "max_memory", "trust_remote_code")  # + load_in_8bit/4bit
+IGNORED_OPTIONS = ("adapter_kwargs", "adapter_name", "code_revision")
+
+
+def split_loader_options(kwargs: dict) -> dict[str, dict]:
+    """Sort `from_pretrained` keyword arguments into those of the Dog-IQA repo ("repo"), the segmenter, the MLLM, the
+    MLLM's tokenizer files ("mllm_files") and config updates ("config")."""
+    kwargs = dict(kwargs)
+    hub = {k: kwargs.pop(k) for k in HUB_OPTIONS if k in kwargs}
+    if "torch_dtype" in kwargs:
+        kwargs.setdefault("dtype", kwargs.pop("torch_dtype"))
+    parts = {k: kwargs.pop(k, None) for k in PART_OPTIONS}  # None (not absent): each loader's own default
+    segmenter = {**hub, **parts}
+    if "segmenter_dtype" in kwargs:
+        segmenter["dtype"] = kwargs.pop("segmenter_dtype")
+    mllm = {**hub, **parts, **{k: kwargs.pop(k) for k in MLLM_OPTIONS if k in kwargs}}
+    for bits in ("load_in_8bit", "load_in_4bit"):
+        if kwargs.pop(bits, False):
+            from transformers import BitsAndBytesConfig
+
+            mllm["quantization_config"] = BitsAndBytesConfig(**{bits: True})
+    mllm_files = {**hub, **({"trust_remote_code": mllm["trust_remote_code"]} if "trust_remote_code" in mllm else {})}
+    repo = {**hub, "revision": kwargs.pop("revision", None)}
+    config = {k: v for k, v in kwargs.items() if not k.startswith("_") and k not in IGNORED_OPTIONS}
+    return {"repo": repo, "segmenter": segmenter, "mllm": mllm, "mllm_files": mllm_files, "config": config}
+
+
+def load_segmenter(config: DogIqaConfig, **options):
+    """The `Sam2Model` named by the config (options: dtype, device_map, hub options)."""
+    from transformers import AutoModelForMaskGeneration
+
+    return AutoModelForMaskGeneration.from_pretrained(
+        config.segmenter_name_or_path, revision=config.segmenter_revision, **options
+    )
+
+
+def load_mllm(config: DogIqaConfig, **options):
+    """The MLLM named by the config, loaded the way its backbone adapter says (options: dtype, device_map,
+    quantization_config, attn_implementation, trust_remote_code, hub options)."""
+    from transformers import AutoConfig
+
+    files = {k: options[k] for k in (*HUB_OPTIONS, "trust_remote_code") if k in options}
+    mllm_config = AutoConfig.from_pretrained(config.mllm_name_or_path, revision=config.mllm_revision, **files)
+    adapter_cls = adapter_class_for(mllm_config.model_type, config.backbone)
+    return adapter_cls.load_model(config.mllm_name_or_path, revision=config.mllm_revision, **options)
+
+
 class DogIqaPreTrainedModel(PreTrainedModel):
     config_class = DogIqaConfig
-    base_model_prefix = "dog_iqa"
+    # The scores are read from the MLLM, so it is the "base model" (`model.base_model`, input embeddings); Dog-IQA has
+    # no weights of its own, so no checkpoint key ever carries this prefix.
+    base_model_prefix = "mllm"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     _supports_sdpa = True
@@ -169,8 +245,9 @@ class DogIqaModel(DogIqaPreTrainedModel):
     """Dog-IQA over a `Sam2Model` (`segmenter`) and an image-text-to-text MLLM (`mllm`).
 
     Build it with `DogIqaModel.from_pretrained(dog_iqa_repo_or_dir, dtype=..., device_map=...)` (loads both
-    sub-models from the ids in the config) or directly with `DogIqaModel(config, segmenter=..., mllm=...,
-    tokenizer=..., mllm_image_processor=...)`."""
+    sub-models from the ids in the config), from loaded parts with `DogIqaModel.from_parts(config, segmenter, mllm)`,
+    or directly with `DogIqaModel(config, segmenter=..., mllm=..., tokenizer=..., mllm_image_processor=...)`. The model
+    keeps no state between calls: reusable work lives in a `DogIqaCache` the caller may pass."""
 
     def __init__(
         self,
@@ -191,73 +268,48 @@ class DogIqaModel(DogIqaPreTrainedModel):
             adapter_cls = adapter_class_for(mllm.config.model_type, config.backbone)
             template = chat_template if chat_template is not None else getattr(tokenizer, "chat_template", None)
             self.backbone = adapter_cls(mllm, tokenizer, mllm_image_processor, config, chat_template=template)
-        self.segmentation_cache = _LruCache(config.cache_size)
-        self.view_cache = _LruCache(config.cache_size * 8)
-        self.last_stats: dict[str, int] = {}
         self.post_init()
 
-    # ---- loading and saving ----------------------------------------------------------------------------------
+    # ---- building, loading and saving ------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, **kwargs):
-        """Load the Dog-IQA config (+ code) from `pretrained_model_name_or_path`, then the segmenter and the MLLM
-        from their own ids. `dtype`, `device_map`, `attn_implementation` and `quantization_config` (or
-        `load_in_8bit` / `load_in_4bit`) go to the MLLM; `dtype` and `device_map` also to the segmenter
-        (`segmenter_dtype` overrides). Other keyword arguments that name config fields update the config."""
-        from transformers import AutoConfig, AutoModelForMaskGeneration
-
-        hub = {k: kwargs.pop(k) for k in ("cache_dir", "token", "local_files_only", "force_download") if k in kwargs}
-        revision = kwargs.pop("revision", None)
-        trust_remote_code = kwargs.pop("trust_remote_code", None)
-        dtype = kwargs.pop("dtype", kwargs.pop("torch_dtype", None))
-        segmenter_dtype = kwargs.pop("segmenter_dtype", dtype)
-        device_map = kwargs.pop("device_map", None)
-        mllm_kwargs = {
-            k: kwargs.pop(k) for k in ("attn_implementation", "quantization_config", "max_memory") if k in kwargs
-        }
-        for bits in ("load_in_8bit", "load_in_4bit"):
-            if kwargs.pop(bits, False):
-                from transformers import BitsAndBytesConfig
-
-                mllm_kwargs["quantization_config"] = BitsAndBytesConfig(**{bits: True})
-        segmenter = kwargs.pop("segmenter", None)
-        mllm = kwargs.pop("mllm", None)
-        if config is None:
-            config = DogIqaConfig.from_pretrained(pretrained_model_name_or_path, revision=revision, **hub)
-        for key in list(kwargs):
-            if key.startswith("_") or key in ("adapter_kwargs", "adapter_name", "code_revision"):
-                kwargs.pop(key)
-            elif hasattr(config, key):
-                setattr(config, key, kwargs.pop(key))
-        if kwargs:  # loader options of a single checkpoint (adapter_kwargs, variant, ...) do not apply here
-            logger.warning(f"DogIqaModel.from_pretrained: ignoring keyword arguments {sorted(kwargs)}")
-        config.validate_dog_iqa()
-
-        if segmenter is None:
-            segmenter = AutoModelForMaskGeneration.from_pretrained(
-                config.segmenter_name_or_path,
-                revision=config.segmenter_revision,
-                dtype=segmenter_dtype,
-                device_map=device_map,
-                **hub,
-            )
-        mllm_config = AutoConfig.from_pretrained(
-            config.mllm_name_or_path, revision=config.mllm_revision, trust_remote_code=trust_remote_code, **hub
-        )
-        adapter_cls = adapter_class_for(mllm_config.model_type, config.backbone)
-        mllm_hub = {"revision": config.mllm_revision, **hub}
-        if trust_remote_code is not None:
-            mllm_hub["trust_remote_code"] = trust_remote_code
-        if mllm is None:
-            mllm = adapter_cls.load_model(
-                config.mllm_name_or_path, dtype=dtype, device_map=device_map, **mllm_kwargs, **mllm_hub
-            )
-        tokenizer = adapter_cls.load_tokenizer(config.mllm_name_or_path, **mllm_hub)
+    def from_parts(cls, config: DogIqaConfig, segmenter, mllm, **mllm_files) -> DogIqaModel:
+        """The model from its config and its two loaded parts; the MLLM's tokenizer, image processor and chat
+        template are read from `config.mllm_name_or_path` (`mllm_files`: hub options, `trust_remote_code`)."""
+        adapter_cls = adapter_class_for(mllm.config.model_type, config.backbone)
+        path, revision = config.mllm_name_or_path, config.mllm_revision
+        tokenizer = adapter_cls.load_tokenizer(path, revision=revision, **mllm_files)
         image_processor = adapter_cls.load_image_processor(
-            config.mllm_name_or_path, revision=config.mllm_revision, **config.mllm_image_processor_kwargs
+            path, revision=revision, **config.mllm_image_processor_kwargs
         )
-        chat_template = load_chat_template(config.mllm_name_or_path, tokenizer, revision=config.mllm_revision)
-        model = cls(config, segmenter.eval(), mllm.eval(), tokenizer, image_processor, chat_template)
-        return model.eval()
+        chat_template = load_chat_template(path, tokenizer, revision=revision)
+        return cls(config, segmenter.eval(), mllm.eval(), tokenizer, image_processor, chat_template).eval()
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path, *model_args, config=None, segmenter=None, mllm=None, **kwargs
+    ):
+        """Overridden because Dog-IQA composes two separately hosted models: its repo holds config and code only.
+        Loads the config from `pretrained_model_name_or_path`, the segmenter and the MLLM from the repos it names
+        (unless `segmenter=` / `mllm=` are given), then calls `from_parts`. Options (see `split_loader_options`):
+        hub options go to every repo, `revision` to the Dog-IQA repo (the parts use the config's revisions);
+        `dtype` and `device_map` to both parts (`segmenter_dtype` overrides for SAM2); `attn_implementation`,
+        `quantization_config` (or `load_in_8bit` / `load_in_4bit`), `max_memory`, `trust_remote_code` to the MLLM;
+        names of config fields update the config; anything else is ignored with a warning."""
+        options = split_loader_options(kwargs)
+        if config is None:
+            config = DogIqaConfig.from_pretrained(pretrained_model_name_or_path, **options["repo"])
+        unknown = sorted(k for k in options["config"] if not hasattr(config, k))
+        if unknown:  # loader options of a single checkpoint (variant, ...) do not apply here
+            logger.warning(f"DogIqaModel.from_pretrained: ignoring keyword arguments {unknown}")
+        for key, value in options["config"].items():
+            if key not in unknown:
+                setattr(config, key, value)
+        config.validate_dog_iqa()
+        if segmenter is None:
+            segmenter = load_segmenter(config, **options["segmenter"])
+        if mllm is None:
+            mllm = load_mllm(config, **options["mllm"])
+        return cls.from_parts(config, segmenter, mllm, **options["mllm_files"])
 
     def save_pretrained(self, save_directory, is_main_process: bool = True, push_to_hub: bool = False, **kwargs):
         """Write config + code only: the sub-models live in their own repos (`segmenter_name_or_path`,
@@ -276,13 +328,10 @@ class DogIqaModel(DogIqaPreTrainedModel):
         if push_to_hub:
             raise ValueError("DogIqaModel.save_pretrained: use push_to_hub() to upload")
 
-    # ---- caches ----------------------------------------------------------------------------------------------
-    def clear_cache(self) -> None:
-        """Forget cached segmentations, view scores and the prompt-prefix KV cache (after changing weights)."""
-        self.segmentation_cache.clear()
-        self.view_cache.clear()
-        if self.backbone is not None:
-            self.backbone._prefix_cache = None
+    # ---- segmentation ----------------------------------------------------------------------------------------
+    def make_cache(self) -> DogIqaCache:
+        """A new, empty cache for this model (of `config.cache_size` segmentations) to pass to several calls."""
+        return DogIqaCache(self, self.config.cache_size)
 
     def _segmentation_key(self, image: np.ndarray) -> str:
         cfg = self.config
@@ -294,33 +343,34 @@ class DogIqaModel(DogIqaPreTrainedModel):
         ]  # fmt: skip
         return _fingerprint(image) + json.dumps(settings)
 
-    def segment(self, images: list[np.ndarray]) -> list[Regions]:
-        """Regions of each (H, W, 3) uint8 image; cached by pixel content and segmentation settings."""
+    def segment(self, images: list[np.ndarray], cache: DogIqaCache | None = None) -> list[Regions]:
+        """Regions of each (H, W, 3) uint8 image; taken from / stored in `cache` by pixel content and settings."""
         if self.segmenter is None:
             raise ValueError("DogIqaModel: no segmenter loaded")
+        stored = (cache or self.make_cache()).check(self).segmentations
         keys = [self._segmentation_key(img) for img in images]
-        missing = [i for i, key in enumerate(keys) if self.segmentation_cache.get_item(key) is None]
-        results: dict[int, Regions] = {}
+        results = {i: stored.get_item(key) for i, key in enumerate(keys)}
+        missing = [i for i, regions in results.items() if regions is None]
         if missing:
             generator = Sam2PointGridMaskGenerator(self.segmenter, self.config)
             for i, masks in zip(missing, generator([images[i] for i in missing])):
                 height, width = images[i].shape[:2]
-                regions = build_regions(
+                results[i] = build_regions(
                     masks["masks"].numpy(), masks["areas"].numpy(), height, width, self.config.min_region_area,
                     self.config.add_leftover, self.config.leftover_area,
                 )  # fmt: skip
-                results[i] = regions
-                self.segmentation_cache.put(keys[i], regions)
-            self.last_stats["segmented_images"] = self.last_stats.get("segmented_images", 0) + len(missing)
-        return [results[i] if i in results else self.segmentation_cache.get_item(keys[i]) for i in range(len(images))]
+                stored.put(keys[i], results[i])
+        return [results[i] for i in range(len(images))]
 
     # ---- scoring views ---------------------------------------------------------------------------------------
-    def score_views(self, views: list[np.ndarray]) -> list[dict]:
+    def score_views(self, views: list[np.ndarray], cache: DogIqaCache | None = None) -> list[dict]:
         """Level probabilities (K,) and the greedy next-token text of each view. Identical views are scored once
-        (`dedup_views`) and results are cached; views go through the MLLM in batches of `view_batch_size`,
-        smallest first, on top of the cached prompt prefix when `reuse_prefix_cache`."""
+        (`dedup_views`) and their records kept in `cache`; views go through the MLLM in batches of
+        `view_batch_size`, smallest first, on top of the prompt prefix's KV cache (computed once per `cache`) when
+        `reuse_prefix_cache`."""
         if self.backbone is None:
             raise ValueError("DogIqaModel: no MLLM loaded")
+        cache = (cache or self.make_cache()).check(self)
         cfg = self.config
         backbone = self.backbone
         prompt_key = _fingerprint(np.array(backbone.prefix_ids + [-1] + backbone.suffix_ids))
@@ -331,31 +381,28 @@ class DogIqaModel(DogIqaPreTrainedModel):
         records: dict[str, dict] = {}
         todo: dict[str, np.ndarray] = {}
         for key, view in zip(keys, views):
-            cached = self.view_cache.get_item(key) if cfg.dedup_views else None
+            cached = cache.views.get_item(key) if cfg.dedup_views else None
             if cached is not None:
                 records[key] = cached
             elif key not in todo:
                 todo[key] = view
         order = sorted(todo, key=lambda k: todo[k].shape[0] * todo[k].shape[1])
-        use_prefix = cfg.reuse_prefix_cache and backbone.supports_prefix_cache
-        passes = 0
-        if order and use_prefix and backbone._prefix_cache is None:
-            backbone.prefix_cache()
-            passes += 1
+        prefix = None
+        if order and cfg.reuse_prefix_cache and backbone.supports_prefix_cache:
+            prefix_key = f"{prompt_key} {backbone.device} {self.mllm.dtype}"
+            if prefix_key not in cache.prefixes:
+                cache.prefixes[prefix_key] = backbone.prefix_cache()
+            prefix = cache.prefixes[prefix_key]
         for start in range(0, len(order), cfg.view_batch_size):
             batch_keys = order[start : start + cfg.view_batch_size]
-            logits = backbone.next_token_logits([to_pil(todo[k]) for k in batch_keys], use_prefix_cache=use_prefix)
-            passes += 1
+            logits = backbone.next_token_logits([to_pil(todo[k]) for k in batch_keys], prefix_cache=prefix)
             level_probs = logits[:, backbone.score_token_ids].double().softmax(-1).cpu()
             greedy = logits.argmax(-1).cpu()
             for row, key in enumerate(batch_keys):
                 record = {"level_probs": level_probs[row], "greedy_text": backbone.decode_token(greedy[row])}
                 records[key] = record
                 if cfg.dedup_views:
-                    self.view_cache.put(key, record)
-        self.last_stats["mllm_forward_passes"] = self.last_stats.get("mllm_forward_passes", 0) + passes
-        self.last_stats["views"] = self.last_stats.get("views", 0) + len(views)
-        self.last_stats["scored_views"] = self.last_stats.get("scored_views", 0) + len(todo)
+                    cache.views.put(key, record)
         return [records[k] for k in keys]
 
     def view_score(self, record: dict, score_mode: str) -> float:
@@ -389,18 +436,20 @@ class DogIqaModel(DogIqaPreTrainedModel):
         aggregation: str | None = None,
         score_mode: str | None = None,
         return_dict: bool = True,
+        cache: DogIqaCache | None = None,
         **kwargs,
     ) -> DogIqaOutput | tuple:
         """Score images (a list of uint8 (3, H, W) tensors from `DogIqaImageProcessor`, or PIL / arrays).
-        `aggregation` and `score_mode` override the config for this call; cached views are not rescored."""
+        `aggregation` and `score_mode` override the config for this call; `cache` (from `make_cache()`) keeps
+        segmentations, view scores and the prompt prefix across calls (views found there are not rescored)."""
         cfg = self.config
         aggregation = aggregation or cfg.aggregation
         score_mode = score_mode or cfg.score_mode
         if score_mode not in ("expected", "generate"):
             raise ValueError(f"score_mode={score_mode!r} is not one of expected, generate")
-        self.last_stats = {}
+        cache = (cache or self.make_cache()).check(self)
         images_np = self._images_from_inputs(pixel_values, images)
-        all_regions = self.segment(images_np)
+        all_regions = self.segment(images_np, cache)
 
         views, owners = [], []
         for index, (image, regions) in enumerate(zip(images_np, all_regions)):
@@ -409,7 +458,7 @@ class DogIqaModel(DogIqaPreTrainedModel):
             for r in range(len(regions.areas)):
                 views.append(crop_region(image, regions, r, cfg.crop_mode))
                 owners.append((index, r))
-        records = self.score_views(views)
+        records = self.score_views(views, cache)
 
         batch = len(images_np)
         max_regions = max(len(r.areas) for r in all_regions)
@@ -443,7 +492,7 @@ class DogIqaModel(DogIqaPreTrainedModel):
             scores=scores,
             global_score=global_score,
             local_score=local,
-            global_level_probs=global_probs,
+            level_probs=global_probs,
             num_regions=num_regions,
             region_boxes=region_boxes,
             region_areas=region_areas,
@@ -454,14 +503,17 @@ class DogIqaModel(DogIqaPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
     # ---- visualisation ---------------------------------------------------------------------------------------
-    def render_regions(self, image, output: DogIqaOutput | None = None, index: int = 0) -> Image.Image:
+    def render_regions(
+        self, image, output: DogIqaOutput | None = None, index: int = 0, cache: DogIqaCache | None = None
+    ) -> Image.Image:
         """A picture of the image with its regions coloured by their scores (red = level 1 ... green = level K),
         boxes and scores written on it. Uses `output` (row `index`) when given, else scores the image; the masks
-        come from the segmentation cache (recomputed, without the MLLM, if evicted)."""
+        come from `cache` (pass the one `output` was computed with), else SAM2 runs again (never the MLLM)."""
         array = _as_uint8_rgb(image, "image")
+        cache = (cache or self.make_cache()).check(self)
         if output is None:
-            output, index = self(images=[array]), 0
-        regions = self.segment([array])[0]
+            output, index = self(images=[array], cache=cache), 0
+        regions = self.segment([array], cache)[0]
         count = int(output.num_regions[index])
         if count != len(regions.areas):
             raise ValueError("render_regions: `output` does not belong to this image (region counts differ)")
@@ -511,4 +563,11 @@ def draw_region_scores(
     return picture
 
 
-__all__ = ["DogIqaModel", "DogIqaOutput", "DogIqaPreTrainedModel", "aggregate_scores", "draw_region_scores"]
+__all__ = [
+    "DogIqaCache",
+    "DogIqaModel",
+    "DogIqaOutput",
+    "DogIqaPreTrainedModel",
+    "aggregate_scores",
+    "draw_region_scores",
+]

@@ -44,6 +44,6 @@ def test_batched_and_prefix_cache_equal_one_by_one(adapter):
     with torch.no_grad():
         singles = torch.cat([adapter.next_token_logits([v]) for v in views])
         batched = adapter.next_token_logits(views)
-        cached = adapter.next_token_logits(views, use_prefix_cache=True)
+        cached = adapter.next_token_logits(views, prefix_cache=adapter.prefix_cache())
     torch.testing.assert_close(batched, singles, atol=1e-5, rtol=0)
     torch.testing.assert_close(cached, singles, atol=1e-5, rtol=0)

@@ -12,6 +12,7 @@ from transformers import AutoImageProcessor, AutoModel, AutoModelForImageTextToT
 
 import hf_iqa.models
 from hf_iqa.models.dog_iqa import DogIqaConfig, DogIqaImageProcessor, DogIqaModel, aggregate_scores
+from hf_iqa.models.dog_iqa.modeling_dog_iqa import split_loader_options
 from tests.models.dog_iqa.tiny_models import save_tiny_models
 from tests.testing_utils import random_image
 
@@ -64,6 +65,42 @@ def test_from_pretrained_loads_both_sub_models_and_saves_config_and_code_only(ti
     assert DogIqaConfig.from_pretrained(tmp_path / "saved").auto_map["AutoModel"].endswith("DogIqaModel")
 
 
+def test_from_parts_equals_from_pretrained_and_loaded_parts_are_reused(tiny_paths):
+    from transformers.testing_utils import CaptureLogger
+    from transformers.utils import logging
+
+    loaded = make_model(tiny_paths, "qwen2_vl")
+    expected = loaded(images=images(1)).scores
+    config = DogIqaConfig(segmenter_name_or_path=tiny_paths["sam2"], mllm_name_or_path=tiny_paths["qwen2_vl"], **TINY)
+    built = DogIqaModel.from_parts(config, loaded.segmenter, loaded.mllm)
+    assert built.mllm is loaded.mllm and built.base_model is loaded.mllm
+    assert built.backbone.prefix_ids == loaded.backbone.prefix_ids
+    torch.testing.assert_close(built(images=images(1)).scores, expected, rtol=0, atol=0)
+    with CaptureLogger(logging.get_logger("hf_iqa.models.dog_iqa.modeling_dog_iqa")) as captured:
+        reused = DogIqaModel.from_pretrained("unused", config=DogIqaConfig(**config.to_diff_dict()), variant="fp16",
+                                             segmenter=loaded.segmenter, mllm=loaded.mllm, seg_lambda=0.2)  # fmt: skip
+    assert "ignoring keyword arguments ['variant']" in captured.out
+    assert reused.mllm is loaded.mllm and reused.segmenter is loaded.segmenter and reused.config.seg_lambda == 0.2
+    assert float(reused(images=images(1)).scores) > float(expected)  # paper aggregation: + (0.2 - 0.1) c / 2
+
+
+def test_loader_options_go_to_their_part():
+    options = split_loader_options(dict(
+        dtype=torch.bfloat16, segmenter_dtype=torch.float32, device_map="cpu", revision="v1", cache_dir="/c",
+        trust_remote_code=True, attn_implementation="eager", load_in_4bit=True, aggregation="global",
+        adapter_kwargs={}, _from_auto=True, variant="fp16",
+    ))  # fmt: skip
+    assert options["repo"] == {"cache_dir": "/c", "revision": "v1"}
+    assert options["segmenter"] == {"cache_dir": "/c", "dtype": torch.float32, "device_map": "cpu"}
+    mllm = options["mllm"]
+    assert mllm.pop("quantization_config").load_in_4bit
+    assert mllm == {"cache_dir": "/c", "dtype": torch.bfloat16, "device_map": "cpu", "trust_remote_code": True,
+                    "attn_implementation": "eager"}  # fmt: skip
+    assert options["mllm_files"] == {"cache_dir": "/c", "trust_remote_code": True}
+    assert options["config"] == {"aggregation": "global", "variant": "fp16"}  # variant: ignored with a warning
+    assert split_loader_options({"torch_dtype": torch.float16})["segmenter"]["dtype"] == torch.float16
+
+
 @pytest.mark.parametrize("family", ["qwen2_vl", "idefics3"])
 def test_whole_path_expected_mode_equals_plain_forward(tiny_paths, family):
     model = make_model(tiny_paths, family, crop_mode="masked")
@@ -72,7 +109,7 @@ def test_whole_path_expected_mode_equals_plain_forward(tiny_paths, family):
     out = model(**processor(batch, return_tensors="pt"))
     assert list(out.keys())[0] == "scores" and out.scores.shape == (3,)
     assert torch.all(out.num_regions >= 2)  # one SAM2 mask + the leftover region on these images
-    torch.testing.assert_close(out.global_level_probs.sum(-1), torch.ones(3))
+    torch.testing.assert_close(out.level_probs.sum(-1), torch.ones(3))
     levels = torch.arange(1, 8, dtype=torch.float64)
     digit_ids = model.backbone.score_token_ids
     for i, image in enumerate(batch):
@@ -102,13 +139,31 @@ def test_generate_mode_equals_greedy_generate(tiny_paths):
     assert torch.all(out.region_scores[~torch.isnan(out.region_scores)] % 1 == 0)
 
 
-def test_aggregations_match_hand_computation_and_reuse_the_caches(tiny_paths):
+class CallCounter:
+    """Counts calls of the MLLM and of SAM2's image encoder (forward pre-hooks: the model keeps no statistics)."""
+
+    def __init__(self, model: DogIqaModel) -> None:
+        self.mllm = self.segmenter = 0
+        model.mllm.register_forward_pre_hook(lambda *_: self._add("mllm"))
+        model.segmenter.vision_encoder.register_forward_pre_hook(lambda *_: self._add("segmenter"))
+
+    def _add(self, name: str) -> None:
+        setattr(self, name, getattr(self, name) + 1)
+
+    def take(self) -> tuple[int, int]:
+        counts, self.mllm, self.segmenter = (self.mllm, self.segmenter), 0, 0
+        return counts
+
+
+def test_aggregations_match_hand_computation_and_reuse_the_cache(tiny_paths):
     model = make_model(tiny_paths, "idefics3", crop_mode="masked")
+    calls = CallCounter(model)
     batch = images(2)
-    paper = model(images=batch)
-    assert model.last_stats["mllm_forward_passes"] > 0
-    released = model(images=batch, aggregation="released_code")
-    assert model.last_stats["mllm_forward_passes"] == 0 and "segmented_images" not in model.last_stats
+    cache = model.make_cache()
+    paper = model(images=batch, cache=cache)
+    assert calls.take()[0] > 0
+    released = model(images=batch, aggregation="released_code", cache=cache)
+    assert calls.take() == (0, 0)  # views and segmentations from the cache
     for i in range(2):
         c = int(paper.num_regions[i])
         s = paper.region_scores[i, :c].tolist()
@@ -119,9 +174,45 @@ def test_aggregations_match_hand_computation_and_reuse_the_caches(tiny_paths):
         assert float(paper.scores[i]) == pytest.approx((g + s_aw + 0.1 * c) / 2, abs=1e-5)
         assert float(released.scores[i]) == pytest.approx(s_aw + 0.1 * c + 0.5 * g, abs=1e-5)
         assert float(paper.local_score[i]) == pytest.approx(s_aw, abs=1e-5)
-    generate = model(images=batch, score_mode="generate")  # same forward passes give the greedy digits too
-    assert model.last_stats["mllm_forward_passes"] == 0
+    generate = model(images=batch, score_mode="generate", cache=cache)  # same forward passes give the digits too
+    assert calls.take() == (0, 0)
     assert torch.all(generate.global_score % 1 == 0)
+    again = model(images=batch, aggregation="released_code")  # no cache: everything recomputed, same numbers
+    assert calls.take()[0] > 0
+    torch.testing.assert_close(again.scores, released.scores, rtol=0, atol=0)
+
+
+def test_model_keeps_no_state_between_calls(tiny_paths):
+    model = make_model(tiny_paths, "qwen2_vl")
+    before = {name: set(vars(obj)) for name, obj in (("model", model), ("backbone", model.backbone))}
+    calls = CallCounter(model)
+    first = model(images=images(2))
+    counts = calls.take()
+    second = model(images=images(2))
+    assert calls.take() == counts  # nothing reused from the first call: the model keeps no cache
+    after = {name: set(vars(obj)) for name, obj in (("model", model), ("backbone", model.backbone))}
+    assert after == before
+    for name in ("last_stats", "segmentation_cache", "view_cache"):
+        assert not hasattr(model, name)
+    assert not any("cache" in name for name in vars(model.backbone))
+    for field in ("scores", "level_probs", "region_level_probs"):
+        torch.testing.assert_close(second[field], first[field], rtol=0, atol=0, equal_nan=True)
+    other = make_model(tiny_paths, "qwen2_vl")
+    with pytest.raises(ValueError, match="another DogIqaModel"):
+        other(images=images(1), cache=model.make_cache())
+
+
+def test_a_cache_encodes_the_prompt_prefix_once_across_calls(tiny_paths):
+    model = make_model(tiny_paths, "qwen2_vl", crop_mode="masked", view_batch_size=8)
+    calls = CallCounter(model)
+    batch = images(3)
+    alone = [model(images=[image]) for image in batch]
+    without = calls.take()[0]
+    cache = model.make_cache()
+    shared = [model(images=[image], cache=cache) for image in batch]
+    assert calls.take()[0] == without - 2  # one prefix pass instead of three, the same view passes
+    for one, other in zip(alone, shared):
+        torch.testing.assert_close(other.scores, one.scores, rtol=0, atol=0)
 
 
 def test_aggregate_scores_on_padded_values():
@@ -153,19 +244,20 @@ def test_batched_equals_one_by_one(tiny_paths, family):
 
 def test_dedup_and_prefix_reuse_change_nothing(tiny_paths):
     batch = images(2) + [images(1)[0]]  # a repeated image
-    results, stats = {}, {}
+    results, passes = {}, {}
     for dedup in (True, False):
         for prefix in (True, False):
             model = make_model(tiny_paths, "qwen2_vl", dedup_views=dedup, reuse_prefix_cache=prefix, view_batch_size=4)
+            rows = passes[dedup, prefix] = []
+            model.mllm.register_forward_pre_hook(lambda _, args, kwargs, rows=rows: rows.append(len(kwargs["input_ids"])),
+                                                 with_kwargs=True)  # fmt: skip
             results[dedup, prefix] = model(images=batch)
-            stats[dedup, prefix] = dict(model.last_stats)
     for out in results.values():
-        for field in ("scores", "global_level_probs", "region_level_probs"):
+        for field in ("scores", "level_probs", "region_level_probs"):
             torch.testing.assert_close(out[field], results[False, False][field], atol=1e-5, rtol=0, equal_nan=True)
-    # bbox crops of the mask and of the leftover region span the whole frame here: one unique view per image
-    assert stats[True, False]["views"] == 9 and stats[True, False]["scored_views"] == 2
-    assert stats[False, False]["scored_views"] == 9
-    assert stats[True, True]["mllm_forward_passes"] == stats[True, False]["mllm_forward_passes"] + 1
+    # 9 views; bbox crops of the mask and of the leftover region span the whole frame here: one unique view per image
+    assert sum(passes[True, False]) == 2 and sum(passes[False, False]) == 9
+    assert passes[True, True] == [1] + passes[True, False]  # the prefix (batch 1) once, then the same view batches
 
 
 def test_idefics3_image_tokens_match_the_transformers_processor(tiny_paths):
@@ -188,11 +280,14 @@ def test_idefics3_image_tokens_match_the_transformers_processor(tiny_paths):
 def test_render_regions_draws_on_a_copy(tiny_paths):
     model = make_model(tiny_paths, "qwen2_vl")
     image = images(1)[0]
-    out = model(images=[image])
-    model.last_stats = {}
-    picture = model.render_regions(image, out)
+    cache = model.make_cache()
+    out = model(images=[image], cache=cache)
+    calls = CallCounter(model)
+    picture = model.render_regions(image, out, cache=cache)
     assert isinstance(picture, Image.Image) and picture.size == image.size
-    assert model.last_stats == {}  # masks from the segmentation cache: no SAM2, no MLLM
+    assert calls.take() == (0, 0)  # masks from the cache: no SAM2, no MLLM
+    assert np.array_equal(np.asarray(model.render_regions(image, out)), np.asarray(picture))
+    assert calls.take() == (0, 1)  # without the cache: SAM2 again, never the MLLM
     assert not np.array_equal(np.asarray(picture), np.asarray(image))
 
 
@@ -217,3 +312,11 @@ def test_image_processor_passes_native_uint8_pixels():
     assert out[0].dtype == torch.uint8 and out[0].shape == (3, 17, 33)
     assert np.array_equal(out[0].permute(1, 2, 0).numpy(), np.asarray(image))
     assert out[1].shape == (3, 17, 33)
+
+
+def test_config_names_level_probs_and_reads_the_old_label_key():
+    assert DogIqaConfig().output_labels == {"level_probs": DogIqaConfig().level_names}
+    old = DogIqaConfig(output_labels={"global_level_probs": list("abcdefg")})  # a config saved before the rename
+    assert old.output_labels == {"level_probs": list("abcdefg")}
+    with pytest.raises(ValueError, match="view_batch_size must be >= 1"):  # validated at the end of __post_init__
+        DogIqaConfig(view_batch_size=0)

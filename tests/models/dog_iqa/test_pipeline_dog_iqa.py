@@ -33,7 +33,7 @@ def dog_dir(tmp_path_factory):
 def test_pipeline_returns_regions_and_visualization(dog_dir):
     pipe = hf_iqa.pipeline(model=str(dog_dir / "dog"))
     result = pipe(str(dog_dir / "img0.png"), return_visualization=True)
-    assert {"score", "global_score", "local_score", "num_regions", "global_level_probs", "global_level"} <= set(result)
+    assert {"score", "global_score", "local_score", "num_regions", "level_probs", "level"} <= set(result)
     count = result["num_regions"]
     assert count >= 1 and len(result["region_scores"]) == count and len(result["region_boxes"]) == count
     assert all(len(box) == 4 for box in result["region_boxes"])
@@ -72,3 +72,18 @@ def test_remote_code_without_hf_iqa(dog_dir, without_hf_iqa):
     """
     remote = torch.tensor(json.loads(without_hf_iqa(code).strip().splitlines()[-1]))
     torch.testing.assert_close(remote, expected, atol=1e-6, rtol=0)
+
+
+def test_pipeline_keeps_one_cache_so_the_prompt_prefix_is_encoded_once(dog_dir):
+    pipe = hf_iqa.pipeline(model=str(dog_dir / "dog"))
+    prefix_passes = []  # MLLM passes without an image: the prompt prefix's KV cache being computed
+    pipe.model.mllm.register_forward_pre_hook(
+        lambda _, args, kwargs: prefix_passes.append("pixel_values" not in kwargs), with_kwargs=True
+    )
+    attributes = set(vars(pipe.model))
+    files = [str(dog_dir / f"img{i}.png") for i in range(2)]
+    first = pipe(files, batch_size=1)
+    second = pipe(files[::-1], batch_size=1, return_visualization=True)
+    assert sum(prefix_passes) == 1 and len(prefix_passes) > 1  # once for the pipeline, not once per call or batch
+    assert set(vars(pipe.model)) == attributes  # the cache lives in the pipeline, not on the model
+    assert [r["score"] for r in second[::-1]] == [r["score"] for r in first]

@@ -1,4 +1,4 @@
-"""Tiny random sub-models for Dog-IQA tests and `bench/bench_dog_iqa.py`: a SAM2, a Qwen2-VL and an Idefics3 built
+"""Tiny random sub-models for the Dog-IQA tests: a SAM2, a Qwen2-VL and an Idefics3 built
 from configs, and a byte-level tokenizer (every byte one token, so the digits 1-7 are single tokens) built with
 `tokenizers`. Nothing is downloaded. `save_tiny_models(root)` writes them as Hub-like folders."""
 
