@@ -313,14 +313,28 @@ def push_folder_to_hub(
     return str(url)
 
 
-def add_hub_arguments(parser) -> None:
-    """--push-to-hub / --private / --revision, shared by every converter."""
+def add_common_arguments(parser) -> None:
+    """The options every converter has: --overwrite, --atol, --push-to-hub / --private / --revision, --no-progress."""
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the files of an earlier conversion in --output-dir"
+    )
+    parser.add_argument("--atol", type=float, default=1e-5, help="parity tolerance against the reference (fp32)")
     parser.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload the verified folder to this Hub repo")
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
     parser.add_argument("--revision", help="branch to push to (created if missing)")
     parser.add_argument(
         "--no-progress", action="store_true", help="hide the stage bar (also: environment HF_IQA_NO_PROGRESS=1)"
     )
+
+
+def push_if_asked(args, output_dir: str | Path, program: str) -> None:
+    """Upload the folder when `--push-to-hub` was given; called only after the parity check passed and the folder
+    was written. A failed upload (no network, no token) is one line, like every converter error."""
+    if not args.push_to_hub:
+        return
+    with one_line_errors(program):
+        url = push_folder_to_hub(output_dir, args.push_to_hub, args.private, args.revision)
+    print(f"pushed to {url}")
 
 
 def save_hub_folder(

@@ -30,7 +30,7 @@ from hf_iqa.openai_clip import build_clip_tokenizer
 from .common import (
     ConversionError,
     Stages,
-    add_hub_arguments,
+    add_common_arguments,
     assert_parity,
     check_output_dir,
     convert_openai_clip_state_dict,
@@ -38,7 +38,7 @@ from .common import (
     load_checkpoint,
     one_line_errors,
     progress_enabled,
-    push_folder_to_hub,
+    push_if_asked,
     render_model_card,
     save_hub_folder,
     staged_output_dir,
@@ -285,11 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         "--output-dir", required=True, help="folder to write: new, empty, or an earlier conversion with --overwrite"
     )
     parser.add_argument("--protocol", default="official", choices=["official", "pyiqa"], help="processor default")
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace the files of an earlier conversion in --output-dir"
-    )
-    parser.add_argument("--atol", type=float, default=1e-5, help="parity tolerance against the reference (fp32)")
-    add_hub_arguments(parser)
+    add_common_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with one_line_errors("convert_liqe"):
@@ -300,10 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = ", ".join(f"{k} {v:.2g}" for k, v in result.max_differences.items())
     print(f"parity vs the original architecture (max |diff|): {figures}")
     print(f"wrote {result.output_dir} ({', '.join(result.files)})")
-    if args.push_to_hub:  # only reached when the parity check passed
-        with one_line_errors("convert_liqe"):  # e.g. no network, no token
-            url = push_folder_to_hub(result.output_dir, args.push_to_hub, args.private, args.revision)
-        print(f"pushed to {url}")
+    push_if_asked(args, result.output_dir, "convert_liqe")  # only reached when the parity check passed
     return 0
 
 

@@ -34,7 +34,7 @@ from . import reference_clip, reference_resnet
 from .common import (
     ConversionError,
     Stages,
-    add_hub_arguments,
+    add_common_arguments,
     assert_parity,
     check_output_dir,
     convert_openai_clip_state_dict,
@@ -43,7 +43,7 @@ from .common import (
     load_checkpoint,
     one_line_errors,
     progress_enabled,
-    push_folder_to_hub,
+    push_if_asked,
     render_model_card,
     save_hub_folder,
     staged_output_dir,
@@ -454,11 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompt-logit-scale", type=float, help="explicit scale (overrides --protocol)")
     parser.add_argument("--dataset", choices=sorted(DATASETS), help="QualiCLIP+ training set (default: file name)")
     parser.add_argument("--keep-text-tower", action="store_true", help="also save the text tower and tokenizer")
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace the files of an earlier conversion in --output-dir"
-    )
-    parser.add_argument("--atol", type=float, default=1e-5, help="parity tolerance against the reference (fp32)")
-    add_hub_arguments(parser)
+    add_common_arguments(parser)
     return parser
 
 
@@ -482,8 +478,5 @@ def main(argv: list[str] | None = None) -> int:
         f"{result.variant} -> {result.output_dir} (prompt_logit_scale={result.prompt_logit_scale:g}, "
         f"max |converted - reference| = {result.max_difference:.2e}); files: {', '.join(result.files)}"
     )
-    if args.push_to_hub:  # only reached when the parity check passed
-        with one_line_errors("convert_qualiclip"):  # e.g. no network, no token
-            url = push_folder_to_hub(result.output_dir, args.push_to_hub, args.private, args.revision)
-        print(f"pushed to {url}")
+    push_if_asked(args, result.output_dir, "convert_qualiclip")  # only reached when the parity check passed
     return 0

@@ -40,7 +40,7 @@ from hf_iqa.openai_clip import build_clip_tokenizer
 from .common import (
     ConversionError,
     Stages,
-    add_hub_arguments,
+    add_common_arguments,
     assert_parity,
     check_output_dir,
     convert_openai_clip_state_dict,
@@ -50,7 +50,7 @@ from .common import (
     load_checkpoint,
     one_line_errors,
     progress_enabled,
-    push_folder_to_hub,
+    push_if_asked,
     render_model_card,
     save_hub_folder,
     staged_output_dir,
@@ -451,11 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         "needed for heads trained that way",
     )
     parser.add_argument("--license", default="cc-by-nc-sa-4.0", help="licence id for the model card")
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace the files of an earlier conversion in --output-dir"
-    )
-    parser.add_argument("--atol", type=float, default=1e-5, help="parity tolerance against the reference (fp32)")
-    add_hub_arguments(parser)
+    add_common_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with one_line_errors("convert_uniqa"):
@@ -476,10 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = ", ".join(f"{key} {value:.2g}" for key, value in result.max_differences.items())
     print(f"backbone: {result.backbone}; parity vs the original architecture (max |diff|): {figures}")
     print(f"wrote {result.output_dir} ({', '.join(result.files)})")
-    if args.push_to_hub:  # only reached when the parity check passed
-        with one_line_errors("convert_uniqa"):  # e.g. no network, no token
-            url = push_folder_to_hub(result.output_dir, args.push_to_hub, args.private, args.revision)
-        print(f"pushed to {url}")
+    push_if_asked(args, result.output_dir, "convert_uniqa")  # only reached when the parity check passed
     return 0
 
 
