@@ -23,3 +23,20 @@ LIQE_FINE_TO_COARSE = {
     "realistic blur": "blur", "realistic noise": "noise", "underexposure": "underexposure",
     "overexposure": "overexposure", "realistic contrast change": "contrast", "other realistic": "other",
 }  # fmt: skip
+
+
+def decode_liqe_distortion(fine: str) -> int:
+    """Index into `LIQE_DISTORTIONS` of one of the fine distortion names of LIQE's split files."""
+    fine = fine.strip()
+    if fine not in LIQE_FINE_TO_COARSE:
+        raise ValueError(f"unknown LIQE distortion {fine!r}; known: {sorted(LIQE_FINE_TO_COARSE)}")
+    return LIQE_DISTORTIONS.index(LIQE_FINE_TO_COARSE[fine])
+
+
+def decode_liqe_scenes(words) -> tuple[int, ...]:
+    """Multi-hot over `LIQE_SCENES` of a split file's scene words (`invalid` and empty words name no scene)."""
+    names = {word.strip() for word in words} - {"invalid", ""}
+    unknown = names - set(LIQE_SCENES)
+    if unknown:
+        raise ValueError(f"unknown LIQE scene(s) {sorted(unknown)}; known: {list(LIQE_SCENES)}")
+    return tuple(int(scene in names) for scene in LIQE_SCENES)

@@ -12,7 +12,7 @@ from typing import Any
 from datasets import ClassLabel, Value
 from datasets import Sequence as SequenceFeature
 
-from hf_iqa.labels import LIQE_DISTORTIONS, LIQE_FINE_TO_COARSE, LIQE_SCENES
+from hf_iqa.labels import LIQE_DISTORTIONS, LIQE_SCENES, decode_liqe_distortion, decode_liqe_scenes
 
 from .common import SplitFiles
 
@@ -32,17 +32,10 @@ class LiqeLabelColumns:
         }
 
     def decode(self, fields: list[str]) -> dict[str, Any]:
-        fine = fields[0].strip()
-        if fine not in LIQE_FINE_TO_COARSE:
-            raise ValueError(f"unknown LIQE distortion {fine!r}")
-        scenes = {s.strip() for s in fields[1:4]} - {"invalid", ""}
-        unknown = scenes - set(LIQE_SCENES)
-        if unknown:
-            raise ValueError(f"unknown LIQE scene(s) {sorted(unknown)}")
         return {
-            "liqe_distortion": fine,
-            "distortion_label": LIQE_DISTORTIONS.index(LIQE_FINE_TO_COARSE[fine]),
-            "scene_labels": [int(s in scenes) for s in LIQE_SCENES],
+            "liqe_distortion": fields[0].strip(),
+            "distortion_label": decode_liqe_distortion(fields[0]),
+            "scene_labels": list(decode_liqe_scenes(fields[1:4])),
         }
 
 

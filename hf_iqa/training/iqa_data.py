@@ -34,7 +34,13 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from hf_iqa.io import load_image
-from hf_iqa.labels import LIQE_DISTORTIONS, LIQE_FINE_TO_COARSE, LIQE_SCENES  # noqa: F401  (re-exported)
+from hf_iqa.labels import (  # noqa: F401  (re-exported)
+    LIQE_DISTORTIONS,
+    LIQE_FINE_TO_COARSE,
+    LIQE_SCENES,
+    decode_liqe_distortion,
+    decode_liqe_scenes,
+)
 from hf_iqa.training.common import ConfigError, SeededDataset
 
 SPEC_KEYS = {
@@ -87,19 +93,12 @@ def read_liqe_split_file(
             score = float(fields[1])
         except ValueError:
             raise ConfigError(f"{where}: score {fields[1]!r} is not a number") from None
-        distortion, scenes = -1, None
-        if len(fields) > 2 and fields[2]:
-            if fields[2] not in LIQE_FINE_TO_COARSE:
-                raise ConfigError(
-                    f"{where}: unknown LIQE distortion {fields[2]!r}; known: {sorted(LIQE_FINE_TO_COARSE)}"
-                )
-            distortion = LIQE_DISTORTIONS.index(LIQE_FINE_TO_COARSE[fields[2]])
-        if len(fields) > 3:
-            names = {s for s in fields[3:6]} - {"invalid", ""}
-            unknown = names - set(LIQE_SCENES)
-            if unknown:
-                raise ConfigError(f"{where}: unknown LIQE scene(s) {sorted(unknown)}; known: {list(LIQE_SCENES)}")
-            scenes = tuple(int(s in names) for s in LIQE_SCENES) if names else None
+        try:  # both label columns are optional here (a plain `path score` file trains the quality head only)
+            distortion = decode_liqe_distortion(fields[2]) if len(fields) > 2 and fields[2] else -1
+            scenes = decode_liqe_scenes(fields[3:6]) if len(fields) > 3 else None
+        except ValueError as error:
+            raise ConfigError(f"{where}: {error}") from None
+        scenes = scenes if scenes and any(scenes) else None
         image = Path(fields[0]) if Path(fields[0]).is_absolute() else root / fields[0]
         rows.append((str(image), score, distortion, scenes))
     if not rows:
