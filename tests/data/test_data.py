@@ -445,7 +445,7 @@ def test_label_vocabulary_matches_the_liqe_config_and_loads_no_model():
 
     assert (LIQE_SCENES, LIQE_DISTORTIONS) == (tuple(SCENES), tuple(DISTORTIONS))
     assert set(LIQE_FINE_TO_COARSE.values()) == set(LIQE_DISTORTIONS)
-    code = "import sys, hf_iqa.data, hf_iqa.labels; print(sorted(m for m in sys.modules if '.models' in m))"
+    code = "import sys, hf_iqa.data, hf_iqa.labels; print(sorted(m for m in sys.modules if m.startswith('hf_iqa.models')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"
 
