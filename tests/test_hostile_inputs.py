@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from hf_iqa.io import ImageLoadError, load_image
-from tests.testing_utils import REPO_ROOT, random_image
+from tests.testing_utils import FIXTURES_DIR, REPO_ROOT, random_image
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -94,11 +94,13 @@ def build_corpus(folder: Path) -> dict[str, str]:
     add("animated.webp", "ok", frames[0], save_all=True, append_images=frames[1:], lossless=True)
     add("animated.png", "ok", frames[0], save_all=True, append_images=frames[1:])
     add("pages.tif", "ok", frames[0], save_all=True, append_images=frames[1:])
-    add("mpo.jpg", "ok", frames[0], format="MPO", save_all=True, append_images=frames[1:])
+    # `frames` saved as MPO by Pillow 12.3 (the MPO writer of Pillow 10 and 11 makes files no reader accepts)
+    add("mpo.jpg", "ok", data=(FIXTURES_DIR / "hostile" / "three_frames.mpo").read_bytes())
     add("lossless.webp", "ok", base.convert("RGBA"), lossless=True)
     add("bitmap.bmp", "ok", base)
     add("pixmap.ppm", "ok", base)
-    add("graymap16.pgm", "ok", Image.fromarray(np.asarray(gray, dtype=np.uint16) * 257))
+    sixteen = (np.asarray(gray, dtype=np.uint16) * 257).astype(">u2")  # written by hand: Pillow < 10.1 cannot
+    add("graymap16.pgm", "ok", data=b"P5\n48 32\n65535\n" + sixteen.tobytes())
     add("one_pixel.png", "ok", Image.new("RGB", (1, 1), (9, 9, 9)))
     exif = Image.Exif()
     exif[0x0112] = 6
