@@ -137,9 +137,13 @@ def _as_uint8_rgb(image, name: str) -> np.ndarray:
 
 
 class _LruCache(OrderedDict):
-    def __init__(self, capacity: int) -> None:
+    """Least-recently-used entries, at most `capacity` of them and, when `max_bytes` is given, at most that many
+    bytes by `nbytes(value)` (segmentations hold full-resolution masks: a count alone does not bound memory)."""
+
+    def __init__(self, capacity: int, max_bytes: int | None = None, nbytes=None) -> None:
         super().__init__()
-        self.capacity = capacity
+        self.capacity, self.max_bytes, self.nbytes = capacity, max_bytes, nbytes
+        self.total_bytes = 0
 
     def get_item(self, key):
         if key in self:
@@ -148,12 +152,20 @@ class _LruCache(OrderedDict):
         return None
 
     def put(self, key, value) -> None:
-        if self.capacity <= 0:
+        size = self.nbytes(value) if self.nbytes is not None else 0
+        if self.capacity <= 0 or (self.max_bytes is not None and size > self.max_bytes):
             return
+        if key in self:
+            self.total_bytes -= self.nbytes(self[key]) if self.nbytes is not None else 0
         self[key] = value
+        self.total_bytes += size
         self.move_to_end(key)
-        while len(self) > self.capacity:
-            self.popitem(last=False)
+        while len(self) > self.capacity or (self.max_bytes is not None and self.total_bytes > self.max_bytes):
+            _, dropped = self.popitem(last=False)
+            self.total_bytes -= self.nbytes(dropped) if self.nbytes is not None else 0
+
+
+SEGMENTATION_CACHE_BYTES = 512 * 2**20  # masks kept for reuse across calls, whatever the number or size of images
 
 
 class DogIqaCache:
@@ -163,11 +175,12 @@ class DogIqaCache:
     and inputs, so a cache serves the model that made it (`model.make_cache()`). Pass it to several calls
     (`model(images=..., cache=cache)`) to read another aggregation or score mode without the MLLM, or to encode the
     prefix once for all batches of a run (the image-quality pipeline keeps one); without it each call makes its own.
-    Memory: at most `size` segmentations and 8 * `size` view records (LRU), and one prefix per device and dtype."""
+    Memory: at most `size` segmentations and `SEGMENTATION_CACHE_BYTES` of their masks, 8 * `size` view records
+    (LRU), and one prefix per device and dtype."""
 
     def __init__(self, model: DogIqaModel, size: int = 1024) -> None:
         self.model = weakref.ref(model)
-        self.segmentations = _LruCache(size)
+        self.segmentations = _LruCache(size, SEGMENTATION_CACHE_BYTES, nbytes=lambda regions: regions.masks.nbytes)
         self.views = _LruCache(size * 8)
         self.prefixes: dict[str, object] = {}
 

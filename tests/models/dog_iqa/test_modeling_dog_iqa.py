@@ -215,6 +215,24 @@ def test_a_cache_encodes_the_prompt_prefix_once_across_calls(tiny_paths):
         torch.testing.assert_close(other.scores, one.scores, rtol=0, atol=0)
 
 
+def test_cache_memory_is_bounded_in_bytes_whatever_the_image_size(tiny_paths, monkeypatch):
+    """Segmentations hold full-resolution masks: the cache keeps at most SEGMENTATION_CACHE_BYTES of them, so a long
+    run over big pictures does not grow without bound; results are the same with or without the cache."""
+    import hf_iqa.models.dog_iqa.modeling_dog_iqa as dog
+
+    model = make_model(tiny_paths, "qwen2_vl", crop_mode="masked", view_batch_size=8)
+    batch = images(3)
+    one = model.segment([np.asarray(batch[0])])[0]
+    monkeypatch.setattr(dog, "SEGMENTATION_CACHE_BYTES", int(one.masks.nbytes * 1.5))  # room for one, not two
+    cache = model.make_cache()
+    shared = [model(images=[image], cache=cache) for image in batch]
+    assert len(cache.segmentations) < len(batch)  # older entries dropped to stay under the byte budget
+    assert cache.segmentations.total_bytes == sum(r.masks.nbytes for r in cache.segmentations.values())
+    assert cache.segmentations.total_bytes <= dog.SEGMENTATION_CACHE_BYTES
+    for image, result in zip(batch, shared):
+        torch.testing.assert_close(model(images=[image]).scores, result.scores, rtol=0, atol=0)
+
+
 def test_aggregate_scores_on_padded_values():
     global_score = torch.tensor([4.0, 2.0])
     region_scores = torch.tensor([[3.0, 6.0, float("nan")], [5.0, float("nan"), float("nan")]])
