@@ -65,6 +65,19 @@ def file_sha256(path: str | os.PathLike) -> str:
     return _digests[key]
 
 
+def config_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a JSON config with `transformers_version` dropped (every save rewrites it, while the settings
+    stay the same), keys sorted; the raw bytes' digest for a file over 1 MB (tokenizer.json) or not an object."""
+    try:
+        config = json.loads(Path(path).read_bytes()) if os.path.getsize(path) < 1 << 20 else None
+    except (ValueError, UnicodeDecodeError):
+        config = None
+    if not isinstance(config, dict):
+        return file_sha256(path)
+    config.pop("transformers_version", None)
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
 def folder_digests(folder: str | os.PathLike) -> dict[str, str]:
     """sha256 of every weight and JSON config file under `folder` (relative path -> hex), hidden entries skipped."""
     root = Path(folder)
@@ -78,7 +91,7 @@ def folder_digests(folder: str | os.PathLike) -> dict[str, str]:
     total = sum(p.stat().st_size for p in files)
     if total > SLOW_HASH_BYTES:
         print(f"hashing {total / 2**30:.1f} GiB of weights in {root} for the provenance record", file=sys.stderr)
-    return {p.relative_to(root).as_posix(): file_sha256(p) for p in files}
+    return {p.relative_to(root).as_posix(): (config_sha256 if p.suffix == ".json" else file_sha256)(p) for p in files}
 
 
 def hub_snapshot(folder: str | os.PathLike) -> tuple[str | None, str | None]:
@@ -164,19 +177,22 @@ def write_sidecar(output_path: str | os.PathLike, record: dict) -> Path:
     path = sidecar_path(output_path)
     if path.is_symlink() or (path.exists() and not path.is_file()):
         raise ProvenanceError(f"{path}: exists and is not a regular file; remove it or choose another --output")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    text = json.dumps(record, indent=1, sort_keys=True) + "\n"
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             if hasattr(os, "fchmod"):
                 os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would hide the record from the output's readers
-            json.dump(record, f, indent=1, sort_keys=True)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as e:
+        raise ProvenanceError(f"{path}: cannot write the provenance record ({e.strerror or e})") from None
+    finally:
+        if tmp is not None and os.path.lexists(tmp):
+            os.unlink(tmp)
     return path
 
 

@@ -49,6 +49,16 @@ def test_changed_weights_are_refused_naming_the_weights(tmp_path):
     assert hashlib.sha256(b"weights-2, retrained").hexdigest()[:12] in message
 
 
+def test_a_resave_by_another_transformers_is_the_same_model_but_a_changed_setting_is_not(tmp_path):
+    folder = make_folder(tmp_path / "m")
+    stored = record(folder)
+    (folder / "config.json").write_text('{"transformers_version": "9.9", "model_type": "liqe"}')
+    assert prov.check_resume(stored, record(folder)) == []
+    (folder / "config.json").write_text('{"model_type": "liqe", "logit_scale": 50}')
+    with pytest.raises(prov.ProvenanceMismatch, match=r"model tiny-liqe \(config config.json sha256 "):
+        prov.check_resume(stored, record(folder))
+
+
 def test_another_model_arg_is_refused_naming_it(tmp_path):
     folder = make_folder(tmp_path / "m")
     stored = record(folder, model_args={"temperature": 1.0})
@@ -114,6 +124,8 @@ def test_sidecar_is_atomic_and_never_written_through_a_symlink(tmp_path):
     with pytest.raises(prov.ProvenanceError, match="not a regular file"):
         prov.write_sidecar(tmp_path / "out.csv", rec)
     assert target.read_text() == "mine" and (tmp_path / "out.csv.meta.json").is_symlink()
+    with pytest.raises(prov.ProvenanceError, match="cannot write the provenance record"):
+        prov.write_sidecar(tmp_path / "no-such-folder" / "out.csv", rec)
 
 
 def test_parquet_schema_metadata_round_trip(tmp_path):
