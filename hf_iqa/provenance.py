@@ -214,8 +214,10 @@ def _checked(text: str | bytes, where: str) -> dict:
     for part in ("comparable", "versions", "info"):
         if not isinstance(record.get(part), dict):
             raise ProvenanceError(f"{where}: damaged provenance record ('{part}' missing or not an object)")
-    if not isinstance(record["comparable"].get("model"), dict):
-        raise ProvenanceError(f"{where}: damaged provenance record ('comparable.model' missing or not an object)")
+    model = record["comparable"].get("model")
+    files = model.get("files", {}) if isinstance(model, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise ProvenanceError(f"{where}: damaged provenance record ('comparable.model' is not a model with digests)")
     return record
 
 
@@ -250,8 +252,6 @@ def read_record(output_path: str | os.PathLike) -> dict | None:
         except Exception as e:  # pyarrow raises several types for a damaged footer
             raise ProvenanceError(f"{output_path}: cannot read the Parquet schema ({e})") from None
         if PARQUET_KEY in meta:
-            if len(meta[PARQUET_KEY]) > MAX_SIDECAR_BYTES:
-                raise ProvenanceError(f"{output_path}: provenance record is larger than {MAX_SIDECAR_BYTES} bytes")
             return _checked(meta[PARQUET_KEY], f"{output_path} (schema metadata)")
     return None
 

@@ -90,7 +90,8 @@ def test_missing_record_is_refused_unless_trusted(tmp_path):
 @pytest.mark.parametrize(
     "kind, reason",
     [("bad json", "not valid JSON"), ("list", "not an object"), ("too large", "limit 1048576"),
-     ("fifo", "not a regular file"), ("symlink", "a symlink"), ("no comparable", "'comparable' missing")],
+     ("fifo", "not a regular file"), ("symlink", "a symlink"), ("no comparable", "'comparable' missing"),
+     ("digests a list", "not a model with digests")],
 )  # fmt: skip
 def test_damaged_sidecar_gives_one_line(tmp_path, kind, reason):
     side = tmp_path / "scores.csv.meta.json"
@@ -105,8 +106,10 @@ def test_damaged_sidecar_gives_one_line(tmp_path, kind, reason):
     elif kind == "symlink":
         (tmp_path / "elsewhere.json").write_text(json.dumps(record(make_folder(tmp_path / "m"))))
         side.symlink_to(tmp_path / "elsewhere.json")
-    else:
+    elif kind == "no comparable":
         side.write_text('{"format": 1, "versions": {}, "info": {}}')
+    else:
+        side.write_text('{"format": 1, "comparable": {"model": {"files": [1]}}, "versions": {}, "info": {}}')
     with pytest.raises(prov.ProvenanceError) as err:
         prov.read_record(tmp_path / "scores.csv")  # a FIFO would block here without O_NONBLOCK
     assert str(err.value).startswith(str(side)) and reason in str(err.value) and "\n" not in str(err.value)
