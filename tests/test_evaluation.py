@@ -198,7 +198,18 @@ def test_models_by_datasets_end_to_end(workspace, tmp_path):
     np.testing.assert_allclose(predictions, direct_scores(workspace["model_a"], [r["image"] for r in rows]), atol=1e-6)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     expected = iqa_correlations(predictions, [float(r["mos"]) for r in rows], fit="logistic4")
-    for key in ("srcc", "krcc", "plcc", "rmse", "plcc_raw", "rmse_raw", "plcc_fitted", "srcc_ci", "plcc_ci", "krcc_ci"):
+    for key in (
+        "srcc",
+        "krcc",
+        "plcc",
+        "rmse",
+        "plcc_raw",
+        "rmse_raw",
+        "plcc_fitted",
+        "srcc_ci",
+        "plcc_ci",
+        "krcc_ci",
+    ):
         assert metrics[key] == pytest.approx(expected[key], abs=1e-9)
     assert metrics["fit_status"] == expected["fit_status"] and metrics["fit_flagged"] == expected["fit_flagged"]
     assert metrics["num_images"] == 14 and metrics["images_scored_now"] == 14 and metrics["num_processes"] == 1

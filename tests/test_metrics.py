@@ -169,8 +169,10 @@ def test_local_evaluate_module_offline(scores):
     metric.add_batch(predictions=pred[25:], references=mos[25:])
     result = metric.compute(fit="logistic4")
     expected = metrics.iqa_correlations(pred, mos, fit="logistic4")
-    for key in ("srcc", "krcc", "plcc", "rmse"):
+    for key in ("srcc", "krcc", "plcc", "rmse", "srcc_ci", "plcc_ci", "krcc_ci"):
         assert result[key] == pytest.approx(expected[key], abs=1e-9)
+    compared = metric.compute(predictions=pred, references=mos, resamples=200, compare_with=mos + 0.01 * pred)
+    assert compared["paired_test"]["significant"] and compared["paired_test"]["difference"] < 0
 
 
 # ---------------------------------------------------------------------------------------------------------------
