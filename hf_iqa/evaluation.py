@@ -443,7 +443,9 @@ def _merge_predictions(key, paths, done, gathered, strict) -> tuple[np.ndarray, 
 
 
 def _write_summary(output_dir: Path, results: list[dict], card_models: Sequence[str]) -> None:
-    """results.json and results.md for the whole call; the results into the cards of `card_models` (local folders)."""
+    """results.json (`{"results": [...], "significance": [...]}`) and results.md for the whole call, with a paired
+    test per dataset that several models scored (`hf_iqa.reports.significance_for_results`, from each run's
+    predictions.csv); the results into the cards of `card_models` (local folders)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     significance = significance_for_results(results)  # paired tests where several models scored a dataset
     summary = {"results": results, "significance": significance}

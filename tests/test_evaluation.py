@@ -385,6 +385,9 @@ def test_two_process_run_matches_single_process(workspace, tmp_path):
     np.testing.assert_allclose(predictions_2, predictions_1, atol=1e-6)
     metrics = json.loads((double / "model_a" / "mine-all" / "metrics.json").read_text())
     assert metrics["num_processes"] == 2 and metrics["images_scored_now"] == 14
+    single_metrics = json.loads((single / "model_a" / "mine-all" / "metrics.json").read_text())
+    fields = [k for k in single_metrics if k.startswith(("srcc", "plcc", "krcc", "rmse", "fit", "ci"))]
+    assert json.dumps({k: metrics[k] for k in fields}) == json.dumps({k: single_metrics[k] for k in fields})
 
     with open(single_predictions, newline="") as handle:
         rows = list(csv.DictReader(handle))
