@@ -65,15 +65,19 @@ def _bootstrap(columns: list[np.ndarray], mos: np.ndarray, metric: str, resample
     return np.concatenate(out)
 
 
-def _percentile(values: np.ndarray, level: float) -> list[float]:
-    low, high = np.nanquantile(values, [(1 - level) / 2, (1 + level) / 2])
+def _percentile(values: np.ndarray, level: float) -> list[float] | None:
+    """The central `level` interval of the finite `values`; None when too few are finite (tiny samples)."""
+    values = values[np.isfinite(values)]
+    if len(values) < 10:
+        return None
+    low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
     return [float(low), float(high)]
 
 
-def fisher_interval(value: float, n: int, level: float = LEVEL, variance: float = 0.437) -> list[float]:
+def fisher_interval(value: float, n: int, level: float = LEVEL, variance: float = 0.437) -> list[float] | None:
     """Fisher-z interval `tanh(atanh(r) -+ z * sqrt(variance / (n - 4)))`; 0.437 is Fieller's for Kendall's tau."""
-    if n < 5:
-        return [float("nan"), float("nan")]
+    if n < 5 or not np.isfinite(value):
+        return None
     half = stats.norm.ppf((1 + level) / 2) * np.sqrt(variance / (n - 4))
     centre = np.arctanh(np.clip(value, -0.999999, 0.999999))
     return [float(np.tanh(centre - half)), float(np.tanh(centre + half))]
@@ -82,7 +86,8 @@ def fisher_interval(value: float, n: int, level: float = LEVEL, variance: float 
 def confidence_intervals(
     pred: Any, mos: Any, *, mapped: Any = None, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = SEED
 ) -> dict[str, Any]:
-    """`{"srcc_ci": [low, high], "plcc_ci": ..., "krcc_ci": ..., "ci": {level, resamples, seed, method}}`.
+    """`{"srcc_ci": [low, high], "plcc_ci": ..., "krcc_ci": ..., "ci": {level, resamples, seed, method}}`; an
+    interval is None where the sample is too small for one (fewer than 10 usable resamples, KRCC below 5 images).
 
     `mapped`: the predictions PLCC is reported on (the fitted mapping), default `pred`."""
     from hf_iqa.metrics import check_inputs
@@ -132,8 +137,11 @@ def paired_bootstrap(
     for i, a in enumerate(names):
         for j in range(i + 1, len(names)):
             difference = boot[:, i] - boot[:, j]
+            interval = _percentile(difference, level)
+            if interval is None:
+                raise ValueError(f"too few images ({len(mos)}) for a paired bootstrap")
+            low, high = interval
             difference = difference[np.isfinite(difference)]
-            low, high = _percentile(difference, level)
             tail = min(float(np.mean(difference <= 0)), float(np.mean(difference >= 0)))
             pairs.append({"a": a, "b": names[j], "difference": values[a] - values[names[j]], "ci": [low, high],
                           "p_value": min(1.0, 2 * tail), "significant": not low <= 0 <= high})  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -64,3 +65,11 @@ def test_paired_test_refuses_a_single_model_and_unknown_metrics():
         significance.paired_bootstrap({"a": [1, 2, 3]}, [1, 2, 3])
     with pytest.raises(ValueError, match="metric must be one of"):
         significance.paired_bootstrap({"a": [1, 2, 3], "b": [3, 2, 1]}, [1, 2, 3], metric="krcc")
+
+
+def test_tiny_samples_give_no_interval_rather_than_nan():
+    intervals = significance.confidence_intervals([1.0, 2.0, 3.0, 4.0], [1.0, 3.0, 2.0, 4.0], resamples=50)
+    assert intervals["krcc_ci"] is None and all(
+        v is None or len(v) == 2 for v in intervals.values() if v != intervals["ci"]
+    )
+    assert "NaN" not in json.dumps(intervals)
