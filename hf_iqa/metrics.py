@@ -122,7 +122,7 @@ def _fit_setup(z: np.ndarray, mos: np.ndarray, fit: str, direction: float):
 
 
 def _soundness(z, mos, mapped, params, lower, upper, slope, direction) -> str:
-    """ "sound", or the first reason the fitted curve is not a usable monotone mapping."""
+    """Return "sound", or the first reason why the fitted curve is not a usable monotone mapping."""
     bound = lower[slope] if slope == 3 else upper[slope]
     if np.isclose(abs(params[slope]), abs(bound), rtol=1e-3, atol=0):
         return "degenerate: the slope reached its bound (the fit tends to a step)"
