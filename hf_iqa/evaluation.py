@@ -43,11 +43,19 @@ import numpy as np
 
 from hf_iqa.engine import Interrupted, Item, UsageError, add_runtime_arguments
 from hf_iqa.io import ImageLoadError
-from hf_iqa.metrics import MetricInputError, fit_logistic, iqa_correlations, logistic4, logistic5
-
-FIT_LABELS = {"logistic4": "after a 4-parameter logistic fit", "logistic5": "after a 5-parameter logistic fit",
-              None: "raw (no fit)"}  # fmt: skip
-CARD_START, CARD_END = "<!-- hf_iqa:benchmark:start -->", "<!-- hf_iqa:benchmark:end -->"
+from hf_iqa.metrics import MetricInputError, iqa_correlations
+from hf_iqa.reports import (  # noqa: F401 (the report half moved to hf_iqa.reports; these names stay importable here)
+    CARD_END,
+    CARD_START,
+    FIT_LABELS,
+    combined_table,
+    display_name,
+    markdown_table,
+    oriented_labels,
+    scatter_plot,
+    significance_for_results,
+    update_model_card,
+)
 
 
 class BenchmarkError(RuntimeError):
@@ -236,142 +244,6 @@ def score_shard(
             handle.flush()
             raise Interrupted(len(results), len(indices)) from None
     return results
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Reports
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def oriented_labels(mos: np.ndarray, meta: dict) -> tuple[np.ndarray, str]:
-    """Labels turned so that higher is better (DMOS flipped within its range), as the correlations expect."""
-    if meta.get("higher_is_better", True):
-        return mos, "as is (higher is better)"
-    if meta.get("mos_range"):
-        low, high = meta["mos_range"]
-        return low + high - mos, f"flipped within [{low}, {high}] (lower-is-better label)"
-    return -mos, "negated (lower-is-better label)"
-
-
-def display_name(model_id: str) -> str:
-    """A local model folder is shown by its folder name, a Hub model by its id."""
-    return Path(model_id).name if Path(model_id).is_dir() else model_id
-
-
-def _format(value: float | None) -> str:
-    return "-" if value is None or not np.isfinite(value) else f"{value:.4f}"
-
-
-def markdown_table(results: list[dict]) -> str:
-    fits = {r.get("fit_requested") for r in results}
-    note = FIT_LABELS.get(fits.pop()) if len(fits) == 1 else "fit per row, see metrics.json"
-    lines = [
-        f"PLCC and RMSE {note}; SRCC and KRCC on raw predictions.",
-        "",
-        "| Model | Dataset | Split | Images | Errors | SRCC | PLCC | KRCC | RMSE |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in results:
-        lines.append(
-            f"| {display_name(r['model'])} | {r['dataset_name']} | {r['split']} | {r['num_images']} | "
-            f"{r.get('num_errors', 0)} | {_format(r['srcc'])} | "
-            f"{_format(r['plcc'])} | {_format(r['krcc'])} | {_format(r['rmse'])} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def combined_table(results: list[dict]) -> str:
-    """Papers' cross-dataset layout: one row per model, `SRCC / PLCC` per dataset, then every metric."""
-    models = list(dict.fromkeys(r["model"] for r in results))
-    columns = list(dict.fromkeys((r["dataset"], r["split"], r["dataset_name"]) for r in results))
-    cell = {(r["model"], r["dataset"], r["split"], r["dataset_name"]): r for r in results}
-    header = "| Model | " + " | ".join(f"{name} ({split})" for _, split, name in columns) + " |"
-    lines = ["## SRCC / PLCC", "", header, "|---|" + "---:|" * len(columns)]
-    for model in models:
-        values = []
-        for key, split, name in columns:
-            r = cell.get((model, key, split, name))
-            values.append(f"{_format(r['srcc'])} / {_format(r['plcc'])}" if r else "-")
-        lines.append(f"| {display_name(model)} | " + " | ".join(values) + " |")
-    return "\n".join(lines) + "\n\n## All metrics\n\n" + markdown_table(results)
-
-
-def scatter_plot(path: Path, predictions: np.ndarray, labels: np.ndarray, result: dict) -> bool:
-    """Prediction vs label with the fitted logistic curve; False (and a warning) without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        warnings.warn(
-            "matplotlib is not installed, so no scatter plot is written (pip install 'hf-iqa[plot]')", stacklevel=2
-        )
-        return False
-    params, fit = result.get("fit_params") or [], result.get("fit")
-    if not params:  # the plot always shows a fitted curve, even when the metrics use raw PLCC
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            _, params = fit_logistic(predictions, labels, "logistic4")
-        fit = "logistic4" if len(params) else None
-    figure, axis = plt.subplots(figsize=(5, 4), dpi=120)
-    axis.scatter(predictions, labels, s=8, alpha=0.6, label="images")
-    if fit is not None and len(params):
-        grid = np.linspace(predictions.min(), predictions.max(), 200)
-        function = logistic4 if fit == "logistic4" else logistic5
-        axis.plot(grid, function(grid, *params), color="C3", label=f"{fit} fit")
-    axis.set_xlabel(f"prediction ({display_name(result['model'])})")
-    axis.set_ylabel(f"label ({result['label_orientation'].split(' (')[0]})")
-    axis.set_title(f"{result['dataset_name']}: SRCC {result['srcc']:.3f}, PLCC {result['plcc']:.3f}", fontsize=9)
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-    return True
-
-
-def update_model_card(model_dir: str | os.PathLike, results: list[dict]) -> Path:
-    """Write `results` into the model-index of `<model_dir>/README.md` (replacing entries of the same dataset, split
-    and metric) and into a results table between hf_iqa markers in the card's text."""
-    from huggingface_hub import EvalResult, ModelCard
-
-    readme = Path(model_dir) / "README.md"
-    card = ModelCard(
-        readme.read_text(encoding="utf-8") if readme.is_file() else f"---\n---\n# {Path(model_dir).name}\n"
-    )
-    card.data.model_name = card.data.model_name or Path(model_dir).resolve().name
-    metric_types = {"srcc": ("spearmanr", "SRCC"), "plcc": ("pearsonr", "PLCC"), "krcc": ("kendalltau", "KRCC"),
-                    "rmse": ("rmse", "RMSE")}  # fmt: skip
-    new = []
-    for r in results:
-        for field, (metric_type, metric_name) in metric_types.items():
-            if r.get(field) is None:
-                continue
-            name = metric_name if field in ("srcc", "krcc") else f"{metric_name} ({FIT_LABELS[r['fit']]})"
-            new.append(
-                EvalResult(
-                    task_type="image-quality-assessment",
-                    task_name="No-Reference Image Quality Assessment",
-                    dataset_type=r["dataset"],
-                    dataset_name=r["dataset_name"],
-                    dataset_split=r["split"],
-                    metric_type=metric_type,
-                    metric_name=name,
-                    metric_value=round(float(r[field]), 4),
-                )
-            )
-    replaced = {(e.dataset_type, e.dataset_split, e.metric_type) for e in new}
-    kept = [
-        e for e in card.data.eval_results or [] if (e.dataset_type, e.dataset_split, e.metric_type) not in replaced
-    ]
-    card.data.eval_results = kept + new
-    table = f"{CARD_START}\n## Benchmark results (hf-iqa benchmark)\n\n{markdown_table(results)}{CARD_END}"
-    pattern = re.compile(re.escape(CARD_START) + ".*?" + re.escape(CARD_END), re.S)
-    card.text = (
-        pattern.sub(lambda _: table, card.text) if pattern.search(card.text) else card.text + "\n" + table + "\n"
-    )
-    card.save(readme)
-    return readme
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -571,10 +443,14 @@ def _merge_predictions(key, paths, done, gathered, strict) -> tuple[np.ndarray, 
 
 
 def _write_summary(output_dir: Path, results: list[dict], card_models: Sequence[str]) -> None:
-    """results.json and results.md for the whole call; the results into the cards of `card_models` (local folders)."""
+    """results.json (`{"results": [...], "significance": [...]}`) and results.md for the whole call, with a paired
+    test per dataset that several models scored (`hf_iqa.reports.significance_for_results`, from each run's
+    predictions.csv); the results into the cards of `card_models` (local folders)."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (output_dir / "results.md").write_text(combined_table(results))
+    significance = significance_for_results(results)  # paired tests where several models scored a dataset
+    summary = {"results": results, "significance": significance}
+    (output_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (output_dir / "results.md").write_text(combined_table(results, significance))
     for model_id in card_models:
         if Path(model_id).is_dir():
             update_model_card(model_id, [r for r in results if r["model"] == model_id])

@@ -10,20 +10,31 @@ Which paper tables use what (see the specs in shared/specs):
 * The 5-parameter logistic (`fit="logistic5"`, VQEG FR-TV Phase I) is offered for FR-style reporting (LIVE, TID2013
   papers); none of the four reproduced methods uses it.
 
+The fit follows ITU-T P.1401 / VQEG practice (`logistic_fit`): a monotone mapping, data-derived start and bounds, a
+deterministic solver, and a soundness check. An unsound fit (a step, a non-monotone curve, a direction that
+disagrees with SRCC, no convergence) is never reported as the PLCC: `iqa_correlations` then reports the raw PLCC and
+sets `fit_flagged`. Confidence intervals and paired tests between models are in `hf_iqa.significance`.
+
 SRCC/KRCC are rank statistics, unchanged by any monotone fit; KRCC is Kendall's tau-b (ties counted as scipy does).
 Every result says whether PLCC/RMSE were fitted, because raw and fitted PLCC differ by several points.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy import optimize, stats
 
 FITS = (None, "logistic4", "logistic5")
+SOUND = "sound"
+MAX_STEEPNESS = 50  # the logistic's scale is at least 1/50 of the prediction range: no steps
+MIN_TRANSITION_FRACTION = 0.05  # a 4-parameter curve rising (10 % to 90 %) on fewer images is a near-step
+MIN_DISTINCT_FRACTION = 0.02  # a fit with fewer distinct values than 2 % of the images (min 3) is degenerate
 
 
 class MetricInputError(ValueError):
@@ -76,42 +87,115 @@ def logistic5(x: np.ndarray, beta1: float, beta2: float, beta3: float, beta4: fl
     return beta1 * (0.5 - 1.0 / (1.0 + np.exp(z))) + beta4 * x + beta5
 
 
-def fit_logistic(pred: Any, mos: Any, fit: str = "logistic4") -> tuple[np.ndarray, np.ndarray]:
-    """Fit `fit` mapping predictions onto the label scale; return (mapped predictions, parameters in the scale of
-    `pred`, usable with `logistic4`/`logistic5`).
+@dataclass(frozen=True)
+class LogisticFit:
+    """One logistic mapping: the mapped predictions, its parameters in the scale of `pred` (for `logistic4` /
+    `logistic5`; empty when the solver failed) and `status`, "sound" or why the fit must not be reported."""
 
-    The fit runs on z-scored predictions (so tiny or huge score ranges converge alike) with scipy's trust-region
-    solver, from the usual start: 4-parameter `[max mos, min mos, mean, std]` (LIQE's initial values, expressed in
-    z units), 5-parameter `[ptp mos, 1, mean, 0, mean mos]`. Scipy's default Levenberg-Marquardt stalls on a
-    parameter that starts at 0; where both converge they agree to ~1e-8. If the fit fails, the raw predictions are
-    returned with a warning and empty parameters, so callers can tell.
+    mapped: np.ndarray
+    params: np.ndarray
+    status: str
+
+    @property
+    def sound(self) -> bool:
+        return self.status == SOUND
+
+
+def _fit_setup(z: np.ndarray, mos: np.ndarray, fit: str, direction: float):
+    """(function, start, lower, upper, index of the slope parameter) in z units, all derived from the data: the
+    levels within one label range beyond the labels, the centre within the predictions, and the slope bounded so
+    that the curve cannot turn into a step (transition narrower than 1/MAX_STEEPNESS of the prediction range)."""
+    low, high, span, width = mos.min(), mos.max(), np.ptp(mos), np.ptp(z)
+    min_scale = width / MAX_STEEPNESS
+    if fit == "logistic4":
+        start = [high, low, float(np.median(z)), 1.0] if direction >= 0 else [low, high, float(np.median(z)), 1.0]
+        lower = [low - span, low - span, z.min(), min_scale]
+        upper = [high + span, high + span, z.max(), 10 * width]
+        return logistic4, start, lower, upper, 3
+    if fit == "logistic5":
+        sign = 1.0 if direction >= 0 else -1.0
+        start = [span, sign, float(np.median(z)), 0.0, float(mos.mean())]
+        lower = [-2 * span, -1 / min_scale, z.min(), -span, low - span]
+        upper = [2 * span, 1 / min_scale, z.max(), span, high + span]
+        return logistic5, start, lower, upper, 1
+    raise ValueError(f"fit must be one of {FITS[1:]}, got {fit!r}")
+
+
+def _soundness(z, mos, mapped, params, lower, upper, slope, direction) -> str:
+    """Return "sound", or the first reason why the fitted curve is not a usable monotone mapping."""
+    bound = lower[slope] if slope == 3 else upper[slope]
+    if np.isclose(abs(params[slope]), abs(bound), rtol=1e-3, atol=0):
+        return "degenerate: the slope reached its bound (the fit tends to a step)"
+    distinct = len(np.unique(np.round((mapped - mos.min()) / np.ptp(mos), 6)))
+    needed = max(3, min(len(np.unique(z)), math.ceil(MIN_DISTINCT_FRACTION * len(z))))
+    if distinct < needed:
+        return f"degenerate: {distinct} distinct fitted values for {len(z)} images"
+    if slope == 3:
+        low, high = sorted(params[:2])
+        inside = (mapped > low + 0.1 * (high - low)) & (mapped < high - 0.1 * (high - low))
+        if inside.mean() < MIN_TRANSITION_FRACTION:
+            return f"degenerate: the curve rises on {inside.mean():.1%} of the images only (a near-step)"
+    curve = mapped[np.argsort(z, kind="stable")]
+    steps = np.diff(curve)
+    tolerance = 1e-9 * np.ptp(mos)
+    if (steps > tolerance).any() and (steps < -tolerance).any():
+        return "non-monotonic fitted curve"
+    if direction != 0 and np.sign(curve[-1] - curve[0]) != np.sign(direction):
+        return "fitted direction disagrees with SRCC"
+    return SOUND
+
+
+def logistic_fit(pred: Any, mos: Any, fit: str = "logistic4") -> LogisticFit:
+    """Fit the `fit` mapping of predictions onto the label scale (ITU-T P.1401 / VQEG practice), deterministically,
+    and check that the result is a sound monotone mapping.
+
+    **Why the 4-parameter logistic is the default.** It is monotone by construction (its slope `|beta4|` cannot change
+    sign), which is what P.1401 requires of the mapping before PLCC/RMSE, and it is the fit LIQE reports. VQEG's
+    5-parameter form adds a linear term that lets the curve turn back, and one more parameter to over-fit; it stays
+    available for FR-style tables and is checked for monotonicity here.
+
+    The solver is scipy's bounded trust-region least squares on z-scored predictions (tiny and huge score ranges
+    converge alike) from one data-derived start (levels at the label extremes ordered as SRCC says, centre at the
+    median prediction, unit slope): no random restarts, so the same inputs give bit-identical parameters. Bounds
+    keep the levels within one label range of the labels, the centre within the predictions and the transition at
+    least 1/MAX_STEEPNESS of the prediction range wide. `status` is "sound" unless the solver failed, the slope
+    ended at that bound (the fit wants a step: near-random predictions do this), fewer distinct fitted values than
+    MIN_DISTINCT_FRACTION of the images remain, the curve is not monotone, or its direction disagrees with SRCC.
     """
     pred, mos = check_inputs(pred, mos)
     mean, std = pred.mean(), pred.std()
     z = (pred - mean) / std
-    if fit == "logistic4":
-        function, initial = logistic4, [mos.max(), mos.min(), 0.0, 1.0]
-    elif fit == "logistic5":
-        function, initial = logistic5, [np.ptp(mos), 1.0, 0.0, 0.0, mos.mean()]
-    else:
-        raise ValueError(f"fit must be one of {FITS[1:]}, got {fit!r}")
+    direction = float(stats.spearmanr(pred, mos).statistic)
+    function, start, lower, upper, slope = _fit_setup(z, mos, fit, direction)
+    start = np.clip(start, lower, upper)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optimize.OptimizeWarning)
-            params, _ = optimize.curve_fit(function, z, mos, p0=initial, method="trf", max_nfev=100_000)
+            params, _ = optimize.curve_fit(
+                function, z, mos, p0=start, bounds=(lower, upper), method="trf", max_nfev=10_000
+            )
     except (RuntimeError, ValueError) as error:
-        warnings.warn(f"{fit} fit did not converge ({error}); PLCC/RMSE are reported on raw predictions", stacklevel=2)
-        return pred, np.array([])
+        return LogisticFit(pred, np.array([]), f"failed to converge ({error})")
     mapped = function(z, *params)
-    if not np.all(np.isfinite(mapped)) or np.ptp(mapped) == 0:
-        warnings.warn(f"{fit} fit is degenerate; PLCC/RMSE are reported on raw predictions", stacklevel=2)
-        return pred, np.array([])
+    if not np.all(np.isfinite(mapped)):
+        return LogisticFit(pred, np.array([]), "failed to converge (non-finite fitted values)")
+    status = _soundness(z, mos, mapped, params, lower, upper, slope, direction)
     if fit == "logistic4":  # back to the scale of `pred`: (x - b3)/b4 in z units
         params = np.array([params[0], params[1], mean + std * params[2], std * params[3]])
     else:
         b1, b2, b3, b4, b5 = params
         params = np.array([b1, b2 / std, mean + std * b3, b4 / std, b5 - b4 * mean / std])
-    return mapped, params
+    return LogisticFit(mapped, params, status)
+
+
+def fit_logistic(pred: Any, mos: Any, fit: str = "logistic4") -> tuple[np.ndarray, np.ndarray]:
+    """(mapped predictions, parameters in the scale of `pred`) of a sound `logistic_fit`; for an unsound one, the raw
+    predictions and empty parameters, with a warning saying why, so callers can tell."""
+    result = logistic_fit(pred, mos, fit)
+    if result.sound:
+        return result.mapped, result.params
+    warnings.warn(f"{fit} fit not used ({result.status}); PLCC/RMSE are on raw predictions", stacklevel=2)
+    return check_inputs(pred, mos)[0], np.array([])
 
 
 def srcc(pred: Any, mos: Any) -> float:
@@ -142,9 +226,18 @@ def rmse(pred: Any, mos: Any, fit: str | None = None) -> float:
     return float(np.sqrt(np.mean((pred - mos) ** 2)))
 
 
-def iqa_correlations(pred: Any, mos: Any, fit: str | None = "logistic4") -> dict[str, Any]:
-    """All four metrics at once: `srcc`, `krcc`, `plcc`, `rmse` (fitted when `fit` is set, as LIQE reports) plus
-    `plcc_raw`, `rmse_raw`, `fit` (what was actually applied; None if the fit failed), `fit_params` and `num_items`."""
+def iqa_correlations(
+    pred: Any, mos: Any, fit: str | None = "logistic4", *, resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, Any]:
+    """All metrics at once, JSON-ready and bit-identical for identical inputs.
+
+    `srcc`, `krcc`; `plcc_raw`, `rmse_raw` (no mapping); `plcc_fitted`, `rmse_fitted` (after the `fit` mapping, None
+    without one or when the solver failed); `fit_requested`; `fit_status` ("sound", "not requested" or why the fit
+    is unusable, see `logistic_fit`); `fit` (the mapping behind `plcc`/`rmse`: `fit_requested` when sound, else
+    None); `fit_flagged` (a fit was asked for but is unsound, so `plcc`/`rmse` are the raw values); `fit_params` (of
+    the attempted fit, for diagnosis); `plcc`, `rmse` (fitted only when sound, else raw); `num_items`. With
+    `resamples` > 0 also `srcc_ci`, `plcc_ci` (of the reported `plcc`), `krcc_ci` and `ci` (how: see
+    `hf_iqa.significance`)."""
     if fit not in FITS:
         raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
     pred, mos = check_inputs(pred, mos)
@@ -153,13 +246,33 @@ def iqa_correlations(pred: Any, mos: Any, fit: str | None = "logistic4") -> dict
         "krcc": float(stats.kendalltau(pred, mos).statistic),
         "plcc_raw": float(stats.pearsonr(pred, mos).statistic),
         "rmse_raw": float(np.sqrt(np.mean((pred - mos) ** 2))),
+        "plcc_fitted": None,
+        "rmse_fitted": None,
         "num_items": int(len(pred)),
+        "fit_requested": fit,
+        "fit_status": "not requested",
+        "fit_params": [],
     }
-    mapped, params = (pred, np.array([])) if fit is None else fit_logistic(pred, mos, fit)
-    result["fit"] = fit if len(params) else None
-    result["fit_params"] = [float(p) for p in params]
-    result["plcc"] = float(stats.pearsonr(mapped, mos).statistic)
-    result["rmse"] = float(np.sqrt(np.mean((mapped - mos) ** 2)))
+    mapped = pred
+    if fit is not None:
+        fitted = logistic_fit(pred, mos, fit)
+        result["fit_status"], result["fit_params"] = fitted.status, [float(p) for p in fitted.params]
+        if len(fitted.params):
+            result["plcc_fitted"] = float(stats.pearsonr(fitted.mapped, mos).statistic)
+            result["rmse_fitted"] = float(np.sqrt(np.mean((fitted.mapped - mos) ** 2)))
+        if fitted.sound:
+            mapped = fitted.mapped
+        else:
+            warnings.warn(f"{fit} fit not used ({fitted.status}); PLCC/RMSE are raw", stacklevel=2)
+    sound = result["fit_status"] == SOUND
+    result["fit"] = fit if sound else None
+    result["fit_flagged"] = fit is not None and not sound
+    result["plcc"] = result["plcc_fitted"] if sound else result["plcc_raw"]
+    result["rmse"] = result["rmse_fitted"] if sound else result["rmse_raw"]
+    if resamples > 0:
+        from hf_iqa.significance import confidence_intervals
+
+        result |= confidence_intervals(pred, mos, mapped=mapped, level=level, resamples=resamples, seed=seed)
     return result
 
 
@@ -209,10 +322,10 @@ class CorrelationMeter:
         metrics = meter.compute(accelerator)   # same dict on every rank
     """
 
-    def __init__(self, fit: str | None = "logistic4"):
+    def __init__(self, fit: str | None = "logistic4", resamples: int = 0):
         if fit not in FITS:
             raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
-        self.fit = fit
+        self.fit, self.resamples = fit, resamples
         self.reset()
 
     def reset(self) -> None:
@@ -234,4 +347,4 @@ class CorrelationMeter:
         return pred, mos
 
     def compute(self, accelerator: Any = None) -> dict[str, Any]:
-        return iqa_correlations(*self.gather(accelerator), fit=self.fit)
+        return iqa_correlations(*self.gather(accelerator), fit=self.fit, resamples=self.resamples)

@@ -32,6 +32,8 @@ NOT_DIFFERENTIABLE = {
 }
 
 REDUCTIONS = ("mean", "sum", "none")
+#: Values this far outside `input_range` (as a fraction of it) are refused: resampling overshoot passes, 0-255 does not.
+INPUT_TOLERANCE = 0.01
 
 
 def _family_of(model_type: str) -> tuple[str, dict]:
@@ -91,6 +93,11 @@ class QualityMetric(nn.Module):
         **options: image-processor settings, as for `hf_iqa.pipeline(processor_kwargs=...)`, e.g.
             `protocol="pyiqa"` for LIQE, `crop_mode="grid"` for UniQA.
 
+        input_range: the range of the input values, `(0, 1)` by default; e.g. `(0, 255)` for 0-255 floats, which are
+            then scaled to [0, 1]. Inputs beyond it by more than `INPUT_TOLERANCE` of its width are refused with
+            one line naming the observed range. The check reads one min and max per call (`aminmax`), which on a GPU
+            is one host sync per call; `None` skips it (no sync, inputs taken as [0, 1]).
+
     Attributes (pyiqa's names): `lower_better` (True when `forward` returns a loss, else False), `score_range`
     (the model's native score range, a tuple of two floats), `as_loss`, `loss_weight`, `loss_reduction`.
     """
@@ -108,9 +115,15 @@ class QualityMetric(nn.Module):
         freeze: bool = True,
         revision: str | None = None,
         model_kwargs: dict[str, Any] | None = None,
+        input_range: tuple[float, float] | None = (0.0, 1.0),
         **options: Any,
     ):
         super().__init__()
+        if input_range is not None:
+            input_range = (float(input_range[0]), float(input_range[1]))
+            if not input_range[1] > input_range[0]:
+                raise ValueError(f"QualityMetric: input_range must be (low, high) with high > low, got {input_range}")
+        self.input_range = input_range
         if reduction not in REDUCTIONS:
             raise ValueError(f"QualityMetric: reduction must be one of {REDUCTIONS}, got {reduction!r}")
         if image_processor is not None and options:
@@ -201,11 +214,26 @@ class QualityMetric(nn.Module):
                 "QualityMetric expects a float tensor of shape (B, 3, H, W) (or (B, 1, H, W)) with values in [0, 1], "
                 f"got {images.dtype} of shape {tuple(images.shape)}"
             )
+        images = self._to_unit_range(images)
         if images.shape[1] == 1:  # grey: the PIL path converts L to RGB by repeating the channel
             images = images.expand(-1, 3, -1, -1)
         inputs = self.tensor_processor(images.to(self.model.device))
         dtype = self.model.dtype
         return {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
+
+    def _to_unit_range(self, images: torch.Tensor) -> torch.Tensor:
+        """Refuse values outside `input_range` (one min/max, one host sync) and scale it to [0, 1]."""
+        if self.input_range is None:
+            return images
+        low, high = self.input_range
+        smallest, largest = (float(v) for v in torch.stack(torch.aminmax(images.detach())).tolist())
+        slack = INPUT_TOLERANCE * (high - low)
+        if smallest < low - slack or largest > high + slack or smallest != smallest or largest != largest:
+            raise ValueError(
+                f"QualityMetric: inputs must be in [{low:g}, {high:g}] but range over [{smallest:.4g}, {largest:.4g}]; "
+                "declare their range, e.g. QualityMetric(..., input_range=(0, 255)), or input_range=None to skip this check"
+            )
+        return images if (low, high) == (0.0, 1.0) else (images - low) / (high - low)
 
     def score(self, images: torch.Tensor) -> torch.Tensor:
         """The model's scores `(B,)` in its native range (float32, on the images' device), even when `as_loss`."""
@@ -231,7 +259,8 @@ class QualityMetric(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"model={type(self.model).__name__}, as_loss={self.as_loss}, score_range={self.score_range}, "
-            f"lower_better={self.lower_better}, loss_weight={self.loss_weight}, reduction={self.loss_reduction!r}"
+            f"lower_better={self.lower_better}, loss_weight={self.loss_weight}, reduction={self.loss_reduction!r}, "
+            f"input_range={self.input_range}"
         )
 
 

@@ -198,8 +198,20 @@ def test_models_by_datasets_end_to_end(workspace, tmp_path):
     np.testing.assert_allclose(predictions, direct_scores(workspace["model_a"], [r["image"] for r in rows]), atol=1e-6)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     expected = iqa_correlations(predictions, [float(r["mos"]) for r in rows], fit="logistic4")
-    for key in ("srcc", "krcc", "plcc", "rmse", "plcc_raw"):
+    for key in (
+        "srcc",
+        "krcc",
+        "plcc",
+        "rmse",
+        "plcc_raw",
+        "rmse_raw",
+        "plcc_fitted",
+        "srcc_ci",
+        "plcc_ci",
+        "krcc_ci",
+    ):
         assert metrics[key] == pytest.approx(expected[key], abs=1e-9)
+    assert metrics["fit_status"] == expected["fit_status"] and metrics["fit_flagged"] == expected["fit_flagged"]
     assert metrics["num_images"] == 14 and metrics["images_scored_now"] == 14 and metrics["num_processes"] == 1
     assert "| SRCC | PLCC | KRCC | RMSE |" in (run_dir / "table.md").read_text()
     assert not (run_dir / "partial").exists()
@@ -209,7 +221,13 @@ def test_models_by_datasets_end_to_end(workspace, tmp_path):
     assert "| Model | mine (all) | KonIQ-10k (all) |" in combined
     cross_dataset = combined.split("## All metrics")[0]
     assert cross_dataset.count("| model_b |") == 1  # one row per model, a column per dataset
-    assert len(json.loads((output / "results.json").read_text())) == 4
+    summary = json.loads((output / "results.json").read_text())
+    assert len(summary["results"]) == 4
+    assert [(s["dataset"], s["models"]) for s in summary["significance"]] == [
+        ("folder", [workspace["model_a"], workspace["model_b"]]), ("koniq10k", [workspace["model_a"], workspace["model_b"]]),
+    ]  # fmt: skip
+    assert summary["significance"][0]["num_items"] == 14 and len(summary["significance"][0]["pairs"]) == 1
+    assert "## Paired significance: mine (all)" in combined and "| | model_a | model_b |" in combined
 
 
 def test_scatter_plot_is_skipped_with_a_warning_without_matplotlib(workspace, tmp_path, monkeypatch):
@@ -367,6 +385,9 @@ def test_two_process_run_matches_single_process(workspace, tmp_path):
     np.testing.assert_allclose(predictions_2, predictions_1, atol=1e-6)
     metrics = json.loads((double / "model_a" / "mine-all" / "metrics.json").read_text())
     assert metrics["num_processes"] == 2 and metrics["images_scored_now"] == 14
+    single_metrics = json.loads((single / "model_a" / "mine-all" / "metrics.json").read_text())
+    fields = [k for k in single_metrics if k.startswith(("srcc", "plcc", "krcc", "rmse", "fit", "ci"))]
+    assert json.dumps({k: metrics[k] for k in fields}) == json.dumps({k: single_metrics[k] for k in fields})
 
     with open(single_predictions, newline="") as handle:
         rows = list(csv.DictReader(handle))

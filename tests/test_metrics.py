@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import numpy as np
@@ -108,7 +109,7 @@ def test_failed_fit_falls_back_to_raw_with_a_warning(scores, monkeypatch):
         raise RuntimeError("Optimal parameters not found")
 
     monkeypatch.setattr(metrics.optimize, "curve_fit", no_convergence)
-    with pytest.warns(UserWarning, match="did not converge"):
+    with pytest.warns(UserWarning, match="failed to converge"):
         result = metrics.iqa_correlations(pred, mos, fit="logistic4")
     assert result["fit"] is None and result["plcc"] == result["plcc_raw"]
 
@@ -168,5 +169,60 @@ def test_local_evaluate_module_offline(scores):
     metric.add_batch(predictions=pred[25:], references=mos[25:])
     result = metric.compute(fit="logistic4")
     expected = metrics.iqa_correlations(pred, mos, fit="logistic4")
-    for key in ("srcc", "krcc", "plcc", "rmse"):
+    for key in ("srcc", "krcc", "plcc", "rmse", "srcc_ci", "plcc_ci", "krcc_ci"):
         assert result[key] == pytest.approx(expected[key], abs=1e-9)
+    compared = metric.compute(predictions=pred, references=mos, resamples=200, compare_with=mos + 0.01 * pred)
+    assert compared["paired_test"]["significant"] and compared["paired_test"]["difference"] < 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ITU-T P.1401 fit: sound or flagged, deterministic
+# ---------------------------------------------------------------------------------------------------------------
+def near_random(seed: int, n: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions that are tiny noise around a constant, unrelated to the labels (the issue's near-random model)."""
+    rng = np.random.default_rng(seed)
+    mos = rng.uniform(1, 5, n)
+    return 0.5 + 1e-3 * rng.standard_normal(n), mos
+
+
+@pytest.mark.parametrize("seed", [2, 3, 7, 10])
+def test_near_random_predictions_give_a_flagged_fit_and_raw_plcc(seed):
+    """An unbounded fit of these data converges to a step (two plateaus, slope ~1e-8) and 'fits' a PLCC several
+    times the raw one; here the fit is flagged and the reported PLCC is the raw one."""
+    pred, mos = near_random(seed)
+    with pytest.warns(UserWarning, match="fit not used"):
+        result = metrics.iqa_correlations(pred, mos, fit="logistic4", resamples=0)
+    assert result["fit_flagged"] and result["fit"] is None and result["fit_status"] != "sound"
+    assert result["plcc"] == result["plcc_raw"] and result["rmse"] == result["rmse_raw"]
+    assert result["plcc_fitted"] is not None and abs(result["plcc_fitted"]) > abs(result["plcc_raw"]) + 0.02
+
+
+def test_sound_fit_recovers_a_noisy_logistic_relation():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, 400)
+    true = (80.0, 20.0, 0.5, 0.1)
+    mos = metrics.logistic4(x, *true) + rng.normal(0, 3, 400)
+    result = metrics.iqa_correlations(x, mos, fit="logistic4", resamples=0)
+    assert result["fit_status"] == "sound" and not result["fit_flagged"] and result["fit"] == "logistic4"
+    np.testing.assert_allclose(result["fit_params"], true, rtol=0.05, atol=0.01)
+    assert result["plcc"] == result["plcc_fitted"] > result["plcc_raw"]
+
+
+def test_non_monotonic_five_parameter_fit_is_flagged():
+    """A 5-parameter fit whose linear term bends the curve back inside the data is not a monotone mapping."""
+    x = np.linspace(0, 1, 200)
+    mos = 10 * x - 12 * np.clip(x - 0.6, 0, None) ** 0.5 + 0.01 * np.sin(40 * x)  # rises, then falls
+    result = metrics.logistic_fit(x, mos, "logistic5")
+    assert result.status in ("non-monotonic fitted curve", "fitted direction disagrees with SRCC") or "degenerate" in (
+        result.status
+    )
+
+
+def test_identical_inputs_give_byte_identical_records():
+    rng = np.random.default_rng(3)
+    mos = rng.uniform(1, 5, 300)
+    pred = mos + rng.normal(0, 1.5, 300)
+    first = json.dumps(metrics.iqa_correlations(pred, mos, fit="logistic4"))
+    second = json.dumps(metrics.iqa_correlations(pred.copy(), mos.copy(), fit="logistic4"))
+    assert first == second
+    assert json.loads(first)["srcc_ci"][0] < json.loads(first)["srcc"] < json.loads(first)["srcc_ci"][1]

@@ -393,6 +393,24 @@ def test_grey_input_equals_rgb_and_bad_input_is_one_clear_error(models):
         metric(torch.rand(1, 3, 20, 64))
 
 
+def test_inputs_outside_the_declared_range_are_refused_or_scaled(models):
+    model, processor = models["qualiclip"]
+    metric = QualityMetric(model, image_processor=processor)
+    images = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"inputs must be in \[0, 1\] but range over \[[\d.e-]+, 25[\d.]+\]; declare"):
+        metric(images * 255)
+    with pytest.raises(ValueError, match=r"range over \[-0\.99\d+, 0\.99\d+\]"):
+        metric(images * 2 - 1)  # [-1, 1] normalised inputs too
+    metric(images.clamp(0.005, 0.995) * 1.005)  # resampling overshoot within the tolerance passes
+    scaled = QualityMetric(model, image_processor=processor, input_range=(0, 255))
+    torch.testing.assert_close(scaled(images * 255), metric(images), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"must be in \[0, 255\]"):
+        scaled(images * 1000)
+    assert QualityMetric(model, image_processor=processor, input_range=None)(images * 255).shape == (1,)
+    with pytest.raises(ValueError, match="high > low"):
+        QualityMetric(model, image_processor=processor, input_range=(1, 0))
+
+
 def test_dog_iqa_is_refused_with_the_reason():
     with pytest.raises(ValueError, match="Dog-IQA cannot be used as a differentiable metric.*SAM2"):
         QualityMetric("dog-iqa")  # refused by name, before any download
