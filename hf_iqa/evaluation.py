@@ -1,16 +1,16 @@
 """`hf-iqa benchmark`: evaluate hf_iqa models on IQA benchmarks (accuracy) and write paper-style tables.
 
     hf-iqa benchmark --model <hub-id> ./my-model --dataset koniq10k livec --data-root ~/data --split test
-    ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2 -m hf_iqa.evaluation ...   # or accelerate launch
+    ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2 -m hf_iqa.commands.benchmark ...   # or accelerate launch
 
 Glossary: in hf_iqa, a *benchmark* is what it is in the IQA literature, a labelled dataset (KonIQ-10k, LIVE...)
 and evaluating a model's accuracy on it (SRCC/PLCC...): this module, `hf-iqa benchmark` and `hf_iqa.data`. Speed and
 memory measurements are not benchmarks here: they are the scripts in `bench/`.
 
 Models are loaded with `AutoModel`/`AutoImageProcessor` and used only through the output contract of
-`hf_iqa.models` (`scores`, higher is better); images are scored by `hf_iqa.engine.score_stream`, the loop
+`hf_iqa.models` (`scores`, higher is better); images are scored by `hf_iqa.scoring.score_stream`, the loop
 `hf-iqa score` uses. Under torchrun / `accelerate launch` every process scores its own shard of the images still
-to do (`hf_iqa.engine.shard`); predictions are appended to `partial/rank<k>.csv` after every batch, so an
+to do ; predictions are appended to `partial/rank<k>.csv` after every batch, so an
 interrupted run resumes where it stopped, and rank 0 merges the gathered shards (each image exactly once).
 An image that cannot be read or scored is an error row (counted in the tables and `metrics.json`; the metrics use
 the other images) unless `--strict` asks to fail.
@@ -23,7 +23,6 @@ Output (`--output-dir`, default `benchmark_results/`):
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import hashlib
@@ -31,19 +30,17 @@ import json
 import os
 import re
 import shutil
-import sys
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hf_iqa.engine import Interrupted, Item, UsageError, add_runtime_arguments
-from hf_iqa.io import ImageLoadError
-from hf_iqa.metrics import MetricInputError, fit_logistic, iqa_correlations, logistic4, logistic5
+from hf_iqa.metrics import fit_logistic, iqa_correlations, logistic4, logistic5
+from hf_iqa.scoring import DEFAULT_DTYPE, Interrupted, Item
 
 FIT_LABELS = {"logistic4": "after a 4-parameter logistic fit", "logistic5": "after a 5-parameter logistic fit",
               None: "raw (no fit)"}  # fmt: skip
@@ -67,7 +64,7 @@ class SingleProcess:
     is_main_process = True
 
     def __init__(self):
-        from hf_iqa.engine import resolve_device
+        from hf_iqa.scoring import resolve_device
 
         self.device = resolve_device("auto")
 
@@ -116,12 +113,12 @@ def gather(state: Any, items: list) -> list:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def load_model(model_id: str, dtype: str = "float32", device: Any = None, trust_remote_code: bool = False):
+def load_model(model_id: str, dtype: str = DEFAULT_DTYPE, device: Any = None, trust_remote_code: bool = False):
     """(model, image processor) through the Auto classes, in eval mode on `device`. `model_id` may be a zoo name
-    (`hf_iqa.list_models()`), a folder or a Hub id; `dtype` a word of `hf_iqa.engine.DTYPES`."""
+    (`hf_iqa.list_models()`), a folder or a Hub id; `dtype` a word of `hf_iqa.scoring.DTYPES`."""
     from transformers import AutoImageProcessor, AutoModel
 
-    from hf_iqa.engine import torch_dtype
+    from hf_iqa.scoring import torch_dtype
     from hf_iqa.zoo import resolve
 
     model_id = resolve(model_id)
@@ -133,13 +130,13 @@ def load_model(model_id: str, dtype: str = "float32", device: Any = None, trust_
     return model, processor
 
 
-def scorer_for(model: Any, processor: Any, resize_short_side: int | None = None) -> Any:
+def scorer_for(model: Any, processor: Any, resize_short_side: int | None = None, max_pixels: int | None = None) -> Any:
     """The engine's scorer for a loaded model: the image-quality pipeline's preprocess and forward."""
     import hf_iqa
-    from hf_iqa.engine import PipelineScorer
+    from hf_iqa.scoring import PipelineScorer
 
     pipe = hf_iqa.pipeline(model=model, image_processor=processor, device=model.device)
-    return PipelineScorer(pipe, resize_short_side=resize_short_side)
+    return PipelineScorer(pipe, resize_short_side=resize_short_side, max_pixels=max_pixels)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -206,7 +203,7 @@ def score_shard(
     batch. An image that fails is an error row; Ctrl-C raises `Interrupted` with the count scored."""
     from tqdm.auto import tqdm
 
-    from hf_iqa.engine import score_stream
+    from hf_iqa.scoring import score_stream
 
     results: list[tuple[int, float | None, str | None]] = []
     new_file = not partial_file.exists() or partial_file.stat().st_size == 0
@@ -409,15 +406,22 @@ def _data_roots(datasets: Sequence[str], data_root: str | os.PathLike | Sequence
 
 @dataclass(frozen=True)
 class EvaluationOptions:
-    """How each (model, dataset) run of one `evaluate_on_datasets` call scores and reports."""
+    """How one `evaluate_on_datasets` call loads, scores and reports (its fields are the keyword arguments)."""
 
+    split: str | None = None
+    split_options: dict | None = None
     batch_size: int = 8
-    dtype: str = "float32"
+    dtype: str = DEFAULT_DTYPE
+    device: str | None = None
+    output_dir: str | os.PathLike = "benchmark_results"
     fit: str | None = "logistic4"
     resize_short_side: int | None = None
+    max_pixels: int | None = None
     num_workers: int = 4
+    update_card: bool = False
     overwrite: bool = False
     progress: bool = True
+    trust_remote_code: bool = False
     strict: bool = False
 
 
@@ -425,43 +429,30 @@ def evaluate_on_datasets(
     models: Sequence[str],
     datasets: Sequence[str],
     data_root: str | os.PathLike | Sequence[str],
-    *,
-    split: str | None = None,
-    split_options: dict | None = None,
-    batch_size: int = 8,
-    dtype: str = "float32",
-    device: str | None = None,
-    output_dir: str | os.PathLike = "benchmark_results",
-    fit: str | None = "logistic4",
-    resize_short_side: int | None = None,
-    num_workers: int = 4,
-    update_card: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
-    trust_remote_code: bool = False,
-    strict: bool = False,
+    options: EvaluationOptions | None = None,
+    **fields: Any,
 ) -> list[dict]:
     """Score every model on every dataset; returns one metrics dict per (model, dataset) on every process (only the
-    main process writes files). `split="all"` scores every image of a dataset (zero-shot protocol; the default for a
-    user's `folder` dataset, "test" for named benchmarks); unreadable or missing images are error rows counted in
-    `num_errors` (metrics on the rest) unless `strict`;
+    main process writes files). `options` (or its fields as keywords): `split="all"` scores every image of a
+    dataset (zero-shot protocol; the default for a user's `folder` dataset, "test" for named benchmarks);
+    unreadable or missing images are error rows counted in `num_errors` (metrics on the rest) unless `strict`;
     `split_options` go to the loaders (`split_scheme`, `split_index`, `split_dir`, `cache_dir`, ...)."""
-    if batch_size < 1:
-        raise BenchmarkError(f"batch_size must be >= 1, got {batch_size}")
-    options = EvaluationOptions(batch_size, dtype, fit, resize_short_side, num_workers, overwrite, progress, strict)
+    options = replace(options or EvaluationOptions(), **fields)
+    if options.batch_size < 1:
+        raise BenchmarkError(f"batch_size must be >= 1, got {options.batch_size}")
     state = process_state()
-    device = device or state.device
-    output_dir = Path(output_dir)
-    loaded = _load_datasets(state, datasets, data_root, split, split_options, strict)
+    device = options.device or state.device
+    output_dir = Path(options.output_dir)
+    loaded = _load_datasets(state, datasets, data_root, options.split, options.split_options, options.strict)
     results = []
     for model_id in models:
-        model, processor = load_model(model_id, dtype, device, trust_remote_code)
-        scorer = scorer_for(model, processor, resize_short_side)
+        model, processor = load_model(model_id, options.dtype, device, options.trust_remote_code)
+        scorer = scorer_for(model, processor, options.resize_short_side, options.max_pixels)
         for name, dataset_split, dataset in loaded:
             results.append(_evaluate_one(state, scorer, model_id, name, dataset_split, dataset, output_dir, options))
         del model
     if state.is_main_process and results:
-        _write_summary(output_dir, results, models if update_card else ())
+        _write_summary(output_dir, results, models if options.update_card else ())
     return results
 
 
@@ -538,10 +529,8 @@ def _evaluate_one(state, scorer, model_id, name, split, dataset, output_dir: Pat
 
 def _score_remaining(state, scorer, model_id, key, run_dir, paths, image_ids, done, options) -> list:
     """This process's shard of the images without a prediction yet, scored; then every process's, gathered."""
-    from hf_iqa.engine import shard
-
-    remaining = (Item(paths[i], index=i) for i in range(len(paths)) if i not in done)
-    mine = [item.index for item in shard(remaining, state.process_index, state.num_processes)]
+    remaining = [i for i in range(len(paths)) if i not in done]
+    mine = remaining[state.process_index :: state.num_processes]
     try:
         new = score_shard(
             scorer, paths, mine, image_ids,
@@ -600,96 +589,3 @@ def _write_run(run_dir, result, paths, image_ids, mos, predictions, labels, erro
     (run_dir / "table.md").write_text(markdown_table([result]))
     scored = np.isfinite(predictions)
     scatter_plot(run_dir / "scatter.png", predictions[scored], labels[scored], result)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", nargs="+", required=True, help="Hub ids or local folders of hf_iqa models")
-    parser.add_argument("--dataset", nargs="+", required=True, help="benchmark names (see hf_iqa.data.list_datasets) or 'folder'")  # fmt: skip
-    parser.add_argument("--data-root", nargs="+", required=True, help="one folder for all datasets (their parent or the dataset folder), one per dataset, or NAME=PATH")  # fmt: skip
-    parser.add_argument("--split", help="train, validation, test or all (every image: zero-shot protocol); default: all for a folder dataset, test for named benchmarks")  # fmt: skip
-    parser.add_argument("--scores-file", help="folder dataset: the CSV/TSV/JSON(L) file of image paths and scores (default: scores.csv, metadata.csv... in --data-root)")  # fmt: skip
-    parser.add_argument("--split-scheme", choices=("official", "random", "liqe", "file"), help="default: official where it exists, else seeded random")  # fmt: skip
-    parser.add_argument("--split-index", type=int, default=1, help="which of the random/LIQE splits (1..10)")
-    parser.add_argument("--split-dir", help="LIQE's IQA_Database folder (for --split-scheme liqe)")
-    parser.add_argument("--split-file", help="JSON/CSV of image ids per split (for --split-scheme file)")
-    parser.add_argument("--seed", type=int, default=123, help="seed of the random splits")
-    parser.add_argument("--batch-size", type=int, default=8)
-    add_runtime_arguments(parser)
-    parser.add_argument("--output-dir", default="benchmark_results")
-    parser.add_argument("--fit", default="logistic4", choices=("logistic4", "logistic5", "none"), help="mapping before PLCC/RMSE (LIQE: logistic4; pyiqa, Dog-IQA: none)")  # fmt: skip
-    parser.add_argument("--resize-short-side", type=int, help="resize every image to this short side first (e.g. SPAQ protocols)")  # fmt: skip
-    parser.add_argument("--num-workers", type=int, default=4, help="threads decoding images ahead of the model")
-    parser.add_argument("--update-card", action="store_true", help="write the results into the model card (local model folders)")  # fmt: skip
-    parser.add_argument("--overwrite", action="store_true", help="discard earlier predictions instead of resuming")
-    parser.add_argument("--strict", action="store_true", help="fail when an image is missing or cannot be scored (default: error rows, counted, metrics on the rest)")  # fmt: skip
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    parser.add_argument("--trust-remote-code", action="store_true")
-
-
-def run(args: argparse.Namespace) -> int:
-    from hf_iqa import engine
-    from hf_iqa.data import DatasetLayoutError
-
-    engine.handle_sigterm()
-    split_options = {"split_scheme": args.split_scheme, "split_index": args.split_index, "split_dir": args.split_dir,
-                     "split_file": args.split_file, "seed": args.seed, "scores_file": args.scores_file}  # fmt: skip
-    if args.scores_file and any(name != "folder" for name in args.dataset):
-        print("hf-iqa benchmark: error: --scores-file is for --dataset folder", file=sys.stderr)
-        return 2
-    try:
-        if args.no_progress:
-            engine.disable_progress_bars()
-        engine.apply_image_limit(args.max_pixels)
-        device = engine.resolve_device(args.device)
-        results = evaluate_on_datasets(
-            args.model,
-            args.dataset,
-            args.data_root,
-            split=args.split,
-            split_options={k: v for k, v in split_options.items() if v is not None},
-            batch_size=args.batch_size,
-            dtype=args.dtype,
-            device=device,
-            output_dir=args.output_dir,
-            fit=None if args.fit == "none" else args.fit,
-            resize_short_side=args.resize_short_side,
-            num_workers=args.num_workers,
-            update_card=args.update_card,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-            trust_remote_code=args.trust_remote_code,
-            strict=args.strict,
-        )
-    except UsageError as error:
-        print(f"hf-iqa benchmark: error: {error}", file=sys.stderr)
-        return 2
-    except Interrupted as stop:
-        print(f"hf-iqa benchmark: interrupted after {stop.scored} of {stop.total} images; rerun the same command to "
-              "resume", file=sys.stderr)  # fmt: skip
-        return 130
-    except KeyboardInterrupt:
-        print("hf-iqa benchmark: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
-    except (DatasetLayoutError, ImageLoadError, BenchmarkError, MetricInputError, KeyError, ValueError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"hf-iqa benchmark: error: {message}", file=sys.stderr)
-        return 1
-    if results and int(os.environ.get("RANK", "0")) == 0:
-        print(combined_table(results))
-        print(f"Results written to {Path(args.output_dir).resolve()}")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hf-iqa benchmark", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -233,7 +233,7 @@ def test_scatter_plot_with_matplotlib(workspace, tmp_path):
 
 def test_interrupted_run_resumes_without_recomputing(workspace, tmp_path, monkeypatch, capsys):
     from hf_iqa.cli import main
-    from hf_iqa.engine import PipelineScorer
+    from hf_iqa.scoring import PipelineScorer
 
     reference_dir = tmp_path / "reference"
     assert main(folder_args(workspace, reference_dir)) == 0
@@ -324,7 +324,7 @@ import os, sys, json
 sys.path.insert(0, {tests_dir!r})
 from tests.test_evaluation import register_tiny_model
 register_tiny_model()
-from hf_iqa.evaluation import main
+from hf_iqa.commands.benchmark import main
 code = main(sys.argv[1:])
 # the metrics helper across processes: each rank feeds its own shard of the predictions as torch tensors
 import csv, torch
