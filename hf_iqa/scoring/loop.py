@@ -28,7 +28,7 @@ def load_item_image(item: Item, max_pixels: int | None = None) -> Any:
 
     source = item.source
     if isinstance(source, dict):  # a `datasets` Image(decode=False) value
-        source = source.get("bytes") or source.get("path")
+        source = source.get("bytes") if source.get("bytes") is not None else source.get("path")
     if source is None:
         raise ImageLoadError(item.key, "no image")
     if isinstance(source, (str, os.PathLike)):

@@ -77,7 +77,7 @@ def _rows(source: str, loaded: Any, column: str, id_column: str | None, mine: Mi
             cell = row.get(column)
             if skip(uid):
                 yield Item(key, index=number, uid=uid)
-            elif cell is None or (isinstance(cell, dict) and not cell.get("bytes") and not cell.get("path")):
+            elif cell is None or (isinstance(cell, dict) and cell.get("bytes") is None and not cell.get("path")):
                 yield Item(key, error="no image (the dataset cell is empty)", index=number, uid=uid)
             else:
                 yield Item(key, source=cell, index=number, uid=uid)
