@@ -172,12 +172,15 @@ class Output:
             write_parquet(self.path, merged, self.key_field)
         else:
             descriptor, temporary = temporary_beside(self.path)
-            handle = os.fdopen(descriptor, "w", newline="", encoding="utf-8")
-            writer = TextWriter(temporary, self.key_field, append=False, handle=handle)
-            for row in merged():
-                writer.write(row)
-            writer.close()
-            replace_durably(temporary, self.path)
+            try:
+                handle = os.fdopen(descriptor, "w", newline="", encoding="utf-8")
+                writer = TextWriter(temporary, self.key_field, append=False, handle=handle)
+                for row in merged():
+                    writer.write(row)
+                writer.close()
+                replace_durably(temporary, self.path)
+            finally:
+                temporary.unlink(missing_ok=True)  # gone after the rename; after a failure, the output is unchanged
         shutil.rmtree(self.parts)
         if self.parquet:
             self.journal.unlink(missing_ok=True)

@@ -216,19 +216,22 @@ def write_parquet(path: Path, rows: Callable[[], Iterator[dict[str, Any]]], key_
     schema = pa.schema([(c, pa.string() if c in (key_field, "error") else _parquet_value_type(samples.get(c, [])))
                         for c in columns])  # fmt: skip
     descriptor, temporary = temporary_beside(path)
-    count = 0
-    with os.fdopen(descriptor, "wb") as sink, pq.ParquetWriter(sink, schema) as writer:
-        chunk: list[dict[str, Any]] = []
-        for row in rows():
-            flat = flatten(row)
-            chunk.append({c: _cast(flat.get(c), schema.field(c).type) for c in columns})
-            if len(chunk) >= 10_000:
-                writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
-                count += len(chunk)
-                chunk = []
-        writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
-        count += len(chunk)
-    replace_durably(temporary, path)
+    try:
+        count = 0
+        with os.fdopen(descriptor, "wb") as sink, pq.ParquetWriter(sink, schema) as writer:
+            chunk: list[dict[str, Any]] = []
+            for row in rows():
+                flat = flatten(row)
+                chunk.append({c: _cast(flat.get(c), schema.field(c).type) for c in columns})
+                if len(chunk) >= 10_000:
+                    writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
+                    count += len(chunk)
+                    chunk = []
+            writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
+            count += len(chunk)
+        replace_durably(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)  # gone after the rename; after a failure, the output is unchanged
     return count
 
 
