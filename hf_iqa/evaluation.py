@@ -9,15 +9,15 @@ memory measurements are not benchmarks here: they are the scripts in `bench/`.
 
 Models are loaded with `AutoModel`/`AutoImageProcessor` and used only through the output contract of
 `hf_iqa.models` (`scores`, higher is better); images are scored by `hf_iqa.scoring.score_stream`, the loop
-`hf-iqa score` uses. Under torchrun / `accelerate launch` every process scores its own shard of the images still
-to do ; predictions are appended to `partial/rank<k>.csv` after every batch, so an
-interrupted run resumes where it stopped, and rank 0 merges the gathered shards (each image exactly once).
+`hf-iqa score` uses, through the same run (`hf_iqa.scoring.run`): each (model, dataset) run scores into a
+resumable `scores.csv` (rows flushed after every batch; under torchrun / `accelerate launch` per-process parts that
+process 0 merges, each image exactly once), so an interrupted run resumes where it stopped.
 An image that cannot be read or scored is an error row (counted in the tables and `metrics.json`; the metrics use
 the other images) unless `--strict` asks to fail.
 
 Output (`--output-dir`, default `benchmark_results/`):
 
-    <model>/<dataset>-<split>/predictions.csv  metrics.json  table.md  scatter.png  run.json
+    <model>/<dataset>-<split>/predictions.csv  scores.csv  metrics.json  table.md  scatter.png  run.json
     results.md  results.json        one combined table for every model x dataset of the call
 """
 
@@ -40,10 +40,12 @@ from typing import Any
 import numpy as np
 
 from hf_iqa.metrics import fit_logistic, iqa_correlations, logistic4, logistic5
-from hf_iqa.scoring import DEFAULT_DTYPE, Interrupted, Item
+from hf_iqa.scoring import DEFAULT_DTYPE, Interrupted
 
 FIT_LABELS = {"logistic4": "after a 4-parameter logistic fit", "logistic5": "after a 5-parameter logistic fit",
               None: "raw (no fit)"}  # fmt: skip
+SCORES = "scores.csv"
+"""Each run's resumable scores file (written by `hf_iqa.scoring.run`, like `hf-iqa score -o`)."""
 CARD_START, CARD_END = "<!-- hf_iqa:benchmark:start -->", "<!-- hf_iqa:benchmark:end -->"
 
 
@@ -99,15 +101,6 @@ def process_state() -> Any:
     return state
 
 
-def gather(state: Any, items: list) -> list:
-    """Concatenate every process's `items` on every process (rank order)."""
-    if state.num_processes == 1:
-        return list(items)
-    from accelerate.utils import gather_object
-
-    return list(gather_object(items))
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Model and images
 # ---------------------------------------------------------------------------------------------------------------
@@ -144,26 +137,6 @@ def scorer_for(model: Any, processor: Any, resize_short_side: int | None = None,
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _read_predictions(run_dir: Path) -> dict[int, tuple[str, float | None, str | None]]:
-    """Predictions already on disk (final file and partial shards): index -> (image_id, score, error). A last line
-    cut short by an interruption (no newline yet) is ignored, so its image is scored again."""
-    found: dict[int, tuple[str, float | None, str | None]] = {}
-    files = [run_dir / "predictions.csv", *sorted((run_dir / "partial").glob("rank*.csv"))]
-    for path in files:
-        if not path.is_file():
-            continue
-        lines = path.read_text().splitlines(keepends=True)
-        complete = [line for line in lines if line.endswith("\n")]
-        for record in csv.DictReader(complete):
-            try:
-                error = record.get("error") or None
-                score = None if error else float(record["prediction"])
-                found[int(record["index"])] = (record["image_id"], score, error)
-            except (KeyError, TypeError, ValueError):
-                continue
-    return found
-
-
 def _manifest(model_id: str, key: str, split: str, image_ids: list[str], options: dict) -> dict:
     digest = hashlib.sha1("\n".join(image_ids).encode()).hexdigest()
     return {"model": model_id, "dataset": key, "split": split, "num_images": len(image_ids), "image_ids_sha1": digest,
@@ -174,7 +147,7 @@ def _prepare_run_dir(run_dir: Path, manifest: dict, overwrite: bool) -> None:
     """Main process only: start fresh (`overwrite`) or check that earlier files belong to the same run."""
     if overwrite and run_dir.exists():
         shutil.rmtree(run_dir)
-    (run_dir / "partial").mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "run.json"
     if path.is_file():
         previous = json.loads(path.read_text())
@@ -186,53 +159,6 @@ def _prepare_run_dir(run_dir: Path, manifest: dict, overwrite: bool) -> None:
             )
     else:
         path.write_text(json.dumps(manifest, indent=2) + "\n")
-
-
-def score_shard(
-    scorer: Any,
-    paths: list[str],
-    indices: list[int],
-    image_ids: list[str],
-    partial_file: Path,
-    batch_size: int,
-    num_workers: int = 4,
-    progress: bool = True,
-    description: str = "",
-) -> list[tuple[int, float | None, str | None]]:
-    """Score `indices` through the engine, appending `index,image_id,prediction,error` to `partial_file` after each
-    batch. An image that fails is an error row; Ctrl-C raises `Interrupted` with the count scored."""
-    from tqdm.auto import tqdm
-
-    from hf_iqa.scoring import score_stream
-
-    results: list[tuple[int, float | None, str | None]] = []
-    new_file = not partial_file.exists() or partial_file.stat().st_size == 0
-    if not new_file:
-        content = partial_file.read_bytes()
-        if not content.endswith(b"\n"):  # drop a line cut short by an interruption (its image is scored again)
-            partial_file.write_bytes(content[: content.rfind(b"\n") + 1])
-    items = (Item(paths[i], source=paths[i], index=i) for i in indices)
-    with (
-        open(partial_file, "a", newline="") as handle,
-        tqdm(total=len(indices), desc=description, unit="img", disable=not progress) as bar,
-    ):
-        writer = csv.writer(handle)
-        if new_file:
-            writer.writerow(["index", "image_id", "prediction", "error"])
-        try:
-            stream = score_stream(items, scorer, batch_size=batch_size, workers=num_workers)
-            for number, result in enumerate(stream, 1):
-                index = result.item.index
-                score = None if result.error is not None else float(result.output["score"])
-                writer.writerow([index, image_ids[index], "" if score is None else repr(score), result.error or ""])
-                results.append((index, score, result.error))
-                bar.update(1)
-                if number % batch_size == 0:
-                    handle.flush()
-        except KeyboardInterrupt:
-            handle.flush()
-            raise Interrupted(len(results), len(indices)) from None
-    return results
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -489,12 +415,10 @@ def _evaluate_one(state, scorer, model_id, name, split, dataset, output_dir: Pat
     if state.is_main_process:
         _prepare_run_dir(run_dir, _manifest(model_id, key, split, image_ids, manifest_options), options.overwrite)
     state.wait_for_everyone()
-    done = _read_predictions(run_dir)
-    state.wait_for_everyone()  # everyone has read before anyone appends
     started = time.perf_counter()
-    gathered = _score_remaining(state, scorer, model_id, key, run_dir, paths, image_ids, done, options)
+    done = _score_remaining(state, scorer, model_id, key, run_dir, paths, image_ids, options)
     seconds = time.perf_counter() - started
-    predictions, errors = _merge_predictions(key, paths, done, gathered, options.strict)
+    predictions, errors = _read_scores(run_dir / SCORES, key, paths, options.strict)
     scored = np.array([i not in errors for i in range(len(paths))], dtype=bool)
     labels, orientation = oriented_labels(mos, meta)
     result = {
@@ -516,8 +440,8 @@ def _evaluate_one(state, scorer, model_id, name, split, dataset, output_dir: Pat
         "batch_size": options.batch_size,
         "resize_short_side": options.resize_short_side,
         "num_processes": state.num_processes,
-        "images_scored_now": len(gathered),
-        "images_resumed": len(done),
+        "images_scored_now": len(paths) - done,
+        "images_resumed": done,
         "seconds": round(seconds, 3),
         "output_dir": str(run_dir),
     }
@@ -527,35 +451,38 @@ def _evaluate_one(state, scorer, model_id, name, split, dataset, output_dir: Pat
     return result
 
 
-def _score_remaining(state, scorer, model_id, key, run_dir, paths, image_ids, done, options) -> list:
-    """This process's shard of the images without a prediction yet, scored; then every process's, gathered."""
-    remaining = [i for i in range(len(paths)) if i not in done]
-    mine = remaining[state.process_index :: state.num_processes]
+def _score_remaining(state, scorer, model_id, key, run_dir, paths, image_ids, options) -> int:
+    """The images without a row in `run_dir/scores.csv` yet, scored by the run of `hf-iqa score` (`scoring.run`:
+    the same loop, resumable output, process sharding and merge); returns how many were done before."""
+    from hf_iqa import scoring
+
+    items = [scoring.Item(image_ids[i], source=paths[i], uid=str(i)) for i in range(len(paths))]
+    inputs = scoring.Inputs([scoring.listed(items, key)], "image_id")
+    output = scoring.Output(run_dir / SCORES, "image_id", resume=True, overwrite=False)
+    done = len(output.done_keys())
+    state.wait_for_everyone()  # everyone has read before anyone appends
+    run_options = scoring.RunOptions(options.batch_size, options.num_workers, 2, options.progress, "benchmark")
     try:
-        new = score_shard(
-            scorer, paths, mine, image_ids,
-            run_dir / "partial" / f"rank{state.process_index}.csv",
-            options.batch_size, options.num_workers,
-            progress=options.progress and state.is_main_process,
-            description=f"{_slug(model_id)} on {key} ({state.num_processes} process(es))",
-        )  # fmt: skip
+        scoring.run(inputs, scorer, output, run_options)
     except Interrupted as stop:
-        raise Interrupted(len(done) + stop.scored, len(paths)) from None
-    return gather(state, new)
+        raise Interrupted(done + stop.scored, len(paths)) from None
+    state.wait_for_everyone()
+    return done
 
 
-def _merge_predictions(key, paths, done, gathered, strict) -> tuple[np.ndarray, dict[int, str]]:
-    """Resumed and new predictions in dataset order (NaN for error rows) and the errors by index."""
-    merged = {index: (score, error) for index, (_, score, error) in done.items()}
-    merged |= {index: (score, error) for index, score, error in gathered}
+def _read_scores(path: Path, key: str, paths: list[str], strict: bool) -> tuple[np.ndarray, dict[int, str]]:
+    """Predictions in dataset order (NaN for error rows) and the errors by index, from the scores file."""
+    from hf_iqa.scoring import read_rows
+
+    merged = {int(row["key"]): (row.get("score"), row.get("error")) for row in read_rows(path)}
     missing = [i for i in range(len(paths)) if i not in merged]
     if missing:
-        raise BenchmarkError(f"{len(missing)} images of {key} have no prediction after gathering: {missing[:5]}")
-    errors = {i: merged[i][1] for i in range(len(paths)) if merged[i][1] is not None}
+        raise BenchmarkError(f"{len(missing)} images of {key} have no prediction in {path}: {missing[:5]}")
+    errors = {i: merged[i][1] for i in range(len(paths)) if merged[i][1]}
     if errors and strict:
         examples = "; ".join(f"{paths[i]}: {error}" for i, error in list(errors.items())[:3])
         raise BenchmarkError(f"{len(errors)} image(s) of {key} could not be scored (--strict): {examples}")
-    predictions = np.array([np.nan if merged[i][0] is None else merged[i][0] for i in range(len(paths))])
+    predictions = np.array([np.nan if i in errors else float(merged[i][0]) for i in range(len(paths))])
     return predictions, errors
 
 
@@ -584,7 +511,6 @@ def _write_run(run_dir, result, paths, image_ids, mos, predictions, labels, erro
         for index, (path, image_id, label, score) in enumerate(zip(paths, image_ids, mos, predictions)):
             prediction = "" if index in errors else repr(float(score))
             writer.writerow([index, image_id, path, repr(float(label)), prediction, errors.get(index, "")])
-    shutil.rmtree(run_dir / "partial", ignore_errors=True)
     (run_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     (run_dir / "table.md").write_text(markdown_table([result]))
     scored = np.isfinite(predictions)

@@ -253,10 +253,10 @@ def test_interrupted_run_resumes_without_recomputing(workspace, tmp_path, monkey
     assert main(folder_args(workspace, output)) == 130  # one line, no traceback
     assert "interrupted after 6 of 14 images" in capsys.readouterr().err
     run_dir = output / "model_a" / "mine-all"
-    partial_ids, _ = read_predictions(run_dir / "partial" / "rank0.csv")
-    assert len(partial_ids) == 6 and not (run_dir / "predictions.csv").exists()
-    with open(run_dir / "partial" / "rank0.csv", "a") as handle:
-        handle.write("6,img06,0.12")  # killed in the middle of writing a line: must not be trusted
+    with open(run_dir / "scores.csv", newline="") as handle:  # the resumable output of `hf-iqa score`'s run
+        assert len(list(csv.DictReader(handle))) == 6 and not (run_dir / "predictions.csv").exists()
+    with open(run_dir / "scores.csv", "a") as handle:
+        handle.write("img06,6,0.12")  # killed in the middle of writing a line: must not be trusted
 
     resumed: list[int] = []
 
