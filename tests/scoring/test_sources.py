@@ -212,3 +212,25 @@ def test_max_pixels_reaches_the_reader_without_touching_the_global(tmp_path):
         scoring.load_item_image(item, max_pixels=100)
     assert image_io.MAX_PIXELS == 89_478_485
     assert scoring.load_item_image(item).size == (20, 20)
+
+
+def test_damaged_datasets_and_shards_are_one_line_never_a_traceback(setup_model, tmp_path, capsys):
+    from hf_iqa.cli import main
+
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1" + os.urandom(300))
+    (tmp_path / "bad.tar").write_bytes(os.urandom(2000))
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    (saved / "dataset_info.json").write_text("{not json")
+    for name in ("bad.parquet", "bad.tar", "saved"):
+        status = main(["score", "--model", setup_model, str(tmp_path / name), "--no-progress"])
+        err = capsys.readouterr().err
+        assert status in (1, 2) and "Traceback" not in err, (name, err)
+        assert name in err and (name == "bad.tar" or err.count("\n") == 1), err
+
+
+@pytest.fixture(scope="module")
+def setup_model(tmp_path_factory):
+    from tests.test_evaluation import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("model") / "model", seed=5)

@@ -29,6 +29,8 @@ def _open_dataset(source: str, split: str | None) -> Any:
             f"{source}: reading datasets needs the datasets package: pip install 'hf-iqa[data]'"
         ) from None
     path = Path(source)
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity_error()  # a damaged file is said once, below, not also in the library's log
     try:
         if source.startswith(HUB_PREFIX):
             loaded = datasets.load_dataset(source.removeprefix(HUB_PREFIX), split=split or "train", streaming=True)
@@ -40,6 +42,8 @@ def _open_dataset(source: str, split: str | None) -> Any:
             loaded = datasets.load_dataset("parquet", data_files=str(path), split="train", streaming=True)
     except Exception as error:  # offline, unknown id, damaged folder or file: one line
         raise UsageError(f"{source}: cannot open the dataset ({type(error).__name__}: {error})") from None
+    finally:
+        datasets.logging.set_verbosity(verbosity)
     if isinstance(loaded, (datasets.DatasetDict, datasets.IterableDatasetDict)):
         if split is None:
             if len(loaded) != 1:
