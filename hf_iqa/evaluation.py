@@ -106,30 +106,13 @@ def process_state() -> Any:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def load_model(model_id: str, dtype: str = DEFAULT_DTYPE, device: Any = None, trust_remote_code: bool = False):
-    """(model, image processor) through the Auto classes, in eval mode on `device`. `model_id` may be a zoo name
-    (`hf_iqa.list_models()`), a folder or a Hub id; `dtype` a word of `hf_iqa.scoring.DTYPES`."""
-    from transformers import AutoImageProcessor, AutoModel
+def scorer_for(model_id: str, options: EvaluationOptions, device: Any) -> Any:
+    """The scoring engine's scorer for a model: loaded by the one loader (`hf_iqa.scoring.load_pipeline`, the
+    loader of `hf-iqa score`), used through the image-quality pipeline's preprocess and forward."""
+    from hf_iqa.scoring import PipelineScorer, load_pipeline
 
-    from hf_iqa.scoring import torch_dtype
-    from hf_iqa.zoo import resolve
-
-    model_id = resolve(model_id)
-    model = AutoModel.from_pretrained(model_id, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code)
-    processor = AutoImageProcessor.from_pretrained(model_id, trust_remote_code=trust_remote_code)
-    model.eval()
-    if device is not None:
-        model.to(device)
-    return model, processor
-
-
-def scorer_for(model: Any, processor: Any, resize_short_side: int | None = None, max_pixels: int | None = None) -> Any:
-    """The engine's scorer for a loaded model: the image-quality pipeline's preprocess and forward."""
-    import hf_iqa
-    from hf_iqa.scoring import PipelineScorer
-
-    pipe = hf_iqa.pipeline(model=model, image_processor=processor, device=model.device)
-    return PipelineScorer(pipe, resize_short_side=resize_short_side, max_pixels=max_pixels)
+    pipe = load_pipeline(model_id, dtype=options.dtype, device=device, trust_remote_code=options.trust_remote_code)
+    return PipelineScorer(pipe, resize_short_side=options.resize_short_side, max_pixels=options.max_pixels)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -367,16 +350,15 @@ def evaluate_on_datasets(
     if options.batch_size < 1:
         raise BenchmarkError(f"batch_size must be >= 1, got {options.batch_size}")
     state = process_state()
-    device = options.device or state.device
+    device = str(options.device or state.device)  # accelerate gives a torch.device
     output_dir = Path(options.output_dir)
     loaded = _load_datasets(state, datasets, data_root, options.split, options.split_options, options.strict)
     results = []
     for model_id in models:
-        model, processor = load_model(model_id, options.dtype, device, options.trust_remote_code)
-        scorer = scorer_for(model, processor, options.resize_short_side, options.max_pixels)
+        scorer = scorer_for(model_id, options, device)
         for name, dataset_split, dataset in loaded:
             results.append(_evaluate_one(state, scorer, model_id, name, dataset_split, dataset, output_dir, options))
-        del model
+        del scorer
     if state.is_main_process and results:
         _write_summary(output_dir, results, models if options.update_card else ())
     return results

@@ -1,4 +1,4 @@
-"""hf_iqa.engine and `hf-iqa score` on it: the bounded prefetch window, input kinds (folders with hostile entries,
+"""hf_iqa.scoring and `hf-iqa score` on it: the bounded prefetch window, input kinds (folders with hostile entries,
 lists, tar shards, datasets), outputs (CSV, JSONL, Parquet), resume after SIGKILL, no clobbering, Ctrl-C,
 a two-process torchrun run, and the shared --dtype/--device words. A tiny contract-conforming model (defined in
 test_evaluation) keeps every run fast."""
