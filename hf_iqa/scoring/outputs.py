@@ -69,6 +69,7 @@ class Output:
         self.part = self.parts / f"rank-{self.rank}-of-{self.world}.jsonl"
         self.writer: TextWriter | None = None
         self.kept_errors = 0
+        self.by_name = False  # rows without `key` (written before it existed): matched by their name
 
     def check(self, inputs: Iterable[Path]) -> None:
         """Refuse to replace an earlier output without --resume/--overwrite, and an output that is an input."""
@@ -105,6 +106,7 @@ class Output:
         for source in self._sources():
             for row in read_rows(source):
                 key = self.row_key(row)
+                self.by_name |= KEY not in row
                 if key is not None:
                     self.kept_errors += bool(row.get("error")) and key not in done
                     done.add(key)

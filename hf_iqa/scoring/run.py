@@ -40,7 +40,13 @@ def run(
     writer = output or StdoutWriter()
     world, rank = world_size(), process_rank()
     items = inputs.items(lambda uid: uid in done or escape_name(uid) in done, rank, world)
-    mine = (item for item in items if item.source is not None or item.error)  # skipped items carry neither
+    by_name = output is not None and output.by_name  # an output from before `key`: its rows name their inputs
+
+    def wanted(item) -> bool:  # skipped items carry neither a source nor an error
+        named = by_name and (item.key in done or escape_name(item.key) in done)
+        return (item.source is not None or item.error is not None) and not named
+
+    mine = (item for item in items if wanted(item))
     total = None if inputs.total is None else len(range(rank, inputs.total, world))
     if total is not None and world == 1:
         total = max(0, total - len(done))

@@ -221,3 +221,19 @@ def test_a_closed_stdout_ends_quietly(setup, tmp_path):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
     assert "Traceback" not in err and "Broken pipe" not in err and code in (0, 141)
+
+
+def test_an_output_written_before_the_key_column_resumes_by_name(setup, tmp_path):
+    import tarfile
+
+    shard = tmp_path / "s.tar"
+    with tarfile.open(shard, "w") as archive:
+        for path in all_images(setup)[:3]:
+            archive.add(path, arcname=path.name)
+    out = tmp_path / "out.csv"
+    assert score(setup, str(shard), "-o", str(out)) == 0
+    rows = read_csv(out)
+    lines = ["path,score,error\n", *(f"{r['path']},{r['score']},\n" for r in rows[:2])]
+    out.write_text("".join(lines))  # an earlier version's output, killed after two rows
+    assert score(setup, str(shard), "-o", str(out), "--resume") == 0
+    assert [r["path"] for r in read_csv(out)] == [r["path"] for r in rows]

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import stat
+import subprocess
 import tarfile
 import tracemalloc
 from pathlib import Path
@@ -234,3 +236,20 @@ def setup_model(tmp_path_factory):
     from tests.test_evaluation import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("model") / "model", seed=5)
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="needs GNU tar to write a sparse member")
+def test_a_sparse_tar_member_is_refused_unread(tmp_path):
+    """A 1 GiB sparse member stored in a few KB: refused from its header (bound: hf_iqa.io.MAX_BYTES, 256 MiB, never
+    read), under 16 MB of Python memory."""
+    holes = tmp_path / "holes.png"
+    with open(holes, "wb") as handle:
+        handle.truncate(1 << 30)
+    subprocess.run(["tar", "--sparse", "-cf", str(tmp_path / "sparse.tar"), "-C", str(tmp_path), "holes.png"],
+                   check=True, timeout=120)  # fmt: skip
+    assert (tmp_path / "sparse.tar").stat().st_size < 1 << 20
+    tracemalloc.start()
+    found = outcomes(scoring.open_inputs([str(tmp_path / "sparse.tar")]))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert "byte limit" in found["holes.png"] and peak < 16 * 2**20
