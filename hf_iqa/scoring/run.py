@@ -53,9 +53,10 @@ def run(
     with WarningTally(options.command) as tally:
         written, failed = _loop(options, mine, scorer, writer, inputs.key_field, visualizations, total)
     tally.report()
-    if rank == 0:
-        print(f"hf-iqa {options.command}: {len(done) + written} input(s) seen: {len(done)} already done, {written} row(s) "
-              f"written now, {failed} of {written} failed", file=sys.stderr)  # fmt: skip
+    who = f"hf-iqa {options.command}" + (f" (process {rank} of {world})" if world > 1 else "")
+    seen = len(done) + written if rank == 0 else written  # every process's share; the earlier rows counted once
+    print(f"{who}: {seen} input(s) seen: {len(done) if rank == 0 else 0} already done, {written} row(s) written "
+          f"now, {failed} of {written} failed", file=sys.stderr)  # fmt: skip
     return 1 if failed else 0
 
 
