@@ -14,7 +14,8 @@ with `hf_iqa.io.MAX_PIXELS = N` (every later load) or `load_image(..., max_pixel
 above Pillow's `Image.MAX_IMAGE_PIXELS` raises that too, so Pillow's own check does not override it.
 
 Only raster formats are opened (`FORMATS`): a PostScript, PDF, SVG or HEIC file named `.jpg` is refused, never
-handed to an external interpreter. Pixels must be finite: NaN or infinite values (float TIFFs, arrays, tensors,
+handed to an external interpreter. Encoded bytes (tar members, dataset cells, uploads) pass the same gate:
+`load_image(data)` with at most `MAX_BYTES` held, and `read_bounded` reads an archive member with that bound. Pixels must be finite: NaN or infinite values (float TIFFs, arrays, tensors,
 PIL images in mode F) are refused. Any decoder failure becomes one `ImageLoadError` line.
 """
 
