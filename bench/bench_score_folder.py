@@ -1,4 +1,4 @@
-"""Folder scoring through `hf_iqa.engine` (what `hf-iqa score` runs), in one run:
+"""Folder scoring through `hf_iqa.scoring` (what `hf-iqa score` runs), in one run:
 
 1. throughput: end to end (decode + preprocess in loader threads, a bounded window ahead of the model) against
    model-only (the same batches preprocessed in advance), and how busy the model was end to end;
@@ -62,14 +62,14 @@ def make_folder(folder: Path, count: int, distinct: list[Path]) -> Path:
 def throughput_worker(model_dir: str, folder: str, batch_size: int, workers: int) -> dict:
     import torch
 
-    from hf_iqa import engine
+    from hf_iqa import scoring
 
-    pipe = engine.load_pipeline(model_dir, device="cpu")
-    inputs = engine.open_inputs([folder])
+    pipe = scoring.load_pipeline(model_dir, device="cpu")
+    inputs = scoring.open_inputs([folder])
     items = list(inputs.items())
-    scorer = engine.PipelineScorer(pipe)
+    scorer = scoring.PipelineScorer(pipe)
     with torch.inference_mode():
-        batches = [engine.collate([scorer.prepare(item) for item in items[i : i + batch_size]])
+        batches = [scoring.collate([scorer.prepare(item) for item in items[i : i + batch_size]])
                    for i in range(0, len(items), batch_size)]  # fmt: skip
         pipe.forward(batches[0])  # warm-up
         start = time.perf_counter()
@@ -90,7 +90,7 @@ def throughput_worker(model_dir: str, folder: str, batch_size: int, workers: int
 
         scorer.predict = timed
         start = time.perf_counter()
-        results = list(engine.score_stream(inputs.items(), scorer, batch_size=batch_size, workers=workers))
+        results = list(scoring.score_stream(inputs.items(), scorer, batch_size=batch_size, workers=workers))
         wall = time.perf_counter() - start
     assert len(results) == len(items) and not any(r.error for r in results)
     return {"model_only": model_only, "end_to_end": len(items) / wall, "model_busy": busy[0] / wall,

@@ -70,15 +70,15 @@ def compare(measure, sizes: list[str], dtypes: list[str]):
 
 
 def engine_scores(model, processor, images, batch_size: int, dtype=None, workers: int = 1):
-    """hf_iqa's scores of in-memory PIL `images` through the one scoring loop, `hf_iqa.engine.score_stream` (what
+    """hf_iqa's scores of in-memory PIL `images` through the one scoring loop, `hf_iqa.scoring.score_stream` (what
     `hf-iqa score` and `hf-iqa benchmark` run): the image-quality pipeline's preprocess in `workers` loader
     threads (inputs cast to `dtype` when given), one model call per batch. Returns the scores in input order."""
     import torch
 
     import hf_iqa
-    from hf_iqa import engine
+    from hf_iqa import scoring
 
-    class Scorer(engine.PipelineScorer):
+    class Scorer(scoring.PipelineScorer):
         def prepare(self, item):
             inputs = super().prepare(item)
             if dtype is None:
@@ -86,8 +86,8 @@ def engine_scores(model, processor, images, batch_size: int, dtype=None, workers
             return {k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in inputs.items()}
 
     pipe = hf_iqa.pipeline(model=model, image_processor=processor, device=model.device)
-    items = (engine.Item(str(i), source=image, index=i) for i, image in enumerate(images))
-    results = list(engine.score_stream(items, Scorer(pipe), batch_size=batch_size, workers=workers))
+    items = (scoring.Item(str(i), source=image, index=i) for i, image in enumerate(images))
+    results = list(scoring.score_stream(items, Scorer(pipe), batch_size=batch_size, workers=workers))
     failed = [r.error for r in results if r.error]
     if failed:
         raise RuntimeError(f"{len(failed)} image(s) failed: {failed[0]}")

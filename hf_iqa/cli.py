@@ -16,7 +16,7 @@ from collections.abc import Iterator
 SUBCOMMANDS = {
     "score": ("hf_iqa.commands.score", "score images, files or folders with a model"),
     "convert": ("hf_iqa.commands.convert", "convert an original checkpoint into a Hub-ready folder"),
-    "benchmark": ("hf_iqa.evaluation", "score a benchmark dataset and report SRCC/PLCC/KRCC/RMSE"),
+    "benchmark": ("hf_iqa.commands.benchmark", "score a benchmark dataset and report SRCC/PLCC/KRCC/RMSE"),
     "train": ("hf_iqa.training.cli", "train or fine-tune a model (run under `accelerate launch` for several GPUs)"),
     "list": ("hf_iqa.commands.list_models", "list the models hf_iqa knows by name"),
     "demo": ("hf_iqa.demo", "web app (Gradio) to score images with several models side by side, on 127.0.0.1"),

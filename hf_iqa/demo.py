@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter
 
-from hf_iqa.engine import flatten
 from hf_iqa.io import ImageLoadError, load_image
+from hf_iqa.scoring import flatten
 
 DEFAULT_MODELS = ["liqe-mix"]
 MAX_UPLOAD = "50mb"  # per file; decoded-size limits are hf_iqa.io's (the CLI's), applied in `read_images`
@@ -51,7 +51,7 @@ def score_batch(pipe, images: list[Image.Image], visualize: bool = False) -> lis
     """Score decoded images with one model through the CLI's scoring engine (`hf_iqa.engine.score_stream`: the
     same batching, bounded prefetch and per-image errors as `hf-iqa score`). An image that fails to score gives
     `{"error": problem}` and the others still come back."""
-    from hf_iqa.engine import Item, PipelineScorer, score_stream
+    from hf_iqa.scoring import Item, PipelineScorer, score_stream
 
     items = [Item(key=f"image {i + 1}", source=image, index=i) for i, image in enumerate(images)]
     results = score_stream(items, PipelineScorer(pipe, visualize=visualize), batch_size=BATCH_SIZE, workers=2)

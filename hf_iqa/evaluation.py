@@ -1,29 +1,28 @@
 """`hf-iqa benchmark`: evaluate hf_iqa models on IQA benchmarks (accuracy) and write paper-style tables.
 
     hf-iqa benchmark --model <hub-id> ./my-model --dataset koniq10k livec --data-root ~/data --split test
-    ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2 -m hf_iqa.evaluation ...   # or accelerate launch
+    ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2 -m hf_iqa.commands.benchmark ...   # or accelerate launch
 
 Glossary: in hf_iqa, a *benchmark* is what it is in the IQA literature, a labelled dataset (KonIQ-10k, LIVE...)
 and evaluating a model's accuracy on it (SRCC/PLCC...): this module, `hf-iqa benchmark` and `hf_iqa.data`. Speed and
 memory measurements are not benchmarks here: they are the scripts in `bench/`.
 
 Models are loaded with `AutoModel`/`AutoImageProcessor` and used only through the output contract of
-`hf_iqa.models` (`scores`, higher is better); images are scored by `hf_iqa.engine.score_stream`, the loop
-`hf-iqa score` uses. Under torchrun / `accelerate launch` every process scores its own shard of the images still
-to do (`hf_iqa.engine.shard`); predictions are appended to `partial/rank<k>.csv` after every batch, so an
-interrupted run resumes where it stopped, and rank 0 merges the gathered shards (each image exactly once).
+`hf_iqa.models` (`scores`, higher is better); images are scored by `hf_iqa.scoring.score_stream`, the loop
+`hf-iqa score` uses, through the same run (`hf_iqa.scoring.run`): each (model, dataset) run scores into a
+resumable `scores.csv` (rows flushed after every batch; under torchrun / `accelerate launch` per-process parts that
+process 0 merges, each image exactly once), so an interrupted run resumes where it stopped.
 An image that cannot be read or scored is an error row (counted in the tables and `metrics.json`; the metrics use
 the other images) unless `--strict` asks to fail.
 
 Output (`--output-dir`, default `benchmark_results/`):
 
-    <model>/<dataset>-<split>/predictions.csv  metrics.json  table.md  scatter.png  run.json
+    <model>/<dataset>-<split>/predictions.csv  scores.csv  metrics.json  table.md  scatter.png  run.json
     results.md  results.json        one combined table for every model x dataset of the call
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import hashlib
@@ -31,19 +30,16 @@ import json
 import os
 import re
 import shutil
-import sys
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hf_iqa.engine import Interrupted, Item, UsageError, add_runtime_arguments
-from hf_iqa.io import ImageLoadError
-from hf_iqa.metrics import MetricInputError, iqa_correlations
+from hf_iqa.metrics import iqa_correlations
 from hf_iqa.reports import (  # noqa: F401 (the report half moved to hf_iqa.reports; these names stay importable here)
     CARD_END,
     CARD_START,
@@ -56,6 +52,10 @@ from hf_iqa.reports import (  # noqa: F401 (the report half moved to hf_iqa.repo
     significance_for_results,
     update_model_card,
 )
+from hf_iqa.scoring import DEFAULT_DTYPE, Interrupted
+
+SCORES = "scores.csv"
+"""Each run's resumable scores file (written by `hf_iqa.scoring.run`, like `hf-iqa score -o`)."""
 
 
 class BenchmarkError(RuntimeError):
@@ -75,7 +75,7 @@ class SingleProcess:
     is_main_process = True
 
     def __init__(self):
-        from hf_iqa.engine import resolve_device
+        from hf_iqa.scoring import resolve_device
 
         self.device = resolve_device("auto")
 
@@ -110,69 +110,23 @@ def process_state() -> Any:
     return state
 
 
-def gather(state: Any, items: list) -> list:
-    """Concatenate every process's `items` on every process (rank order)."""
-    if state.num_processes == 1:
-        return list(items)
-    from accelerate.utils import gather_object
-
-    return list(gather_object(items))
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Model and images
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def load_model(model_id: str, dtype: str = "float32", device: Any = None, trust_remote_code: bool = False):
-    """(model, image processor) through the Auto classes, in eval mode on `device`. `model_id` may be a zoo name
-    (`hf_iqa.list_models()`), a folder or a Hub id; `dtype` a word of `hf_iqa.engine.DTYPES`."""
-    from transformers import AutoImageProcessor, AutoModel
+def scorer_for(model_id: str, options: EvaluationOptions, device: Any) -> Any:
+    """The scoring engine's scorer for a model: loaded by the one loader (`hf_iqa.scoring.load_pipeline`, the
+    loader of `hf-iqa score`), used through the image-quality pipeline's preprocess and forward."""
+    from hf_iqa.scoring import PipelineScorer, load_pipeline
 
-    from hf_iqa.engine import torch_dtype
-    from hf_iqa.zoo import resolve
-
-    model_id = resolve(model_id)
-    model = AutoModel.from_pretrained(model_id, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code)
-    processor = AutoImageProcessor.from_pretrained(model_id, trust_remote_code=trust_remote_code)
-    model.eval()
-    if device is not None:
-        model.to(device)
-    return model, processor
-
-
-def scorer_for(model: Any, processor: Any, resize_short_side: int | None = None) -> Any:
-    """The engine's scorer for a loaded model: the image-quality pipeline's preprocess and forward."""
-    import hf_iqa
-    from hf_iqa.engine import PipelineScorer
-
-    pipe = hf_iqa.pipeline(model=model, image_processor=processor, device=model.device)
-    return PipelineScorer(pipe, resize_short_side=resize_short_side)
+    pipe = load_pipeline(model_id, dtype=options.dtype, device=device, trust_remote_code=options.trust_remote_code)
+    return PipelineScorer(pipe, resize_short_side=options.resize_short_side, max_pixels=options.max_pixels)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Streaming predictions to disk and resuming
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def _read_predictions(run_dir: Path) -> dict[int, tuple[str, float | None, str | None]]:
-    """Predictions already on disk (final file and partial shards): index -> (image_id, score, error). A last line
-    cut short by an interruption (no newline yet) is ignored, so its image is scored again."""
-    found: dict[int, tuple[str, float | None, str | None]] = {}
-    files = [run_dir / "predictions.csv", *sorted((run_dir / "partial").glob("rank*.csv"))]
-    for path in files:
-        if not path.is_file():
-            continue
-        lines = path.read_text().splitlines(keepends=True)
-        complete = [line for line in lines if line.endswith("\n")]
-        for record in csv.DictReader(complete):
-            try:
-                error = record.get("error") or None
-                score = None if error else float(record["prediction"])
-                found[int(record["index"])] = (record["image_id"], score, error)
-            except (KeyError, TypeError, ValueError):
-                continue
-    return found
 
 
 def _manifest(model_id: str, key: str, split: str, image_ids: list[str], options: dict) -> dict:
@@ -185,7 +139,7 @@ def _prepare_run_dir(run_dir: Path, manifest: dict, overwrite: bool) -> None:
     """Main process only: start fresh (`overwrite`) or check that earlier files belong to the same run."""
     if overwrite and run_dir.exists():
         shutil.rmtree(run_dir)
-    (run_dir / "partial").mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "run.json"
     if path.is_file():
         previous = json.loads(path.read_text())
@@ -197,53 +151,6 @@ def _prepare_run_dir(run_dir: Path, manifest: dict, overwrite: bool) -> None:
             )
     else:
         path.write_text(json.dumps(manifest, indent=2) + "\n")
-
-
-def score_shard(
-    scorer: Any,
-    paths: list[str],
-    indices: list[int],
-    image_ids: list[str],
-    partial_file: Path,
-    batch_size: int,
-    num_workers: int = 4,
-    progress: bool = True,
-    description: str = "",
-) -> list[tuple[int, float | None, str | None]]:
-    """Score `indices` through the engine, appending `index,image_id,prediction,error` to `partial_file` after each
-    batch. An image that fails is an error row; Ctrl-C raises `Interrupted` with the count scored."""
-    from tqdm.auto import tqdm
-
-    from hf_iqa.engine import score_stream
-
-    results: list[tuple[int, float | None, str | None]] = []
-    new_file = not partial_file.exists() or partial_file.stat().st_size == 0
-    if not new_file:
-        content = partial_file.read_bytes()
-        if not content.endswith(b"\n"):  # drop a line cut short by an interruption (its image is scored again)
-            partial_file.write_bytes(content[: content.rfind(b"\n") + 1])
-    items = (Item(paths[i], source=paths[i], index=i) for i in indices)
-    with (
-        open(partial_file, "a", newline="") as handle,
-        tqdm(total=len(indices), desc=description, unit="img", disable=not progress) as bar,
-    ):
-        writer = csv.writer(handle)
-        if new_file:
-            writer.writerow(["index", "image_id", "prediction", "error"])
-        try:
-            stream = score_stream(items, scorer, batch_size=batch_size, workers=num_workers)
-            for number, result in enumerate(stream, 1):
-                index = result.item.index
-                score = None if result.error is not None else float(result.output["score"])
-                writer.writerow([index, image_ids[index], "" if score is None else repr(score), result.error or ""])
-                results.append((index, score, result.error))
-                bar.update(1)
-                if number % batch_size == 0:
-                    handle.flush()
-        except KeyboardInterrupt:
-            handle.flush()
-            raise Interrupted(len(results), len(indices)) from None
-    return results
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -281,15 +188,22 @@ def _data_roots(datasets: Sequence[str], data_root: str | os.PathLike | Sequence
 
 @dataclass(frozen=True)
 class EvaluationOptions:
-    """How each (model, dataset) run of one `evaluate_on_datasets` call scores and reports."""
+    """How one `evaluate_on_datasets` call loads, scores and reports (its fields are the keyword arguments)."""
 
+    split: str | None = None
+    split_options: dict | None = None
     batch_size: int = 8
-    dtype: str = "float32"
+    dtype: str = DEFAULT_DTYPE
+    device: str | None = None
+    output_dir: str | os.PathLike = "benchmark_results"
     fit: str | None = "logistic4"
     resize_short_side: int | None = None
+    max_pixels: int | None = None
     num_workers: int = 4
+    update_card: bool = False
     overwrite: bool = False
     progress: bool = True
+    trust_remote_code: bool = False
     strict: bool = False
 
 
@@ -297,43 +211,29 @@ def evaluate_on_datasets(
     models: Sequence[str],
     datasets: Sequence[str],
     data_root: str | os.PathLike | Sequence[str],
-    *,
-    split: str | None = None,
-    split_options: dict | None = None,
-    batch_size: int = 8,
-    dtype: str = "float32",
-    device: str | None = None,
-    output_dir: str | os.PathLike = "benchmark_results",
-    fit: str | None = "logistic4",
-    resize_short_side: int | None = None,
-    num_workers: int = 4,
-    update_card: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
-    trust_remote_code: bool = False,
-    strict: bool = False,
+    options: EvaluationOptions | None = None,
+    **fields: Any,
 ) -> list[dict]:
     """Score every model on every dataset; returns one metrics dict per (model, dataset) on every process (only the
-    main process writes files). `split="all"` scores every image of a dataset (zero-shot protocol; the default for a
-    user's `folder` dataset, "test" for named benchmarks); unreadable or missing images are error rows counted in
-    `num_errors` (metrics on the rest) unless `strict`;
+    main process writes files). `options` (or its fields as keywords): `split="all"` scores every image of a
+    dataset (zero-shot protocol; the default for a user's `folder` dataset, "test" for named benchmarks);
+    unreadable or missing images are error rows counted in `num_errors` (metrics on the rest) unless `strict`;
     `split_options` go to the loaders (`split_scheme`, `split_index`, `split_dir`, `cache_dir`, ...)."""
-    if batch_size < 1:
-        raise BenchmarkError(f"batch_size must be >= 1, got {batch_size}")
-    options = EvaluationOptions(batch_size, dtype, fit, resize_short_side, num_workers, overwrite, progress, strict)
+    options = replace(options or EvaluationOptions(), **fields)
+    if options.batch_size < 1:
+        raise BenchmarkError(f"batch_size must be >= 1, got {options.batch_size}")
     state = process_state()
-    device = device or state.device
-    output_dir = Path(output_dir)
-    loaded = _load_datasets(state, datasets, data_root, split, split_options, strict)
+    device = str(options.device or state.device)  # accelerate gives a torch.device
+    output_dir = Path(options.output_dir)
+    loaded = _load_datasets(state, datasets, data_root, options.split, options.split_options, options.strict)
     results = []
     for model_id in models:
-        model, processor = load_model(model_id, dtype, device, trust_remote_code)
-        scorer = scorer_for(model, processor, resize_short_side)
+        scorer = scorer_for(model_id, options, device)
         for name, dataset_split, dataset in loaded:
             results.append(_evaluate_one(state, scorer, model_id, name, dataset_split, dataset, output_dir, options))
-        del model
+        del scorer
     if state.is_main_process and results:
-        _write_summary(output_dir, results, models if update_card else ())
+        _write_summary(output_dir, results, models if options.update_card else ())
     return results
 
 
@@ -370,12 +270,10 @@ def _evaluate_one(state, scorer, model_id, name, split, dataset, output_dir: Pat
     if state.is_main_process:
         _prepare_run_dir(run_dir, _manifest(model_id, key, split, image_ids, manifest_options), options.overwrite)
     state.wait_for_everyone()
-    done = _read_predictions(run_dir)
-    state.wait_for_everyone()  # everyone has read before anyone appends
     started = time.perf_counter()
-    gathered = _score_remaining(state, scorer, model_id, key, run_dir, paths, image_ids, done, options)
+    done = _score_remaining(state, scorer, model_id, key, run_dir, paths, image_ids, options)
     seconds = time.perf_counter() - started
-    predictions, errors = _merge_predictions(key, paths, done, gathered, options.strict)
+    predictions, errors = _read_scores(run_dir / SCORES, key, paths, options.strict)
     scored = np.array([i not in errors for i in range(len(paths))], dtype=bool)
     labels, orientation = oriented_labels(mos, meta)
     result = {
@@ -397,8 +295,8 @@ def _evaluate_one(state, scorer, model_id, name, split, dataset, output_dir: Pat
         "batch_size": options.batch_size,
         "resize_short_side": options.resize_short_side,
         "num_processes": state.num_processes,
-        "images_scored_now": len(gathered),
-        "images_resumed": len(done),
+        "images_scored_now": len(paths) - done,
+        "images_resumed": done,
         "seconds": round(seconds, 3),
         "output_dir": str(run_dir),
     }
@@ -408,37 +306,38 @@ def _evaluate_one(state, scorer, model_id, name, split, dataset, output_dir: Pat
     return result
 
 
-def _score_remaining(state, scorer, model_id, key, run_dir, paths, image_ids, done, options) -> list:
-    """This process's shard of the images without a prediction yet, scored; then every process's, gathered."""
-    from hf_iqa.engine import shard
+def _score_remaining(state, scorer, model_id, key, run_dir, paths, image_ids, options) -> int:
+    """The images without a row in `run_dir/scores.csv` yet, scored by the run of `hf-iqa score` (`scoring.run`:
+    the same loop, resumable output, process sharding and merge); returns how many were done before."""
+    from hf_iqa import scoring
 
-    remaining = (Item(paths[i], index=i) for i in range(len(paths)) if i not in done)
-    mine = [item.index for item in shard(remaining, state.process_index, state.num_processes)]
+    items = [scoring.Item(image_ids[i], source=paths[i], uid=str(i)) for i in range(len(paths))]
+    inputs = scoring.Inputs([scoring.listed(items, key)], "image_id")
+    output = scoring.Output(run_dir / SCORES, "image_id", resume=True, overwrite=False)
+    done = len(output.done_keys())
+    state.wait_for_everyone()  # everyone has read before anyone appends
+    run_options = scoring.RunOptions(options.batch_size, options.num_workers, 2, options.progress, "benchmark")
     try:
-        new = score_shard(
-            scorer, paths, mine, image_ids,
-            run_dir / "partial" / f"rank{state.process_index}.csv",
-            options.batch_size, options.num_workers,
-            progress=options.progress and state.is_main_process,
-            description=f"{_slug(model_id)} on {key} ({state.num_processes} process(es))",
-        )  # fmt: skip
+        scoring.run(inputs, scorer, output, run_options)
     except Interrupted as stop:
-        raise Interrupted(len(done) + stop.scored, len(paths)) from None
-    return gather(state, new)
+        raise Interrupted(done + stop.scored, len(paths)) from None
+    state.wait_for_everyone()
+    return done
 
 
-def _merge_predictions(key, paths, done, gathered, strict) -> tuple[np.ndarray, dict[int, str]]:
-    """Resumed and new predictions in dataset order (NaN for error rows) and the errors by index."""
-    merged = {index: (score, error) for index, (_, score, error) in done.items()}
-    merged |= {index: (score, error) for index, score, error in gathered}
+def _read_scores(path: Path, key: str, paths: list[str], strict: bool) -> tuple[np.ndarray, dict[int, str]]:
+    """Predictions in dataset order (NaN for error rows) and the errors by index, from the scores file."""
+    from hf_iqa.scoring import read_rows
+
+    merged = {int(row["key"]): (row.get("score"), row.get("error")) for row in read_rows(path)}
     missing = [i for i in range(len(paths)) if i not in merged]
     if missing:
-        raise BenchmarkError(f"{len(missing)} images of {key} have no prediction after gathering: {missing[:5]}")
-    errors = {i: merged[i][1] for i in range(len(paths)) if merged[i][1] is not None}
+        raise BenchmarkError(f"{len(missing)} images of {key} have no prediction in {path}: {missing[:5]}")
+    errors = {i: merged[i][1] for i in range(len(paths)) if merged[i][1]}
     if errors and strict:
         examples = "; ".join(f"{paths[i]}: {error}" for i, error in list(errors.items())[:3])
         raise BenchmarkError(f"{len(errors)} image(s) of {key} could not be scored (--strict): {examples}")
-    predictions = np.array([np.nan if merged[i][0] is None else merged[i][0] for i in range(len(paths))])
+    predictions = np.array([np.nan if i in errors else float(merged[i][0]) for i in range(len(paths))])
     return predictions, errors
 
 
@@ -471,101 +370,7 @@ def _write_run(run_dir, result, paths, image_ids, mos, predictions, labels, erro
         for index, (path, image_id, label, score) in enumerate(zip(paths, image_ids, mos, predictions)):
             prediction = "" if index in errors else repr(float(score))
             writer.writerow([index, image_id, path, repr(float(label)), prediction, errors.get(index, "")])
-    shutil.rmtree(run_dir / "partial", ignore_errors=True)
     (run_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     (run_dir / "table.md").write_text(markdown_table([result]))
     scored = np.isfinite(predictions)
     scatter_plot(run_dir / "scatter.png", predictions[scored], labels[scored], result)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", nargs="+", required=True, help="Hub ids or local folders of hf_iqa models")
-    parser.add_argument("--dataset", nargs="+", required=True, help="benchmark names (see hf_iqa.data.list_datasets) or 'folder'")  # fmt: skip
-    parser.add_argument("--data-root", nargs="+", required=True, help="one folder for all datasets (their parent or the dataset folder), one per dataset, or NAME=PATH")  # fmt: skip
-    parser.add_argument("--split", help="train, validation, test or all (every image: zero-shot protocol); default: all for a folder dataset, test for named benchmarks")  # fmt: skip
-    parser.add_argument("--scores-file", help="folder dataset: the CSV/TSV/JSON(L) file of image paths and scores (default: scores.csv, metadata.csv... in --data-root)")  # fmt: skip
-    parser.add_argument("--split-scheme", choices=("official", "random", "liqe", "file"), help="default: official where it exists, else seeded random")  # fmt: skip
-    parser.add_argument("--split-index", type=int, default=1, help="which of the random/LIQE splits (1..10)")
-    parser.add_argument("--split-dir", help="LIQE's IQA_Database folder (for --split-scheme liqe)")
-    parser.add_argument("--split-file", help="JSON/CSV of image ids per split (for --split-scheme file)")
-    parser.add_argument("--seed", type=int, default=123, help="seed of the random splits")
-    parser.add_argument("--batch-size", type=int, default=8)
-    add_runtime_arguments(parser)
-    parser.add_argument("--output-dir", default="benchmark_results")
-    parser.add_argument("--fit", default="logistic4", choices=("logistic4", "logistic5", "none"), help="mapping before PLCC/RMSE (LIQE: logistic4; pyiqa, Dog-IQA: none)")  # fmt: skip
-    parser.add_argument("--resize-short-side", type=int, help="resize every image to this short side first (e.g. SPAQ protocols)")  # fmt: skip
-    parser.add_argument("--num-workers", type=int, default=4, help="threads decoding images ahead of the model")
-    parser.add_argument("--update-card", action="store_true", help="write the results into the model card (local model folders)")  # fmt: skip
-    parser.add_argument("--overwrite", action="store_true", help="discard earlier predictions instead of resuming")
-    parser.add_argument("--strict", action="store_true", help="fail when an image is missing or cannot be scored (default: error rows, counted, metrics on the rest)")  # fmt: skip
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    parser.add_argument("--trust-remote-code", action="store_true")
-
-
-def run(args: argparse.Namespace) -> int:
-    from hf_iqa import engine
-    from hf_iqa.data import DatasetLayoutError
-
-    engine.handle_sigterm()
-    split_options = {"split_scheme": args.split_scheme, "split_index": args.split_index, "split_dir": args.split_dir,
-                     "split_file": args.split_file, "seed": args.seed, "scores_file": args.scores_file}  # fmt: skip
-    if args.scores_file and any(name != "folder" for name in args.dataset):
-        print("hf-iqa benchmark: error: --scores-file is for --dataset folder", file=sys.stderr)
-        return 2
-    try:
-        if args.no_progress:
-            engine.disable_progress_bars()
-        engine.apply_image_limit(args.max_pixels)
-        device = engine.resolve_device(args.device)
-        results = evaluate_on_datasets(
-            args.model,
-            args.dataset,
-            args.data_root,
-            split=args.split,
-            split_options={k: v for k, v in split_options.items() if v is not None},
-            batch_size=args.batch_size,
-            dtype=args.dtype,
-            device=device,
-            output_dir=args.output_dir,
-            fit=None if args.fit == "none" else args.fit,
-            resize_short_side=args.resize_short_side,
-            num_workers=args.num_workers,
-            update_card=args.update_card,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-            trust_remote_code=args.trust_remote_code,
-            strict=args.strict,
-        )
-    except UsageError as error:
-        print(f"hf-iqa benchmark: error: {error}", file=sys.stderr)
-        return 2
-    except Interrupted as stop:
-        print(f"hf-iqa benchmark: interrupted after {stop.scored} of {stop.total} images; rerun the same command to "
-              "resume", file=sys.stderr)  # fmt: skip
-        return 130
-    except KeyboardInterrupt:
-        print("hf-iqa benchmark: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
-    except (DatasetLayoutError, ImageLoadError, BenchmarkError, MetricInputError, KeyError, ValueError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"hf-iqa benchmark: error: {message}", file=sys.stderr)
-        return 1
-    if results and int(os.environ.get("RANK", "0")) == 0:
-        print(combined_table(results))
-        print(f"Results written to {Path(args.output_dir).resolve()}")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hf-iqa benchmark", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

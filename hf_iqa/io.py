@@ -14,16 +14,19 @@ with `hf_iqa.io.MAX_PIXELS = N` (every later load) or `load_image(..., max_pixel
 above Pillow's `Image.MAX_IMAGE_PIXELS` raises that too, so Pillow's own check does not override it.
 
 Only raster formats are opened (`FORMATS`): a PostScript, PDF, SVG or HEIC file named `.jpg` is refused, never
-handed to an external interpreter. Pixels must be finite: NaN or infinite values (float TIFFs, arrays, tensors,
+handed to an external interpreter. Encoded bytes (tar members, dataset cells, uploads) pass the same gate:
+`load_image(data)` with at most `MAX_BYTES` held, and `read_bounded` reads an archive member with that bound. Pixels must be finite: NaN or infinite values (float TIFFs, arrays, tensors,
 PIL images in mode F) are refused. Any decoder failure becomes one `ImageLoadError` line.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -37,6 +40,11 @@ FORMATS = ("JPEG", "PNG", "BMP", "DIB", "TIFF", "WEBP", "GIF", "PPM", "JPEG2000"
 
 MAX_PIXELS = 89_478_485
 """Largest image (width x height, as declared by the file) any input may have; see the module docstring."""
+
+MAX_BYTES = 256 * 1024 * 1024
+"""Largest encoded image read into memory (tar members, dataset cells, uploads, bytes): a member or cell that
+declares more is refused unread, and no more than this is ever read from one (a sparse or lying member included).
+Files on disk are not read whole (Pillow reads them as it decodes): the pixel limit bounds them."""
 
 
 class ImageLoadError(ValueError):
@@ -137,14 +145,25 @@ def _from_array(array: np.ndarray, source: str, limit: float) -> Image.Image:
 
 
 def load_image(
-    image: str | os.PathLike | Image.Image | np.ndarray,
+    image: str | os.PathLike | bytes | Image.Image | np.ndarray,
     *,
     source: str | None = None,
     max_pixels: int | None = None,
+    max_bytes: int | None = None,
 ) -> Image.Image:
-    """Return `image` (a path, PIL image, numpy array or torch tensor) as an RGB PIL image, or raise
-    `ImageLoadError`. `max_pixels` (default `MAX_PIXELS`; 0 or negative: no limit) caps width x height."""
+    """Return `image` (a path, encoded bytes, PIL image, numpy array or torch tensor) as an RGB PIL image, or raise
+    `ImageLoadError`: the one gate every image byte passes. `max_pixels` (default `MAX_PIXELS`; 0 or negative: no
+    limit) caps width x height; `max_bytes` (default `MAX_BYTES`) the size of encoded bytes held in memory."""
     limit = _limit(max_pixels)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        name = source or "<bytes>"
+        size = len(image)
+        if size == 0:
+            raise ImageLoadError(name, "file is empty (0 bytes)")
+        byte_limit = MAX_BYTES if max_bytes is None else max_bytes
+        if size > byte_limit:
+            raise ImageLoadError(name, f"encoded image of {size:,} bytes is over the {byte_limit:,}-byte limit")
+        return _decode(io.BytesIO(image), name, limit)
     if isinstance(image, Image.Image):
         name = source or "<PIL image>"
         _check_size(image.width, image.height, limit, name)  # before `load()`: a lazily opened file is not decoded
@@ -186,10 +205,27 @@ def _load_file(path: Path, name: str, limit: float) -> Image.Image:
         raise ImageLoadError(name, "not a regular file (a device, FIFO or socket)")
     if info.st_size == 0:
         raise ImageLoadError(name, "file is empty (0 bytes)")
+    return _decode(path, name, limit)
+
+
+def read_bounded(stream: Any, declared: int, source: str, max_bytes: int | None = None) -> bytes:
+    """The bytes of an archive member or similar stream that declares `declared` bytes, read with a bound: a
+    declaration over `max_bytes` (default `MAX_BYTES`) is refused unread, and no more than the bound is read."""
+    limit = MAX_BYTES if max_bytes is None else max_bytes
+    if declared > limit:
+        raise ImageLoadError(source, f"declares {declared:,} bytes, over the {limit:,}-byte limit for one image")
+    data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise ImageLoadError(source, f"holds more than the {limit:,}-byte limit for one image")
+    return data
+
+
+def _decode(file: Path | io.BytesIO, name: str, limit: float) -> Image.Image:
+    """Decode a file or in-memory bytes through the raster-only formats, checking the declared size first."""
     if limit > (Image.MAX_IMAGE_PIXELS or math.inf):
         Image.MAX_IMAGE_PIXELS = int(limit) if limit != math.inf else None  # a raised hf_iqa limit governs
     try:
-        with Image.open(path, formats=FORMATS) as opened:
+        with Image.open(file, formats=FORMATS) as opened:
             _check_size(opened.width, opened.height, limit, name)  # the declared size, nothing decoded yet
             opened.seek(0)  # first frame of animated GIF/WebP/APNG/TIFF
             _check_size(opened.width, opened.height, limit, name)

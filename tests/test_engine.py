@@ -1,4 +1,4 @@
-"""hf_iqa.engine and `hf-iqa score` on it: the bounded prefetch window, input kinds (folders with hostile entries,
+"""hf_iqa.scoring and `hf-iqa score` on it: the bounded prefetch window, input kinds (folders with hostile entries,
 lists, tar shards, datasets), outputs (CSV, JSONL, Parquet), resume after SIGKILL, no clobbering, Ctrl-C,
 a two-process torchrun run, and the shared --dtype/--device words. A tiny contract-conforming model (defined in
 test_evaluation) keeps every run fast."""
@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hf_iqa import engine
+from hf_iqa import scoring
 from hf_iqa.cli import main
 from tests.test_evaluation import TESTS_DIR, TinyIqaModel, save_image, save_tiny_model
 from tests.testing_utils import REPO_ROOT
@@ -43,7 +43,7 @@ class CountingScorer:
 
     def prepare(self, item):
         if item.key.startswith("unreadable"):
-            raise engine.ImageLoadError(item.key, "cannot read")
+            raise scoring.ImageLoadError(item.key, "cannot read")
         with self.lock:
             self.outstanding += 1
             self.most = max(self.most, self.outstanding)
@@ -58,14 +58,14 @@ class CountingScorer:
         return [{"score": float(key.split("-")[1])} for key in prepared]
 
 
-def numbered(count: int, prefix: str = "img") -> list[engine.Item]:
-    return [engine.Item(f"{prefix}-{i}", source=i, index=i) for i in range(count)]
+def numbered(count: int, prefix: str = "img") -> list[scoring.Item]:
+    return [scoring.Item(f"{prefix}-{i}", source=i, index=i) for i in range(count)]
 
 
 @pytest.mark.parametrize("batch_size,prefetch,workers", [(4, 2, 4), (3, 1, 8), (1, 3, 2)])
 def test_prepared_inputs_never_exceed_the_window(batch_size, prefetch, workers):
     scorer = CountingScorer()
-    results = list(engine.score_stream(numbered(60), scorer, batch_size=batch_size, workers=workers,
+    results = list(scoring.score_stream(numbered(60), scorer, batch_size=batch_size, workers=workers,
                                        prefetch_batches=prefetch))  # fmt: skip
     assert [r.item.key for r in results] == [f"img-{i}" for i in range(60)]  # input order
     assert [r.output["score"] for r in results] == list(range(60))
@@ -75,10 +75,10 @@ def test_prepared_inputs_never_exceed_the_window(batch_size, prefetch, workers):
 
 def test_bad_inputs_become_error_results_in_order():
     items = numbered(10)
-    items[3] = engine.Item("unreadable-3", source=3, index=3)
-    items[6] = engine.Item("listed-6", error="broken symbolic link", index=6)
+    items[3] = scoring.Item("unreadable-3", source=3, index=3)
+    items[6] = scoring.Item("listed-6", error="broken symbolic link", index=6)
     scorer = CountingScorer(bad={"img-8"})
-    results = list(engine.score_stream(items, scorer, batch_size=4, workers=2))
+    results = list(scoring.score_stream(items, scorer, batch_size=4, workers=2))
     assert [r.item.key for r in results] == [item.key for item in items]
     errors = {r.item.key: r.error for r in results if r.error}
     assert errors == {"unreadable-3": "cannot read", "listed-6": "broken symbolic link",
@@ -87,10 +87,10 @@ def test_bad_inputs_become_error_results_in_order():
 
 
 def test_escape_name_and_visual_names():
-    assert engine.escape_name("a\nb\tc\x1bd é") == "a\\nb\\tc\\x1bd é"
-    assert engine.visual_name("/data/a/x.jpg") == "data/a/x.jpg"
-    assert engine.visual_name("../up/x.jpg") == "__/up/x.jpg"
-    assert engine.visual_name("/data/a/x.jpg") != engine.visual_name("/data/b/x.jpg")
+    assert scoring.escape_name("a\nb\tc\x1bd é") == "a\\nb\\tc\\x1bd é"
+    assert scoring.visual_name("/data/a/x.jpg") == "data/a/x.jpg"
+    assert scoring.visual_name("../up/x.jpg") == "__/up/x.jpg"
+    assert scoring.visual_name("/data/a/x.jpg") != scoring.visual_name("/data/b/x.jpg")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ def test_folder_scan_reports_what_it_cannot_score(tmp_path):
     (root / "empty.jpg").mkdir()
     os.mkfifo(root / "pipe.jpg")
     (root / "notes.txt").write_text("not an image")
-    items = {item.key.replace(str(root), "R"): item for item in engine.scan_folder(root)}
+    items = {item.key.replace(str(root), "R"): item for item in scoring.scan_folder(root)}
     errors = {key: item.error for key, item in items.items() if item.error}
     assert errors == {
         "R/broken.jpg": "broken symbolic link (its target does not exist)",
@@ -129,8 +129,8 @@ def test_a_fifo_is_never_opened(tmp_path):
 
     def load():
         try:
-            engine.load_item_image(engine.Item(str(fifo), source=str(fifo)))
-        except engine.ImageLoadError as error:
+            scoring.load_item_image(scoring.Item(str(fifo), source=str(fifo)))
+        except scoring.ImageLoadError as error:
             outcome["error"] = error.problem
 
     worker = threading.Thread(target=load, daemon=True)
@@ -192,14 +192,14 @@ def test_score_csv_matches_the_pipeline(setup, tmp_path):
 def test_max_pixels_makes_larger_files_error_rows(setup, tmp_path, monkeypatch):
     from hf_iqa import io as image_io
 
-    monkeypatch.setattr(image_io, "MAX_PIXELS", image_io.MAX_PIXELS)  # the command sets it; restore afterwards
+    monkeypatch.setattr(image_io, "MAX_PIXELS", image_io.MAX_PIXELS)  # restored whatever happens
     images = all_images(setup)
     smallest = min(Image.open(p).width * Image.open(p).height for p in images)
     out = tmp_path / "out.csv"
     assert score(setup, str(setup["photos"]), "-o", str(out), "--max-pixels", str(smallest - 1)) == 1
     rows = read_csv(out)
     assert len(rows) == len(images) and all("larger than" in r["error"] or "limit" in r["error"] for r in rows)
-    assert image_io.MAX_PIXELS == smallest - 1
+    assert image_io.MAX_PIXELS == 89_478_485  # passed to the reader, the library default is left as it is
 
 
 def test_resume_still_reports_the_kept_error_rows(setup, tmp_path, capsys):
@@ -286,7 +286,7 @@ def test_parquet_output_reads_back_with_datasets(setup, tmp_path):
     out = tmp_path / "scores.parquet"
     assert score(setup, str(folder), "-o", str(out)) == 1
     table = datasets.Dataset.from_parquet(str(out))
-    assert table.column_names == ["path", "score", "error"] and len(table) == 5
+    assert table.column_names == ["path", "key", "score", "error"] and len(table) == 5
     rows = {Path(r["path"]).name: r for r in table}
     assert rows["broken.png"]["score"] is None and "not an image" in rows["broken.png"]["error"]
     expected = direct(setup, sorted(folder.glob("img*.png")))
@@ -325,12 +325,12 @@ def test_device_dtype_and_override_keys_are_checked(setup, capsys, monkeypatch):
     assert "--model-arg no_such_field: not a setting of TinyIqaConfig" in capsys.readouterr().err
     assert score(setup, image, "--model-arg", "hidden_size=8", "--processor-arg", "do_resize=true") == 0
     for word in ("auto", "fp32", "bf16", "float16"):
-        assert engine.torch_dtype(word) in ("auto", torch.float32, torch.bfloat16, torch.float16)
+        assert scoring.torch_dtype(word) in ("auto", torch.float32, torch.bfloat16, torch.float16)
     assert score(setup, image, "--dtype", "bf16") == 0
 
 
 def test_ctrl_c_flushes_and_says_how_to_resume(setup, tmp_path, monkeypatch, capsys):
-    real = engine.PipelineScorer.predict
+    real = scoring.PipelineScorer.predict
     calls = []
 
     def interrupted_on_third_batch(self, prepared):
@@ -339,13 +339,13 @@ def test_ctrl_c_flushes_and_says_how_to_resume(setup, tmp_path, monkeypatch, cap
             raise KeyboardInterrupt
         return real(self, prepared)
 
-    monkeypatch.setattr(engine.PipelineScorer, "predict", interrupted_on_third_batch)
+    monkeypatch.setattr(scoring.PipelineScorer, "predict", interrupted_on_third_batch)
     out = tmp_path / "out.csv"
     assert score(setup, str(setup["photos"]), "-o", str(out)) == 130
     err = capsys.readouterr().err
     assert err.strip() == "hf-iqa score: interrupted after 6 of 10 images; rerun with --resume"
     assert len(read_csv(out)) == 6
-    monkeypatch.setattr(engine.PipelineScorer, "predict", real)
+    monkeypatch.setattr(scoring.PipelineScorer, "predict", real)
     assert score(setup, str(setup["photos"]), "-o", str(out), "--resume") == 0
     rows = read_csv(out)
     assert sorted(r["path"] for r in rows) == [str(p) for p in all_images(setup)]
@@ -378,7 +378,7 @@ def test_visualizations_keep_the_relative_path(setup, tmp_path, monkeypatch):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     saved = [Path(r["visualization"]) for r in rows]
     assert len(set(saved)) == 2 and all(p.is_file() for p in saved)
-    assert saved[0] == pictures / engine.visual_name(str(first)).__add__("_regions.png")
+    assert saved[0] == pictures / scoring.visual_name(str(first)).__add__("_regions.png")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -493,7 +493,7 @@ def test_processes_share_inputs_disjointly_and_tar_shards_whole(setup, tmp_path,
         tarfile, "open", lambda name, *a, **k: opened.append(Path(name).name) or real_open(name, *a, **k)
     )
     for sources, whole in ((shards, True), (shards[:1], False), ([str(setup["photos"]), *shards[:1]], False)):
-        inputs = engine.open_inputs(sources)
+        inputs = scoring.open_inputs(sources)
         single = [(item.key, tuple(item.index)) for item in inputs.items()]
         shares = []
         for process in range(2):
@@ -509,7 +509,7 @@ def test_processes_share_inputs_disjointly_and_tar_shards_whole(setup, tmp_path,
 
 def test_parquet_output_interrupted_then_resumed_has_each_image_once(setup, tmp_path, monkeypatch, capsys):
     datasets = pytest.importorskip("datasets")
-    real = engine.PipelineScorer.predict
+    real = scoring.PipelineScorer.predict
     calls = []
 
     def interrupted_on_second_batch(self, prepared):
@@ -518,12 +518,12 @@ def test_parquet_output_interrupted_then_resumed_has_each_image_once(setup, tmp_
             raise KeyboardInterrupt
         return real(self, prepared)
 
-    monkeypatch.setattr(engine.PipelineScorer, "predict", interrupted_on_second_batch)
+    monkeypatch.setattr(scoring.PipelineScorer, "predict", interrupted_on_second_batch)
     out = tmp_path / "out.parquet"
     assert score(setup, str(setup["photos"]), "-o", str(out)) == 130
     assert len(datasets.Dataset.from_parquet(str(out))) == 3  # what was scored is readable as Parquet
     assert (tmp_path / "out.parquet.journal.jsonl").exists()
-    monkeypatch.setattr(engine.PipelineScorer, "predict", real)
+    monkeypatch.setattr(scoring.PipelineScorer, "predict", real)
     for _ in range(2):  # a second --resume of a finished run changes nothing
         assert score(setup, str(setup["photos"]), "-o", str(out), "--resume") == 0
         table = datasets.Dataset.from_parquet(str(out), cache_dir=str(tmp_path / f"cache{_}"))

@@ -251,7 +251,7 @@ def test_scatter_plot_with_matplotlib(workspace, tmp_path):
 
 def test_interrupted_run_resumes_without_recomputing(workspace, tmp_path, monkeypatch, capsys):
     from hf_iqa.cli import main
-    from hf_iqa.engine import PipelineScorer
+    from hf_iqa.scoring import PipelineScorer
 
     reference_dir = tmp_path / "reference"
     assert main(folder_args(workspace, reference_dir)) == 0
@@ -271,10 +271,10 @@ def test_interrupted_run_resumes_without_recomputing(workspace, tmp_path, monkey
     assert main(folder_args(workspace, output)) == 130  # one line, no traceback
     assert "interrupted after 6 of 14 images" in capsys.readouterr().err
     run_dir = output / "model_a" / "mine-all"
-    partial_ids, _ = read_predictions(run_dir / "partial" / "rank0.csv")
-    assert len(partial_ids) == 6 and not (run_dir / "predictions.csv").exists()
-    with open(run_dir / "partial" / "rank0.csv", "a") as handle:
-        handle.write("6,img06,0.12")  # killed in the middle of writing a line: must not be trusted
+    with open(run_dir / "scores.csv", newline="") as handle:  # the resumable output of `hf-iqa score`'s run
+        assert len(list(csv.DictReader(handle))) == 6 and not (run_dir / "predictions.csv").exists()
+    with open(run_dir / "scores.csv", "a") as handle:
+        handle.write("img06,6,0.12")  # killed in the middle of writing a line: must not be trusted
 
     resumed: list[int] = []
 
@@ -342,7 +342,7 @@ import os, sys, json
 sys.path.insert(0, {tests_dir!r})
 from tests.test_evaluation import register_tiny_model
 register_tiny_model()
-from hf_iqa.evaluation import main
+from hf_iqa.commands.benchmark import main
 code = main(sys.argv[1:])
 # the metrics helper across processes: each rank feeds its own shard of the predictions as torch tensors
 import csv, torch

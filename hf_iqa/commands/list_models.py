@@ -24,6 +24,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'name':<18} {'score range':<12} {'weights licence':<34} description")
     for entry in models:
         low, high = entry["score_range"]
-        print(f"{entry['name']:<18} {f'{low:g}-{high:g}':<12} {entry['weights_license'][:33]:<34} {entry['description']}")
+        print(
+            f"{entry['name']:<18} {f'{low:g}-{high:g}':<12} {entry['weights_license'][:33]:<34} {entry['description']}"
+        )
     print("\nmodel families: " + ", ".join(families))
     return 0

@@ -1,9 +1,11 @@
 """`hf-iqa score --model M INPUT... [--output results.csv|.jsonl|.parquet] [--resume | --overwrite]`.
 
 Inputs: image files, folders (recursive), `--from-list` files, `.tar` shards, or one `datasets` dataset. The
-scoring itself is `hf_iqa.engine.score_stream`: images are decoded in threads a bounded number of batches ahead of
+scoring itself is `hf_iqa.scoring.score_stream`: images are decoded in threads a bounded number of batches ahead of
 the model, every row is written and flushed as soon as it is known, a file that cannot be read becomes an error
-row and the run goes on. Exit status 1 if any input failed, 2 for a usage error, 130 when interrupted.
+row and the run goes on. Usage errors (a missing input, `-b 0`, Parquet without pyarrow, a bad option) are found
+before the model loads. Exit status 1 if any input failed, 2 for a usage error, 130 when interrupted; a closed
+stdout (`| head`) ends quietly.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import os
 import sys
 from pathlib import Path
 
-from hf_iqa.engine import UsageError, add_runtime_arguments
+from hf_iqa.commands.options import add_runtime_arguments, positive
+from hf_iqa.scoring.runtime import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,10 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run: keep the rows already "
                         "in --output and score only the rest")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    parser.add_argument("--batch-size", "-b", type=int, default=8, help="images per model call (default 8)")
+    parser.add_argument("--batch-size", "-b", type=positive, default=8, help="images per model call (default 8)")
     add_runtime_arguments(parser)
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="loading threads")
-    parser.add_argument("--prefetch", type=int, default=2, help="batches prepared ahead of the model (default 2)")
+    parser.add_argument("--workers", type=positive, default=min(4, os.cpu_count() or 1), help="loading threads")
+    parser.add_argument("--prefetch", type=positive, default=2, help="batches prepared ahead of the model (default 2)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                         help="config option at load time, e.g. task=aesthetics or prompt_logit_scale=50 (repeatable)")  # fmt: skip
@@ -44,106 +47,66 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hf_iqa import engine
+    from hf_iqa import scoring
 
-    engine.handle_sigterm()
+    scoring.handle_sigterm()
     try:
         return _run(args)
     except UsageError as error:
         print(f"hf-iqa score: error: {error}", file=sys.stderr)
         return 2
-    except engine.Interrupted as stop:
+    except scoring.Interrupted as stop:
         print(f"hf-iqa score: {stop}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:  # before anything was scored (while loading the model)
         print("hf-iqa score: interrupted before scoring; nothing written", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `| head`: the reader has all it wants
+        _quiet_closed_stdout()
+        return 141
 
 
-def _run(args: argparse.Namespace) -> int:
-    from hf_iqa import engine
+def _quiet_closed_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's last flush does not report the closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
+
+def _check_options(args: argparse.Namespace) -> None:
     if not args.paths and not args.from_list:
         raise UsageError("give image files, folders, tar shards, a dataset, or --from-list FILE")
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite contradict each other: choose one")
     if args.resume and not args.output:
         raise UsageError("--resume needs --output (the file to continue)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from hf_iqa import scoring
+
+    _check_options(args)
     if args.no_progress:
-        engine.disable_progress_bars()
-    engine.apply_image_limit(args.max_pixels)
-    inputs = engine.open_inputs(args.paths, from_list=args.from_list, split=args.split,
-                                image_column=args.image_column, id_column=args.id_column)  # fmt: skip
+        scoring.disable_progress_bars()
+    scoring.silence_bomb_warning()
+    inputs = scoring.open_inputs(args.paths, from_list=args.from_list, split=args.split,
+                                 image_column=args.image_column, id_column=args.id_column)  # fmt: skip
     output = None
     if args.output:
-        output = engine.Output(args.output, inputs.key_field, resume=args.resume, overwrite=args.overwrite)
+        output = scoring.Output(args.output, inputs.key_field, resume=args.resume, overwrite=args.overwrite)
         output.check(inputs.files)
     if inputs.total == 0:
         print("hf-iqa score: no image files found in " + ", ".join(args.paths or [args.from_list]), file=sys.stderr)
         return 1
-    model_kwargs = engine.parse_key_values(args.model_arg, "--model-arg")
-    processor_kwargs = engine.parse_key_values(args.processor_arg, "--processor-arg")
-    pipe = engine.load_pipeline(args.model, dtype=args.dtype, device=args.device, model_kwargs=model_kwargs,
-                                processor_kwargs=processor_kwargs, trust_remote_code=args.trust_remote_code)  # fmt: skip
+    model_kwargs = scoring.parse_key_values(args.model_arg, "--model-arg")
+    processor_kwargs = scoring.parse_key_values(args.processor_arg, "--processor-arg")
+    pipe = scoring.load_pipeline(args.model, dtype=args.dtype, device=args.device, model_kwargs=model_kwargs,
+                                 processor_kwargs=processor_kwargs, trust_remote_code=args.trust_remote_code)  # fmt: skip
     visualizations = Path(args.save_visualizations) if args.save_visualizations else None
-    done = output.done_keys() if output else set()
-    output.open() if output else None
-    writer = output or engine.StdoutWriter()
-    world, rank = engine.world_size(), engine.rank()
-    items = inputs.items(lambda key: key in done or engine.escape_name(key) in done, rank, world)
-    mine = (item for item in items if item.source is not None or item.error)  # skipped items carry neither
-    total = None if inputs.total is None else _share(inputs.total, rank, world)
-    scorer = engine.PipelineScorer(pipe, visualize=visualizations is not None)
-    status = _loop(args, mine, scorer, writer, inputs.key_field, visualizations, total, len(done))
+    scorer = scoring.PipelineScorer(pipe, visualize=visualizations is not None, max_pixels=args.max_pixels)
+    options = scoring.RunOptions(args.batch_size, args.workers, args.prefetch, not args.no_progress, "score")
+    status = scoring.run(inputs, scorer, output, options, visualizations)
     if output and output.kept_errors:
         print(f"hf-iqa score: {output.kept_errors} earlier error row(s) in {args.output} were kept", file=sys.stderr)
         return status or 1
     return status
-
-
-def _share(total: int, rank: int, world: int) -> int:
-    return len(range(rank, total, world))
-
-
-def _loop(args, items, scorer, writer, key_field, visualizations, total, resumed) -> int:
-    from tqdm.auto import tqdm
-
-    from hf_iqa import engine
-
-    if total is not None:
-        total = max(0, total - (resumed if engine.world_size() == 1 else 0))
-    scored = failed = 0
-    complete = False
-    progress = tqdm(total=total, unit="img", disable=args.no_progress or engine.rank() != 0, file=sys.stderr)
-    try:
-        for result in engine.score_stream(items, scorer, batch_size=args.batch_size, workers=args.workers,
-                                          prefetch_batches=args.prefetch):  # fmt: skip
-            row = {key_field: result.item.key}
-            if result.error is not None:
-                row["error"] = result.error
-                failed += 1
-            else:
-                output = dict(result.output)
-                picture = output.pop("visualization", None)
-                if picture is not None and visualizations is not None:
-                    row_path = visualizations / f"{engine.visual_name(result.item.key)}_regions.png"
-                    row_path.parent.mkdir(parents=True, exist_ok=True)
-                    picture.save(row_path)
-                    output["visualization"] = str(row_path)
-                row.update(output)
-            writer.write(row, result.item.index)
-            scored += 1
-            progress.update(1)
-            if scored % args.batch_size == 0:
-                writer.flush()
-        complete = True
-    except KeyboardInterrupt:
-        raise engine.Interrupted(scored, total) from None
-    finally:
-        progress.close()
-        writer.close(complete)
-    if resumed:
-        print(f"hf-iqa score: {resumed} image(s) already in {args.output} were kept", file=sys.stderr)
-    if failed:
-        print(f"hf-iqa score: {failed} of {scored} file(s) could not be scored", file=sys.stderr)
-    return 1 if failed else 0

@@ -1,0 +1,28 @@
+"""Command-line words shared by the commands that load a model: `--dtype`, `--device`, `--max-pixels`."""
+
+from __future__ import annotations
+
+import argparse
+
+from hf_iqa.scoring.runtime import DEFAULT_DTYPE, DEVICE_HELP, DTYPES
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser, dtype_default: str = DEFAULT_DTYPE) -> None:
+    """`--dtype`, `--device` and `--max-pixels` with the same words and defaults in every command."""
+    parser.add_argument("--dtype", default=dtype_default, choices=sorted(DTYPES),
+                        help=f"model precision; auto = as saved in the checkpoint (default {dtype_default})")  # fmt: skip
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+    parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                        help="largest image accepted, width x height as its file declares it (default 89478485, "
+                        "Pillow's bomb threshold; 0: no limit); bigger files are error rows")  # fmt: skip
+
+
+def positive(text: str) -> int:
+    """An argparse type for counts that must be at least 1 (`-b 0` is refused before anything loads)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value

@@ -1,0 +1,131 @@
+"""Loading a model for scoring: resolved once, loaded once, with the `--model-arg`/`--processor-arg` keys checked
+on the very config and processor that are used (transformers would silently keep an unknown key)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from hf_iqa.scoring.runtime import DEFAULT_DTYPE, UsageError, resolve_device, torch_dtype
+
+LOADING_KEYS = {"attn_implementation", "revision", "device_map", "low_cpu_mem_usage", "quantization_config",
+                "subfolder", "cache_dir", "local_files_only", "token", "max_memory"}  # fmt: skip
+
+
+def parse_key_values(items: Iterable[str], option: str = "--model-arg") -> dict[str, Any]:
+    """KEY=VALUE items (values parsed as JSON when they are JSON, else kept as text)."""
+    options = {}
+    for item in items:
+        if "=" not in item:
+            raise UsageError(f"{option} expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options
+
+
+def _load_model(model: str, source: str, model_kwargs: dict, dtype: Any, trust_remote_code: bool) -> Any:
+    """The model with its config overrides; the config is read once, and the keys it does not use are refused."""
+    from transformers import AutoConfig, AutoModel
+
+    overrides = {k: v for k, v in model_kwargs.items() if k not in LOADING_KEYS}
+    loading = {k: v for k, v in model_kwargs.items() if k in LOADING_KEYS}
+    config, unused = AutoConfig.from_pretrained(
+        source, trust_remote_code=trust_remote_code, return_unused_kwargs=True, **overrides,
+        **{k: v for k, v in loading.items() if k in ("revision", "subfolder", "cache_dir", "token")},
+    )  # fmt: skip
+    unknown = sorted(k for k in unused if not hasattr(config, k))
+    if unknown:
+        raise UsageError(f"--model-arg {', '.join(unknown)}: not a setting of {type(config).__name__} ({model})")
+    return AutoModel.from_pretrained(
+        source, config=config, dtype=dtype, trust_remote_code=trust_remote_code, **loading
+    ).eval()
+
+
+def _load_processor(model: str, source: str, processor_kwargs: dict, trust_remote_code: bool) -> Any:
+    """The image processor with its overrides, refusing keys its class does not define."""
+    from transformers import AutoImageProcessor
+
+    processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=trust_remote_code, **processor_kwargs)
+    kind = type(processor)
+    known = set(inspect.signature(kind.__init__).parameters) | {k for k in dir(kind) if not k.startswith("_")}
+    unknown = sorted(k for k in processor_kwargs if k not in known)
+    if unknown:
+        raise UsageError(f"--processor-arg {', '.join(unknown)}: not a setting of {kind.__name__} ({model})")
+    return processor
+
+
+def load_pipeline(
+    model: str,
+    *,
+    dtype: str = DEFAULT_DTYPE,
+    device: str | None = "auto",
+    model_kwargs: dict | None = None,
+    processor_kwargs: dict | None = None,
+    trust_remote_code: bool = False,
+) -> Any:
+    """`hf_iqa.pipeline` for a zoo name, folder or Hub id: the name is resolved once, the model, config and
+    processor loaded once (overrides checked on them); a model or option the model rejects is a `UsageError`."""
+    import hf_iqa
+    from hf_iqa.zoo import resolve
+
+    device = resolve_device(device)
+    source = resolve(model)
+    weights_dtype = torch_dtype(dtype)
+    with _library_warnings_held() as held:
+        try:
+            processor = (
+                _load_processor(model, source, processor_kwargs, trust_remote_code) if processor_kwargs else None
+            )
+            loaded_model = (
+                _load_model(model, source, model_kwargs, weights_dtype, trust_remote_code) if model_kwargs else source
+            )
+            extra = {"image_processor": processor} if processor is not None else {}
+            if isinstance(loaded_model, str):
+                extra["dtype"] = weights_dtype
+            loaded = hf_iqa.pipeline(model=loaded_model, device=device, trust_remote_code=trust_remote_code, **extra)
+        except UsageError:
+            held.clear()
+            raise
+        except (ValueError, TypeError) as error:  # e.g. a --model-arg / --processor-arg value the model rejects
+            held.clear()  # a load report before a failure only repeats the reason
+            raise UsageError(f"cannot load {model}: {root_cause(error)}") from None
+    return loaded
+
+
+def root_cause(error: BaseException) -> str:
+    """The message a user needs. transformers' pipeline wraps a failed `from_pretrained` into "Could not load model
+    ... See the original errors:" followed by whole tracebacks; keep only the first original `XError: message`."""
+    text = str(error)
+    if "See the original errors" not in text:
+        return text
+    for line in text.splitlines():
+        head, sep, message = line.partition(": ")
+        if sep and not line.startswith(" ") and head.split(".")[-1].endswith(("Error", "Exception")):
+            return message.strip()
+    return text.splitlines()[0]
+
+
+class _library_warnings_held:
+    """Hold the transformers logger's records while a model loads: replayed if the load succeeds, dropped if it
+    fails (then the one-line error says why), so a failed load never prints a load report and a traceback."""
+
+    def __enter__(self) -> list:
+        import logging
+
+        self.records: list[logging.LogRecord] = []
+        self.logger = logging.getLogger("transformers")
+        self.handlers, self.propagate = self.logger.handlers[:], self.logger.propagate
+        holder = logging.Handler()
+        holder.emit = self.records.append  # type: ignore[method-assign]
+        self.logger.handlers, self.logger.propagate = [holder], False
+        return self.records
+
+    def __exit__(self, *exc_info) -> None:
+        self.logger.handlers, self.logger.propagate = self.handlers, self.propagate
+        for record in self.records:
+            self.logger.handle(record)
