@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from hf_iqa.engine import UsageError, add_runtime_arguments
 
@@ -83,9 +84,8 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     model_kwargs = engine.parse_key_values(args.model_arg, "--model-arg")
     processor_kwargs = engine.parse_key_values(args.processor_arg, "--processor-arg")
-    pipe = engine.load_pipeline(args.model, dtype=args.dtype, device=args.device, model_kwargs=model_kwargs,
-                                processor_kwargs=processor_kwargs, trust_remote_code=args.trust_remote_code)  # fmt: skip
     visualizations = Path(args.save_visualizations) if args.save_visualizations else None
+    scorer = load_scorer(args, model_kwargs, processor_kwargs, visualize=visualizations is not None)
     done = output.done_keys() if output else set()
     output.open() if output else None
     writer = output or engine.StdoutWriter()
@@ -93,12 +93,29 @@ def _run(args: argparse.Namespace) -> int:
     items = inputs.items(lambda key: key in done or engine.escape_name(key) in done, rank, world)
     mine = (item for item in items if item.source is not None or item.error)  # skipped items carry neither
     total = None if inputs.total is None else _share(inputs.total, rank, world)
-    scorer = engine.PipelineScorer(pipe, visualize=visualizations is not None)
     status = _loop(args, mine, scorer, writer, inputs.key_field, visualizations, total, len(done))
     if output and output.kept_errors:
         print(f"hf-iqa score: {output.kept_errors} earlier error row(s) in {args.output} were kept", file=sys.stderr)
         return status or 1
     return status
+
+
+def load_scorer(args: argparse.Namespace, model_kwargs: dict, processor_kwargs: dict, visualize: bool) -> Any:
+    """The object the loop drives: an onnxruntime `OnnxScorer` for an `hf-iqa export onnx` folder (no torch
+    needed), otherwise a `PipelineScorer` around `hf_iqa.pipeline`."""
+    from hf_iqa import engine
+    from hf_iqa.onnx import OnnxScorer, is_onnx_folder
+
+    if is_onnx_folder(args.model):
+        if model_kwargs or visualize:
+            raise UsageError("an ONNX export takes no --model-arg or --save-visualizations (set them at export)")
+        try:
+            return OnnxScorer(args.model, processor_kwargs=processor_kwargs)
+        except (ImportError, ValueError, TypeError) as error:
+            raise UsageError(f"cannot load {args.model}: {engine.root_cause(error)}") from None
+    pipe = engine.load_pipeline(args.model, dtype=args.dtype, device=args.device, model_kwargs=model_kwargs,
+                                processor_kwargs=processor_kwargs, trust_remote_code=args.trust_remote_code)  # fmt: skip
+    return engine.PipelineScorer(pipe, visualize=visualize)
 
 
 def _share(total: int, rank: int, world: int) -> int:
