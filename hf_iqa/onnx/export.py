@@ -64,12 +64,16 @@ def _traceable(model: Any, family: str) -> Iterator[None]:
     if family == "liqe":
         original = type(model).get_image_features
         model.get_image_features = lambda pixel_values, patch_mask=None: original(model, pixel_values, None)
-    elif family == "qualiclip":
+    elif family == "qualiclip":  # and plain conv + BatchNorm: the folded-weight cache is keyed on data pointers
         model.get_image_features = lambda pixel_values: model.vision_model(pixel_values).pooler_output
+        fold = model.vision_model.config.fold_batch_norm
+        model.vision_model.config.fold_batch_norm = False
     try:
         yield
     finally:
         model.__dict__.pop("get_image_features", None)
+        if family == "qualiclip":
+            model.vision_model.config.fold_batch_norm = fold
 
 
 class _Graph(torch.nn.Module):
@@ -126,7 +130,7 @@ def export_graph(model: Any, image_processor: Any, path: Path) -> dict[str, Any]
             opset_version=OPSET,
             input_names=list(inputs),
             output_names=outputs,
-            dynamic_shapes=shapes,
+            dynamic_shapes=(shapes,),  # one entry: the `*inputs` of `_Graph.forward`
             external_data=False,
             verbose=False,
         )
@@ -199,6 +203,8 @@ def export_onnx(
         model.config.to_json_file(str(work / "config.json"))
         image_processor.save_pretrained(str(work))
         spec.update(format=FORMAT, version=1, opset=OPSET, precision="fp32", model_file="model.onnx", source=source)
+        spec.update(output_labels=dict(getattr(model.config, "output_labels", None) or {}),
+                    score_range=list(getattr(model.config, "score_range", None) or []))  # fmt: skip
         (work / MARKER).write_text(json.dumps(spec, indent=2) + "\n")
         log(f"checking onnxruntime against PyTorch on {len(images)} images ...")
         expected = torch_results(model, image_processor, images)

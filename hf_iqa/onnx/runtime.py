@@ -62,7 +62,7 @@ class OnnxScorer:
         self.folder = Path(folder)
         self.spec = json.loads((self.folder / MARKER).read_text())
         self.config = json.loads((self.folder / "config.json").read_text())
-        self.output_labels = self.config.get("output_labels") or {}
+        self.output_labels = self.spec.get("output_labels") or {}  # a class attribute of the config: not saved
         self.image_processor = load_image_processor(self.folder, self.spec["family"], **(processor_kwargs or {}))
         options = onnxruntime.SessionOptions()
         if threads:

@@ -66,7 +66,7 @@ def make_variant(
     shutil.move(converted, folder / "model.onnx")
     variant = _scores(OnnxScorer(folder), prepared)
     (folder / "model.fp32.onnx").unlink()
-    low, high = fp32.config.get("score_range") or (float(reference.min()), float(reference.max()))
+    low, high = fp32.spec.get("score_range") or (float(reference.min()), float(reference.max()))
     measured = drift(reference, variant)
     measured.update(precision=precision, images=len(images), score_range=[low, high], bounds=bounds)
     log(f"{precision} drift vs fp32 on {len(images)} degraded images: max |Δ| {measured['max_abs_difference']:.4f}, "
