@@ -2,8 +2,9 @@
 
 - int8: `onnxruntime.quantization.quantize_dynamic` (weights int8 per channel, activations quantised at run time;
   MatMul/Gemm/Conv... as onnxruntime chooses), QUInt8 weights.
-- fp16: `onnxconverter_common.float16.convert_float_to_float16(keep_io_types=True)`: weights and compute in fp16,
-  inputs and outputs stay fp32, so the folder is used exactly like the fp32 one.
+- fp16: `onnxconverter_common.float16.convert_float_to_float16`: weights and compute in fp16; `fp32_io` then
+  puts Cast nodes at the graph's inputs and outputs, so the folder is used exactly like the fp32 one (the
+  converter's own `keep_io_types=True` leaves output casts of the wrong type on graphs from torch.onnx's dynamo).
 
 Drift: the variant's and the fp32 graph's scores on `degraded_images()` (3 photos x 5 distortions x 3 levels, plus
 the photos), as max |Δ| (in score units) and SRCC between the two. `DRIFT_BOUNDS` are the defaults under which a
@@ -29,6 +30,38 @@ def _scores(scorer: OnnxScorer, prepared: list[dict[str, np.ndarray]]) -> np.nda
     return np.array([result["score"] for result in scorer.predict(prepared)])
 
 
+def fp32_io(model: Any) -> Any:
+    """Make an fp16 graph's fp16 inputs and outputs fp32, with a Cast after each input and before each output."""
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    for node in graph.node:  # the model's own `.float()` casts: kept fp32 by the converter, typed fp16 after it
+        for attribute in node.attribute:
+            if node.op_type == "Cast" and attribute.name == "to" and attribute.i == TensorProto.FLOAT:
+                attribute.i = TensorProto.FLOAT16
+
+    def rename(old: str, new: str) -> None:
+        for node in graph.node:
+            node.input[:] = [new if name == old else name for name in node.input]
+            node.output[:] = [new if name == old else name for name in node.output]
+
+    first, last = [], []
+    for value in graph.input:
+        if value.type.tensor_type.elem_type == TensorProto.FLOAT16:
+            rename(value.name, value.name + "_fp16")
+            value.type.tensor_type.elem_type = TensorProto.FLOAT
+            first.append(helper.make_node("Cast", [value.name], [value.name + "_fp16"], to=TensorProto.FLOAT16))
+    for value in graph.output:
+        if value.type.tensor_type.elem_type == TensorProto.FLOAT16:
+            rename(value.name, value.name + "_fp16")
+            value.type.tensor_type.elem_type = TensorProto.FLOAT
+            last.append(helper.make_node("Cast", [value.name + "_fp16"], [value.name], to=TensorProto.FLOAT))
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(first + nodes + last)
+    return model
+
+
 def convert(source: Path, target: Path, precision: str) -> None:
     if precision == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -38,7 +71,9 @@ def convert(source: Path, target: Path, precision: str) -> None:
         import onnx
         from onnxconverter_common.float16 import convert_float_to_float16
 
-        onnx.save(convert_float_to_float16(onnx.load(str(source)), keep_io_types=True), str(target))
+        graph = onnx.load(str(source))
+        del graph.graph.value_info[:]  # the exporter's fp32 annotations of intermediate values would contradict fp16
+        onnx.save(fp32_io(convert_float_to_float16(graph, keep_io_types=False)), str(target))
     else:
         raise ValueError(f"unknown precision {precision!r}")
 
