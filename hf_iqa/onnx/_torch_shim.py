@@ -27,12 +27,26 @@ class Generator:
         return int(self._state.randint(0, 2**32, dtype=np.uint64))
 
 
-def randint(low: int, high: int, size: tuple[int, ...], *, generator: Generator) -> np.ndarray:
+class Tensor:
+    """The int64 values `randint` drew; `int()` of a one-element one, like a torch tensor (numpy 2 refuses)."""
+
+    def __init__(self, values: np.ndarray):
+        self.values = values
+
+    def __int__(self) -> int:
+        return int(self.values.item())
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self.values if dtype is None else self.values.astype(dtype)
+
+
+def randint(low: int, high: int, size: tuple[int, ...], *, generator: Generator) -> Tensor:
     span = int(high) - int(low)
     if span <= 0 or span >= 2**32:
         raise ValueError(f"randint range [{low}, {high}) is not supported without torch")
     count = int(np.prod(size))
-    return np.array([int(low) + generator.next_uint32() % span for _ in range(count)], dtype=np.int64).reshape(size)
+    drawn = [int(low) + generator.next_uint32() % span for _ in range(count)]
+    return Tensor(np.array(drawn, dtype=np.int64).reshape(size))
 
 
 def __getattr__(name: str) -> Any:
