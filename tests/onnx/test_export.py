@@ -27,7 +27,9 @@ def test_onnxruntime_reproduces_pytorch_in_batches_of_mixed_sizes(exported, fami
     # images the export never saw, sizes it never saw, scored 3 at a time (QualiCLIP: per size inside a batch)
     images = [random_image(w, h, seed=i) for i, (w, h) in enumerate([(97, 64), (64, 64), (97, 64), (150, 201)])]
     scorer = OnnxScorer(folder)
-    results = scorer.predict([scorer.prepare(image) for image in images[:3]]) + scorer.predict([scorer.prepare(images[3])])
+    results = scorer.predict([scorer.prepare(image) for image in images[:3]]) + scorer.predict(
+        [scorer.prepare(images[3])]
+    )
     expected = torch_results(model, processor, images)
     assert [sorted(r) for r in results] == [sorted(r) for r in expected]
     assert max_difference(expected, results) <= 1e-4
