@@ -41,6 +41,10 @@ INPUTS = {
 }
 
 
+# smallest value of a dynamic axis (QualiCLIP's ResNet needs 32 px: five halvings); torch.export checks the range
+DIM_MIN = {"height": 32, "width": 32}
+
+
 class ExportError(ValueError):
     """The model cannot be exported, or the exported graph does not reproduce it (nothing was saved)."""
 
@@ -119,7 +123,10 @@ def export_graph(model: Any, image_processor: Any, path: Path) -> dict[str, Any]
         outputs = output_names(model, inputs)
         dims: dict[str, torch.export.Dim] = {}
         shapes = tuple(
-            {axis: dims.setdefault(name, torch.export.Dim(name)) for axis, name in axes.items()}
+            {
+                axis: dims.setdefault(name, torch.export.Dim(name, min=DIM_MIN.get(name, 0)))
+                for axis, name in axes.items()
+            }
             for axes in INPUTS[family].values()
         )
         torch.onnx.export(
