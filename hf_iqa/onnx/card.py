@@ -5,6 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+# what scoring an export needs besides hf_iqa itself (README, "Scoring without PyTorch"; .ci/run installs the same)
+RUNTIME_REQUIREMENTS = (
+    '"onnxruntime>=1.32"', '"transformers>=5.23,<6"', '"huggingface_hub>=1.31"', '"numpy>=2.0"', '"pillow>=10.1"',
+    '"tqdm>=4.66.3"', '"filelock>=3.12"', '"safetensors>=0.8"',
+)  # fmt: skip
+
 
 def write_card(path: Path, spec: dict[str, Any], config: Any) -> None:
     parity = spec["parity"]
@@ -36,8 +42,8 @@ def write_card(path: Path, spec: dict[str, Any], config: Any) -> None:
         "## Use without PyTorch",
         "",
         "```bash",
-        'pip install --no-deps hf-iqa && pip install "hf-iqa[onnx]" --no-deps && pip install onnxruntime numpy '
-        "pillow transformers huggingface_hub safetensors scipy tqdm filelock",
+        "pip install --no-deps hf-iqa   # hf_iqa without torch (pip warns that torch and scipy are missing)",
+        "pip install " + " ".join(RUNTIME_REQUIREMENTS),
         "hf-iqa score --model THIS_FOLDER photos/ -o scores.csv",
         "```",
         "",
