@@ -8,6 +8,8 @@ is registered with transformers' Auto classes and the `image-quality` pipeline t
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
 from typing import TYPE_CHECKING
 
 from . import _registration
@@ -45,9 +47,17 @@ if TYPE_CHECKING:
 def __getattr__(name: str):
     if name not in _LAZY:
         raise AttributeError(f"module 'hf_iqa' has no attribute {name!r}")
+    if name == "pipeline" and not _torch_installed():  # ONNX exports only (hf_iqa.onnx); not cached
+        return importlib.import_module("hf_iqa.onnx").pipeline
     value = getattr(importlib.import_module(_LAZY[name]), name)
     globals()[name] = value
     return value
+
+
+def _torch_installed() -> bool:
+    if "torch" in sys.modules:
+        return sys.modules["torch"] is not None
+    return importlib.util.find_spec("torch") is not None
 
 
 def __dir__() -> list[str]:

@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -115,13 +116,26 @@ def process_state() -> Any:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def scorer_for(model_id: str, options: EvaluationOptions, device: Any) -> Any:
-    """The scoring engine's scorer for a model: loaded by the one loader (`hf_iqa.scoring.load_pipeline`, the
-    loader of `hf-iqa score`), used through the image-quality pipeline's preprocess and forward."""
-    from hf_iqa.scoring import PipelineScorer, load_pipeline
+def scorer_for(model_id: str, options: EvaluationOptions, device: Any) -> tuple[Any, dict]:
+    """The scoring engine's scorer for a model, loaded by the one loader of `hf-iqa score`
+    (`hf_iqa.scoring.load_scorer`: the image-quality pipeline, or onnxruntime for an ONNX export), and the record of
+    what produces its predictions (`hf_iqa.provenance`), stored beside each run's scores and in its metrics.json."""
+    from hf_iqa import provenance
+    from hf_iqa.scoring import DTYPES, load_scorer, resolve_model
 
-    pipe = load_pipeline(model_id, dtype=options.dtype, device=device, trust_remote_code=options.trust_remote_code)
-    return PipelineScorer(pipe, resize_short_side=options.resize_short_side, max_pixels=options.max_pixels)
+    source = resolve_model(model_id)
+    record = provenance.run_record(
+        model_id,
+        source,
+        dtype=DTYPES.get(options.dtype, options.dtype),
+        max_pixels=options.max_pixels,
+        device=device,
+        not_compared={"batch_size": options.batch_size},
+    )
+    record["comparable"]["resize_short_side"] = options.resize_short_side
+    scorer = load_scorer(model_id, source, dtype=options.dtype, device=device, max_pixels=options.max_pixels,
+                         trust_remote_code=options.trust_remote_code, resize_short_side=options.resize_short_side)  # fmt: skip
+    return scorer, record
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -228,9 +242,10 @@ def evaluate_on_datasets(
     loaded = _load_datasets(state, datasets, data_root, options.split, options.split_options, options.strict)
     results = []
     for model_id in models:
-        scorer = scorer_for(model_id, options, device)
+        scorer, record = scorer_for(model_id, options, device)
         for name, dataset_split, dataset in loaded:
-            results.append(_evaluate_one(state, scorer, model_id, name, dataset_split, dataset, output_dir, options))
+            run = (state, scorer, record, model_id, name, dataset_split, dataset, output_dir, options)
+            results.append(_evaluate_one(*run))
         del scorer
     if state.is_main_process and results:
         _write_summary(output_dir, results, models if options.update_card else ())
@@ -252,7 +267,7 @@ def _load_datasets(state, datasets, data_root, split, split_options, strict) -> 
     return loaded
 
 
-def _evaluate_one(state, scorer, model_id, name, split, dataset, output_dir: Path, options) -> dict:
+def _evaluate_one(state, scorer, record, model_id, name, split, dataset, output_dir: Path, options) -> dict:
     """Score one model on one dataset split (resuming earlier predictions) and return its metrics record."""
     from hf_iqa.data import dataset_metadata
 
@@ -271,7 +286,7 @@ def _evaluate_one(state, scorer, model_id, name, split, dataset, output_dir: Pat
         _prepare_run_dir(run_dir, _manifest(model_id, key, split, image_ids, manifest_options), options.overwrite)
     state.wait_for_everyone()
     started = time.perf_counter()
-    done = _score_remaining(state, scorer, model_id, key, run_dir, paths, image_ids, options)
+    done = _score_remaining(state, scorer, record, key, run_dir, paths, image_ids, options)
     seconds = time.perf_counter() - started
     predictions, errors = _read_scores(run_dir / SCORES, key, paths, options.strict)
     scored = np.array([i not in errors for i in range(len(paths))], dtype=bool)
@@ -299,6 +314,7 @@ def _evaluate_one(state, scorer, model_id, name, split, dataset, output_dir: Pat
         "images_resumed": done,
         "seconds": round(seconds, 3),
         "output_dir": str(run_dir),
+        "provenance": record,
     }
     if state.is_main_process:
         _write_run(run_dir, result, paths, image_ids, mos, predictions, labels, errors)
@@ -306,7 +322,7 @@ def _evaluate_one(state, scorer, model_id, name, split, dataset, output_dir: Pat
     return result
 
 
-def _score_remaining(state, scorer, model_id, key, run_dir, paths, image_ids, options) -> int:
+def _score_remaining(state, scorer, record, key, run_dir, paths, image_ids, options) -> int:
     """The images without a row in `run_dir/scores.csv` yet, scored by the run of `hf-iqa score` (`scoring.run`:
     the same loop, resumable output, process sharding and merge); returns how many were done before."""
     from hf_iqa import scoring
@@ -314,6 +330,8 @@ def _score_remaining(state, scorer, model_id, key, run_dir, paths, image_ids, op
     items = [scoring.Item(image_ids[i], source=paths[i], uid=str(i)) for i in range(len(paths))]
     inputs = scoring.Inputs([scoring.listed(items, key)], "image_id")
     output = scoring.Output(run_dir / SCORES, "image_id", resume=True, overwrite=False)
+    for warning in output.attach_record(record):  # another model, weights or settings: refused
+        print(f"hf-iqa benchmark: warning: {warning}", file=sys.stderr)
     done = len(output.done_keys())
     state.wait_for_everyone()  # everyone has read before anyone appends
     run_options = scoring.RunOptions(options.batch_size, options.num_workers, 2, options.progress, "benchmark")

@@ -14,8 +14,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from hf_iqa.commands.options import add_runtime_arguments, positive
+from hf_iqa.provenance import ProvenanceError
 from hf_iqa.scoring.runtime import UsageError
 
 
@@ -32,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run: keep the rows already "
                         "in --output and score only the rest")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    parser.add_argument("--trust-unrecorded", action="store_true", help="with --resume: continue an output written "
+                        "before hf_iqa recorded what produced a file (no <output>.meta.json)")  # fmt: skip
     parser.add_argument("--batch-size", "-b", type=positive, default=8, help="images per model call (default 8)")
     add_runtime_arguments(parser)
     parser.add_argument("--workers", type=positive, default=min(4, os.cpu_count() or 1), help="loading threads")
@@ -52,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     scoring.handle_sigterm()
     try:
         return _run(args)
-    except UsageError as error:
+    except (UsageError, ProvenanceError) as error:
         print(f"hf-iqa score: error: {error}", file=sys.stderr)
         return 2
     except scoring.Interrupted as stop:
@@ -80,6 +84,8 @@ def _check_options(args: argparse.Namespace) -> None:
         raise UsageError("--resume and --overwrite contradict each other: choose one")
     if args.resume and not args.output:
         raise UsageError("--resume needs --output (the file to continue)")
+    if args.trust_unrecorded and not args.resume:
+        raise UsageError("--trust-unrecorded goes with --resume")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -100,13 +106,37 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     model_kwargs = scoring.parse_key_values(args.model_arg, "--model-arg")
     processor_kwargs = scoring.parse_key_values(args.processor_arg, "--processor-arg")
-    pipe = scoring.load_pipeline(args.model, dtype=args.dtype, device=args.device, model_kwargs=model_kwargs,
-                                 processor_kwargs=processor_kwargs, trust_remote_code=args.trust_remote_code)  # fmt: skip
+    source = scoring.resolve_model(args.model)
+    if output:
+        _check_record(args, output, source, model_kwargs, processor_kwargs)  # before the model loads
     visualizations = Path(args.save_visualizations) if args.save_visualizations else None
-    scorer = scoring.PipelineScorer(pipe, visualize=visualizations is not None, max_pixels=args.max_pixels)
+    scorer = scoring.load_scorer(args.model, source, dtype=args.dtype, device=args.device, model_kwargs=model_kwargs,
+                                 processor_kwargs=processor_kwargs, trust_remote_code=args.trust_remote_code,
+                                 visualize=visualizations is not None, max_pixels=args.max_pixels)  # fmt: skip
     options = scoring.RunOptions(args.batch_size, args.workers, args.prefetch, not args.no_progress, "score")
     status = scoring.run(inputs, scorer, output, options, visualizations)
     if output and output.kept_errors:
         print(f"hf-iqa score: {output.kept_errors} earlier error row(s) in {args.output} were kept", file=sys.stderr)
         return status or 1
     return status
+
+
+def _check_record(
+    args: argparse.Namespace, output: Any, source: str, model_kwargs: dict, processor_kwargs: dict
+) -> None:
+    """What produces the rows (`hf_iqa.provenance`), checked against an output being resumed and written beside a
+    new one: one file never mixes models, weights or settings."""
+    from hf_iqa import provenance, scoring
+
+    record = provenance.run_record(
+        args.model,
+        source,
+        model_args=model_kwargs,
+        processor_args=processor_kwargs,
+        dtype=scoring.DTYPES[args.dtype],
+        max_pixels=args.max_pixels,
+        device=args.device,
+        not_compared={"batch_size": args.batch_size},
+    )
+    for warning in output.attach_record(record, trust_unrecorded=args.trust_unrecorded):
+        print(f"hf-iqa score: warning: {warning}", file=sys.stderr)

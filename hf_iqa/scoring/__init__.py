@@ -4,7 +4,14 @@ loading (`loading`) and what every run shares (`runtime`). See docs/architecture
 Nothing here imports torch or transformers at module level; `score_stream` and the sources never need them."""
 
 from hf_iqa.io import ImageLoadError
-from hf_iqa.scoring.loading import LOADING_KEYS, load_pipeline, parse_key_values, root_cause
+from hf_iqa.scoring.loading import (
+    LOADING_KEYS,
+    load_pipeline,
+    load_scorer,
+    parse_key_values,
+    resolve_model,
+    root_cause,
+)
 from hf_iqa.scoring.loop import PipelineScorer, Result, Scorer, collate, load_item_image, score_stream
 from hf_iqa.scoring.outputs import KEY, OUTPUT_SUFFIXES, Output, StdoutWriter, parquet_available, visual_name
 from hf_iqa.scoring.run import RunOptions, WarningTally, run
@@ -42,7 +49,7 @@ __all__ = [
     "DEFAULT_DTYPE", "DEVICE_HELP", "DTYPES", "ImageLoadError", "Inputs", "Interrupted", "Item", "KEY",
     "LOADING_KEYS", "OUTPUT_SUFFIXES", "Output", "PipelineScorer", "Result", "RunOptions", "Scorer", "Segment", "Source",
     "SourceOptions", "StdoutWriter", "UsageError", "WarningTally", "barrier", "collate", "disable_progress_bars", "escape_name",
-    "file_problem", "flatten", "handle_sigterm", "listed", "load_item_image", "load_pipeline", "open_inputs",
+    "file_problem", "flatten", "handle_sigterm", "listed", "load_item_image", "load_pipeline", "load_scorer", "resolve_model", "open_inputs",
     "parquet_available", "parse_key_values", "rank", "read_rows", "register", "resolve_device", "root_cause", "run",
     "scan_folder", "score_stream", "silence_bomb_warning", "torch_dtype", "visual_name", "world_size",
 ]  # fmt: skip

@@ -67,19 +67,23 @@ def load_pipeline(
     model_kwargs: dict | None = None,
     processor_kwargs: dict | None = None,
     trust_remote_code: bool = False,
+    source: str | None = None,
 ) -> Any:
-    """`hf_iqa.pipeline` for a zoo name, folder or Hub id: the name is resolved once, the model, config and
-    processor loaded once (overrides checked on them); a model or option the model rejects is a `UsageError`."""
+    """`hf_iqa.pipeline` for a zoo name, folder or Hub id: the name is resolved once (`source`, when the caller
+    has resolved it already), the model, config and processor loaded once (overrides checked on them); a model or
+    option the model rejects is a `UsageError`."""
     import hf_iqa
     from hf_iqa.zoo import resolve
 
     device = resolve_device(device)
-    source = resolve(model)
+    source = source or resolve(model)
     weights_dtype = torch_dtype(dtype)
     with _library_warnings_held() as held:
         try:
-            processor = (
-                _load_processor(model, source, processor_kwargs, trust_remote_code) if processor_kwargs else None
+            processor = (  # a model loaded here (config overrides) needs its processor named too
+                _load_processor(model, source, processor_kwargs or {}, trust_remote_code)
+                if processor_kwargs or model_kwargs
+                else None
             )
             loaded_model = (
                 _load_model(model, source, model_kwargs, weights_dtype, trust_remote_code) if model_kwargs else source
@@ -129,3 +133,44 @@ class _library_warnings_held:
         self.logger.handlers, self.logger.propagate = self.handlers, self.propagate
         for record in self.records:
             self.logger.handle(record)
+
+
+def resolve_model(model: str) -> str:
+    """The folder (or Hub id) a model name stands for: an `hf-iqa export onnx` folder as it is, anything else
+    through the zoo (which may download and convert an original checkpoint once)."""
+    from hf_iqa.onnx import is_onnx_folder
+    from hf_iqa.zoo import resolve
+
+    return model if is_onnx_folder(model) else resolve(model)
+
+
+def load_scorer(
+    model: str,
+    source: str,
+    *,
+    dtype: str = DEFAULT_DTYPE,
+    device: str | None = "auto",
+    model_kwargs: dict | None = None,
+    processor_kwargs: dict | None = None,
+    trust_remote_code: bool = False,
+    visualize: bool = False,
+    max_pixels: int | None = None,
+    resize_short_side: int | None = None,
+) -> Any:
+    """What the loop drives for a resolved model: an onnxruntime `OnnxScorer` for an `hf-iqa export onnx` folder
+    (no torch needed), otherwise a `PipelineScorer` around the image-quality pipeline."""
+    from hf_iqa.onnx import OnnxScorer, is_onnx_folder
+    from hf_iqa.scoring.loop import PipelineScorer
+
+    if is_onnx_folder(source):
+        if model_kwargs or visualize or resize_short_side:
+            raise UsageError(
+                "an ONNX export takes no --model-arg, --save-visualizations or --resize-short-side (set them at export)"
+            )
+        try:
+            return OnnxScorer(source, processor_kwargs=processor_kwargs or None, max_pixels=max_pixels)
+        except (ImportError, ValueError, TypeError) as error:
+            raise UsageError(f"cannot load {model}: {root_cause(error)}") from None
+    pipe = load_pipeline(model, dtype=dtype, device=device, model_kwargs=model_kwargs,
+                         processor_kwargs=processor_kwargs, trust_remote_code=trust_remote_code, source=source)  # fmt: skip
+    return PipelineScorer(pipe, visualize=visualize, max_pixels=max_pixels, resize_short_side=resize_short_side)

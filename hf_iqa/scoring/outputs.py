@@ -70,6 +70,7 @@ class Output:
         self.writer: TextWriter | None = None
         self.kept_errors = 0
         self.by_name = False  # rows without `key` (written before it existed): matched by their name
+        self.record: dict[str, Any] | None = None  # what produced the rows (`hf_iqa.provenance`)
 
     def check(self, inputs: Iterable[Path]) -> None:
         """Refuse to replace an earlier output without --resume/--overwrite, and an output that is an input."""
@@ -83,6 +84,39 @@ class Output:
         leftovers = [p for p in (self.path, self.journal, self.parts) if os.path.lexists(p)]
         if leftovers and not (self.resume or self.overwrite):
             raise UsageError(f"{leftovers[0]} exists; pass --resume to continue that run or --overwrite to replace it")
+
+    def attach_record(self, record: dict[str, Any], *, trust_unrecorded: bool = False) -> list[str]:
+        """Say what produces this run's rows (`hf_iqa.provenance.run_record`). Resuming, the record stored beside
+        the earlier rows must match it: another model, other weights or other settings are refused with one line
+        (`ProvenanceMismatch`, before any row is read or written), and so are earlier rows with no record unless
+        `trust_unrecorded`; returns the version differences, which only warn. A new output's record is written
+        when the output opens, before its first row."""
+        from hf_iqa import provenance
+
+        self.record = record
+        if not self.resume or not self._sources():
+            return []
+        return provenance.check_resume(
+            provenance.read_record(self.path), record, output=str(self.path), trust_unrecorded=trust_unrecorded
+        )
+
+    def _write_record(self) -> None:
+        """The record beside a new (or replaced) output; a resumed output keeps the one its rows were written with,
+        unless it had none (trusted with --trust-unrecorded): then this run's record is written."""
+        from hf_iqa import provenance
+
+        if self.record is None or self.rank != 0:
+            return
+        if self.resume and self._sources() and provenance.read_record(self.path) is not None:
+            return
+        provenance.write_sidecar(self.path, self.record)
+
+    def _metadata(self) -> dict[bytes, bytes] | None:
+        if self.record is None:
+            return None
+        from hf_iqa import provenance
+
+        return provenance.parquet_metadata(provenance.read_record(self.path) or self.record)
 
     def _sources(self) -> list[Path]:
         sources = [self.path] if self.path.exists() else []
@@ -117,6 +151,7 @@ class Output:
             for leftover in (self.journal, self.path):
                 leftover.unlink(missing_ok=True)
             shutil.rmtree(self.parts, ignore_errors=True)
+        self._write_record()
         barrier()
         if self.world > 1:
             self.parts.mkdir(parents=True, exist_ok=True)
@@ -171,7 +206,7 @@ class Output:
                 yield row
 
         if self.parquet:
-            write_parquet(self.path, merged, self.key_field)
+            write_parquet(self.path, merged, self.key_field, self._metadata())
         else:
             descriptor, temporary = temporary_beside(self.path)
             try:
@@ -198,7 +233,7 @@ class Output:
 
     def _convert_journal(self, keep_journal: bool) -> None:
         if self.journal.exists():
-            write_parquet(self.path, lambda: read_rows(self.journal), self.key_field)
+            write_parquet(self.path, lambda: read_rows(self.journal), self.key_field, self._metadata())
             if not keep_journal:
                 self.journal.unlink()
 

@@ -199,10 +199,15 @@ def _parquet_value_type(values: list[Any]) -> Any:
     return pa.string()
 
 
-def write_parquet(path: Path, rows: Callable[[], Iterator[dict[str, Any]]], key_field: str) -> int:
+def write_parquet(
+    path: Path,
+    rows: Callable[[], Iterator[dict[str, Any]]],
+    key_field: str,
+    metadata: dict[bytes, bytes] | None = None,
+) -> int:
     """Write `rows()` (called twice: the schema pass, then the data) as a Parquet file in row groups, durably and
     atomically (an unpredictable temporary file beside it, synced, renamed into place). Nested results are
-    flattened like CSV columns."""
+    flattened like CSV columns; `metadata` goes into the schema (the run's provenance record)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -214,7 +219,7 @@ def write_parquet(path: Path, rows: Callable[[], Iterator[dict[str, Any]]], key_
                 column.append(value)
     columns = [key_field, *(k for k in samples if k not in (key_field, "error")), "error"]
     schema = pa.schema([(c, pa.string() if c in (key_field, "error") else _parquet_value_type(samples.get(c, [])))
-                        for c in columns])  # fmt: skip
+                        for c in columns], metadata=metadata)  # fmt: skip
     descriptor, temporary = temporary_beside(path)
     try:
         count = 0

@@ -98,7 +98,7 @@ class UniQaHead(nn.Module):
         text = self.prompt_text_features if prompt_text_features is None else prompt_text_features
         text = text.to(image_embeds.dtype)
         levels = self.score_level.shape[0]
-        logits = (logit_scale * image_embeds @ text.t()).view(len(image_embeds), -1, levels)  # (N, groups, levels)
+        logits = (logit_scale * image_embeds @ text.t()).view(image_embeds.shape[0], -1, levels)  # (N, groups, levels)
         probs = logits.softmax(dim=-1)
         scores = (probs * self.score_level.to(probs.dtype)).sum(dim=-1).mean(dim=-1)
         return scores, probs.mean(dim=1)
