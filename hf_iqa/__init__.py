@@ -8,9 +8,8 @@ is registered with transformers' Auto classes and the `image-quality` pipeline t
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import sys
-from typing import TYPE_CHECKING
+import os
+from typing import TYPE_CHECKING, Any
 
 from . import _registration
 
@@ -21,7 +20,6 @@ _LAZY = {
     "ImageLoadError": "hf_iqa.io",
     "load_image": "hf_iqa.io",
     "ImageQualityPipeline": "hf_iqa.pipelines",
-    "pipeline": "hf_iqa.pipelines",
     "register_all": "hf_iqa.models",
     "registered_models": "hf_iqa.models",
     "ModelNotAvailableError": "hf_iqa.zoo",
@@ -39,7 +37,7 @@ __all__ = [
 if TYPE_CHECKING:
     from .io import ImageLoadError, load_image
     from .models import register_all, registered_models
-    from .pipelines import ImageQualityPipeline, pipeline
+    from .pipelines import ImageQualityPipeline
     from .quality_metric import QualityMetric
     from .zoo import ModelNotAvailableError, list_models, load, resolve
 
@@ -47,17 +45,26 @@ if TYPE_CHECKING:
 def __getattr__(name: str):
     if name not in _LAZY:
         raise AttributeError(f"module 'hf_iqa' has no attribute {name!r}")
-    if name == "pipeline" and not _torch_installed():  # ONNX exports only (hf_iqa.onnx); not cached
-        return importlib.import_module("hf_iqa.onnx").pipeline
     value = getattr(importlib.import_module(_LAZY[name]), name)
     globals()[name] = value
     return value
 
 
-def _torch_installed() -> bool:
-    if "torch" in sys.modules:
-        return sys.modules["torch"] is not None
-    return importlib.util.find_spec("torch") is not None
+def pipeline(task: str = "image-quality", model: Any = None, processor_kwargs: dict | None = None, **kwargs: Any):
+    """The image-quality pipeline for `model` (a zoo name, folder, Hub id or model instance): the PyTorch one
+    (`hf_iqa.pipelines.pipeline`, see there for the options), or for an `hf-iqa export onnx` folder the onnxruntime
+    one (`hf_iqa.onnx`), which needs no torch."""
+    from .onnx.runtime import is_onnx_folder
+
+    if isinstance(model, (str, os.PathLike)) and is_onnx_folder(model):
+        from .onnx.runtime import pipeline as onnx_pipeline
+
+        return onnx_pipeline(task, model, processor_kwargs, **kwargs)
+    try:
+        from .pipelines import pipeline as torch_pipeline
+    except ImportError as error:  # an onnxruntime-only environment
+        raise ImportError(f"{model!r} is not an ONNX export (hf-iqa export onnx): it needs torch ({error})") from None
+    return torch_pipeline(task, model, processor_kwargs, **kwargs)
 
 
 def __dir__() -> list[str]:

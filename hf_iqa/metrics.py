@@ -30,49 +30,13 @@ from typing import Any
 import numpy as np
 from scipy import optimize, stats
 
+from hf_iqa.metric_inputs import MetricInputError, as_array, check_inputs  # noqa: F401 (public here too)
+
 FITS = (None, "logistic4", "logistic5")
 SOUND = "sound"
 MAX_STEEPNESS = 50  # the logistic's scale is at least 1/50 of the prediction range: no steps
 MIN_TRANSITION_FRACTION = 0.05  # a 4-parameter curve rising (10 % to 90 %) on fewer images is a near-step
 MIN_DISTINCT_FRACTION = 0.02  # a fit with fewer distinct values than 2 % of the images (min 3) is degenerate
-
-
-class MetricInputError(ValueError):
-    """Predictions/labels that cannot give a meaningful correlation (NaN, constant, mismatched lengths, too short)."""
-
-
-def _as_array(values: Any, name: str) -> np.ndarray:
-    if hasattr(values, "detach"):  # torch tensor, without importing torch
-        values = values.detach().cpu().double().numpy()  # float64: bf16 has no numpy dtype, fp32 would round
-    try:
-        array = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise MetricInputError(f"`{name}` must be a sequence of numbers ({error})") from None
-    if array.ndim != 1:
-        if array.ndim == 2 and 1 in array.shape:
-            array = array.reshape(-1)
-        else:
-            raise MetricInputError(f"`{name}` must be one-dimensional, got shape {array.shape}")
-    return array
-
-
-def check_inputs(pred: Any, mos: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Return `pred`, `mos` as float64 arrays, or raise `MetricInputError` saying what is wrong."""
-    pred, mos = _as_array(pred, "pred"), _as_array(mos, "mos")
-    if len(pred) != len(mos):
-        raise MetricInputError(f"length mismatch: {len(pred)} predictions but {len(mos)} labels (mos)")
-    if len(pred) < 3:
-        raise MetricInputError(f"need at least 3 (prediction, label) pairs for a correlation, got {len(pred)}")
-    for name, array in (("pred", pred), ("mos", mos)):
-        bad = ~np.isfinite(array)
-        if bad.any():
-            where = np.flatnonzero(bad)[:5].tolist()
-            raise MetricInputError(f"`{name}` contains {int(bad.sum())} NaN/inf value(s), e.g. at positions {where}")
-        if np.ptp(array) == 0:
-            raise MetricInputError(
-                f"`{name}` is constant ({array[0]!r} for all {len(array)} items): correlation is undefined"
-            )
-    return pred, mos
 
 
 def logistic4(x: np.ndarray, beta1: float, beta2: float, beta3: float, beta4: float) -> np.ndarray:
@@ -333,7 +297,7 @@ class CorrelationMeter:
         self._mos: list[float] = []
 
     def update(self, pred: Any, mos: Any) -> None:
-        pred, mos = _as_array(pred, "pred"), _as_array(mos, "mos")
+        pred, mos = as_array(pred, "pred"), as_array(mos, "mos")
         if len(pred) != len(mos):
             raise MetricInputError(f"length mismatch in update: {len(pred)} predictions but {len(mos)} labels")
         self._pred.extend(pred.tolist())

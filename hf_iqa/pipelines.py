@@ -119,11 +119,6 @@ def pipeline(
         raise ValueError(f"hf_iqa.pipeline only builds the {TASK!r} task, got {task!r}")
     if isinstance(model, os.PathLike):
         model = str(model)
-    from .onnx import is_onnx_folder
-    from .onnx import pipeline as onnx_pipeline
-
-    if is_onnx_folder(model):  # `hf-iqa export onnx` folders run on onnxruntime (no torch model)
-        return onnx_pipeline(task, model, processor_kwargs, **kwargs)
     if isinstance(model, str):
         from .zoo import resolve
 

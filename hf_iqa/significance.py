@@ -90,7 +90,7 @@ def confidence_intervals(
     interval is None where the sample is too small for one (fewer than 10 usable resamples, KRCC below 5 images).
 
     `mapped`: the predictions PLCC is reported on (the fitted mapping), default `pred`."""
-    from hf_iqa.metrics import check_inputs
+    from hf_iqa.metric_inputs import check_inputs
 
     pred, mos = check_inputs(pred, mos)
     mapped = pred if mapped is None else check_inputs(mapped, mos)[0]
@@ -125,7 +125,7 @@ def paired_bootstrap(
         raise ValueError(f"metric must be one of {PAIRED_METRICS}, got {metric!r}")
     if len(predictions) < 2:
         raise ValueError(f"a paired test needs at least two models, got {len(predictions)}")
-    from hf_iqa.metrics import check_inputs
+    from hf_iqa.metric_inputs import check_inputs
 
     names = list(predictions)
     columns = [check_inputs(predictions[name], mos)[0] for name in names]

@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from .checks import ExportError, drift  # noqa: F401 (ExportError: raised here, imported from here)
 from .images import parity_images
 from .runtime import FORMAT, MARKER, OnnxScorer
 
@@ -43,10 +43,6 @@ INPUTS = {
 
 # smallest value of a dynamic axis (QualiCLIP's ResNet needs 32 px: five halvings); torch.export checks the range
 DIM_MIN = {"height": 32, "width": 32}
-
-
-class ExportError(ValueError):
-    """The model cannot be exported, or the exported graph does not reproduce it (nothing was saved)."""
 
 
 def family_of(model: Any) -> str:
@@ -234,13 +230,3 @@ def export_onnx(
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
-
-
-def drift(reference: np.ndarray, variant: np.ndarray) -> dict[str, float]:
-    """max |Δ| and Spearman's rank correlation between two score vectors."""
-    from scipy.stats import spearmanr
-
-    return {
-        "max_abs_difference": float(np.abs(reference - variant).max()),
-        "srcc": float(spearmanr(reference, variant).statistic),
-    }

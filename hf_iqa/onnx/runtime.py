@@ -88,16 +88,12 @@ class OnnxScorer:
             prepared[name] = value.astype(np.float32 if name == "pixel_values" else np.int64, copy=False)
         return prepared
 
-    def prepare(self, item: Any) -> dict[str, np.ndarray]:
-        """An engine `Item` (path, bytes, dataset value) or anything `hf_iqa.io.load_image` takes -> model inputs."""
+    def prepare(self, image: Any) -> dict[str, np.ndarray]:
+        """Anything `hf_iqa.io.load_image` takes (a path, PIL image or array) -> model inputs. The scoring engine
+        decodes its inputs itself (`hf_iqa.scoring.ImageScorer`) and calls `preprocess`."""
         from hf_iqa.io import load_image
-        from hf_iqa.scoring import Item, load_item_image
 
-        if isinstance(item, Item):
-            image = load_item_image(item, max_pixels=self.max_pixels)
-        else:
-            image = load_image(item, max_pixels=self.max_pixels)
-        return self.preprocess(image)
+        return self.preprocess(load_image(image, max_pixels=self.max_pixels))
 
     def run(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self.outputs, self.session.run(self.outputs, batch)))

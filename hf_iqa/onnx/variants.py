@@ -86,7 +86,7 @@ def make_variant(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Replace `folder/model.onnx` by its `precision` variant after measuring the drift; raise when out of bounds."""
-    from .export import ExportError, drift
+    from .checks import ExportError, drift
     from .images import degraded_images
 
     images = degraded_images() if images is None else images

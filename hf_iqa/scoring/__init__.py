@@ -12,7 +12,7 @@ from hf_iqa.scoring.loading import (
     resolve_model,
     root_cause,
 )
-from hf_iqa.scoring.loop import PipelineScorer, Result, Scorer, collate, load_item_image, score_stream
+from hf_iqa.scoring.loop import ImageScorer, PipelineScorer, Result, Scorer, collate, load_item_image, score_stream
 from hf_iqa.scoring.outputs import KEY, OUTPUT_SUFFIXES, Output, StdoutWriter, parquet_available, visual_name
 from hf_iqa.scoring.run import RunOptions, WarningTally, run
 from hf_iqa.scoring.runtime import (
@@ -46,7 +46,7 @@ from hf_iqa.scoring.sources import (
 from hf_iqa.scoring.writers import flatten, read_rows
 
 __all__ = [
-    "DEFAULT_DTYPE", "DEVICE_HELP", "DTYPES", "ImageLoadError", "Inputs", "Interrupted", "Item", "KEY",
+    "DEFAULT_DTYPE", "DEVICE_HELP", "DTYPES", "ImageLoadError", "ImageScorer", "Inputs", "Interrupted", "Item", "KEY",
     "LOADING_KEYS", "OUTPUT_SUFFIXES", "Output", "PipelineScorer", "Result", "RunOptions", "Scorer", "Segment", "Source",
     "SourceOptions", "StdoutWriter", "UsageError", "WarningTally", "barrier", "collate", "disable_progress_bars", "escape_name",
     "file_problem", "flatten", "handle_sigterm", "listed", "load_item_image", "load_pipeline", "load_scorer", "resolve_model", "open_inputs",

@@ -138,7 +138,7 @@ class _library_warnings_held:
 def resolve_model(model: str) -> str:
     """The folder (or Hub id) a model name stands for: an `hf-iqa export onnx` folder as it is, anything else
     through the zoo (which may download and convert an original checkpoint once)."""
-    from hf_iqa.onnx import is_onnx_folder
+    from hf_iqa.onnx.runtime import is_onnx_folder
     from hf_iqa.zoo import resolve
 
     return model if is_onnx_folder(model) else resolve(model)
@@ -159,8 +159,8 @@ def load_scorer(
 ) -> Any:
     """What the loop drives for a resolved model: an onnxruntime `OnnxScorer` for an `hf-iqa export onnx` folder
     (no torch needed), otherwise a `PipelineScorer` around the image-quality pipeline."""
-    from hf_iqa.onnx import OnnxScorer, is_onnx_folder
-    from hf_iqa.scoring.loop import PipelineScorer
+    from hf_iqa.onnx.runtime import OnnxScorer, is_onnx_folder
+    from hf_iqa.scoring.loop import ImageScorer, PipelineScorer
 
     if is_onnx_folder(source):
         if model_kwargs or visualize or resize_short_side:
@@ -168,7 +168,7 @@ def load_scorer(
                 "an ONNX export takes no --model-arg, --save-visualizations or --resize-short-side (set them at export)"
             )
         try:
-            return OnnxScorer(source, processor_kwargs=processor_kwargs or None, max_pixels=max_pixels)
+            return ImageScorer(OnnxScorer(source, processor_kwargs=processor_kwargs or None), max_pixels=max_pixels)
         except (ImportError, ValueError, TypeError) as error:
             raise UsageError(f"cannot load {model}: {root_cause(error)}") from None
     pipe = load_pipeline(model, dtype=dtype, device=device, model_kwargs=model_kwargs,

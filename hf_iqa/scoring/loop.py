@@ -188,3 +188,18 @@ class PipelineScorer:
             for result, picture in zip(results, outputs["visualization"]):
                 result["visualization"] = picture
         return results
+
+
+class ImageScorer:
+    """Drives a scorer of decoded images (`preprocess(image) -> inputs`, `predict(list_of_inputs) -> results`),
+    such as `hf_iqa.onnx.OnnxScorer` (onnxruntime, no torch), with the engine's items read through the one gate."""
+
+    def __init__(self, scorer: Any, *, max_pixels: int | None = None):
+        self.scorer = scorer
+        self.max_pixels = max_pixels
+
+    def prepare(self, item: Item) -> Any:
+        return self.scorer.preprocess(load_item_image(item, max_pixels=self.max_pixels))
+
+    def predict(self, prepared: list[Any]) -> list[dict[str, Any]]:
+        return self.scorer.predict(prepared)
