@@ -127,13 +127,14 @@ def _check_record(
     """What produces the rows (`hf_iqa.provenance`), checked against an output being resumed and written beside a
     new one: one file never mixes models, weights or settings."""
     from hf_iqa import provenance, scoring
+    from hf_iqa.onnx.runtime import is_onnx_folder
 
     record = provenance.run_record(
         args.model,
         source,
         model_args=model_kwargs,
         processor_args=processor_kwargs,
-        dtype=scoring.DTYPES[args.dtype],
+        dtype="onnx (as exported)" if is_onnx_folder(source) else scoring.DTYPES[args.dtype],
         max_pixels=args.max_pixels,
         device=args.device,
         not_compared={"batch_size": args.batch_size},
