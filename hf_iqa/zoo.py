@@ -43,7 +43,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from hf_iqa.converters._support import progress_enabled, say
+from hf_iqa.converters._support import say
+from hf_iqa.progress import progress_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,10 @@ STALE_LEGACY_STAGING_S = 3600  # staging folders of older hf_iqa versions (no lo
 
 class ModelNotAvailableError(RuntimeError):
     """A zoo model whose weights cannot be obtained or converted here; the message says why and what to do."""
+
+
+class UnknownModelError(ModelNotAvailableError):
+    """A name that is neither a zoo name, a folder nor a Hub id `org/name`; the message lists the closest names."""
 
 
 @dataclass(frozen=True)
@@ -542,8 +547,49 @@ def _from_original(entry: ZooEntry, online: bool, progress: bool) -> str:
 
 
 def _looks_like_local_path(name: str) -> bool:
-    """Hub ids are `name` or `org/name`; anything absolute, relative-marked or deeper is a local path."""
-    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+    """Clearly meant as a folder on this machine: absolute, home- or dot-relative, deeper than `org/name`, or its
+    parent folder (or its first component) exists here. Anything else with one slash is a Hub id."""
+    if name.startswith(("/", "./", "../", "~", ".\\", "..\\")) or name.count("/") > 1:
+        return True
+    if os.sep != "/" and os.sep in name:
+        return True
+    parent = os.path.dirname(name.rstrip("/" + os.sep))
+    return bool(parent) and os.path.isdir(parent)
+
+
+def known_names() -> list[str]:
+    """Every name and alias the zoo accepts."""
+    return sorted({name for entry in _ENTRIES for name in (entry.name, *entry.aliases)})
+
+
+def _closest_names(name: str) -> list[str]:
+    import difflib
+
+    return difflib.get_close_matches(name.lower(), known_names(), n=3, cutoff=0.5)
+
+
+def _cached_hub_model(repo_id: str, revision: str | None) -> bool:
+    """The Hub model's config is in the local Hugging Face cache (nothing is downloaded)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str)
+    except Exception:  # an id the Hub would refuse (bad characters ...): not cached
+        return False
+
+
+def _check_unknown_name(name: str, revision: str | None) -> None:
+    """One line, and no network retries, for a name that is neither a zoo name, a folder, nor a reachable Hub id."""
+    if _looks_like_local_path(name):
+        raise ModelNotAvailableError(f"{name}: no such model folder")
+    if "/" not in name:  # not `org/name`: a mistyped zoo name
+        closest = _closest_names(name)
+        hint = f"; did you mean: {', '.join(closest)}?" if closest else " (see `hf-iqa list`)"
+        raise UnknownModelError(f"unknown model {name!r}{hint}")
+    if not _cached_hub_model(name, revision) and not hub_reachable():
+        raise ModelNotAvailableError(
+            f"{name}: not in the local Hugging Face cache, and the Hub is not reachable (offline mode or no network)"
+        )
 
 
 def resolve(name_or_path: str, revision: str | None = None, progress: bool | None = None) -> str:
@@ -554,8 +600,7 @@ def resolve(name_or_path: str, revision: str | None = None, progress: bool | Non
         return name_or_path
     entry = get_entry(name_or_path)
     if entry is None:
-        if _looks_like_local_path(name_or_path):
-            raise ModelNotAvailableError(f"{name_or_path}: no such model folder")
+        _check_unknown_name(name_or_path, revision)
         return name_or_path
     progress = progress_enabled(progress)
     probe = (

@@ -114,8 +114,15 @@ def test_offline_cold_cache_fails_fast_with_instructions(monkeypatch, tmp_path):
 
 
 def test_unknown_names_pass_through(tmp_path):
-    assert hf_iqa.resolve("someone/their-model") == "someone/their-model"
+    with mock.patch.object(zoo, "hub_reachable", return_value=True):  # a Hub id goes on to transformers
+        assert hf_iqa.resolve("someone/their-model") == "someone/their-model"
     assert hf_iqa.resolve(str(tmp_path)) == str(tmp_path)
+
+
+def test_hub_id_unreachable_and_not_cached_is_one_error():
+    with mock.patch.object(zoo, "hub_reachable", return_value=False):
+        with pytest.raises(zoo.ModelNotAvailableError, match="not in the local Hugging Face cache"):
+            hf_iqa.resolve("someone/their-model")
 
 
 def test_push_to_hub_uploads_verified_folder_in_one_commit(openai_clip_model, tmp_path):
