@@ -63,32 +63,39 @@ def _convert_liqe(variant: str) -> Callable[..., None]:
     return run
 
 
+def _liqe_entry(variant: str, name: str, aliases: tuple[str, ...], description: str, licence: str, source: str):
+    """A LIQE entry: the pyiqa copy `liqe_<variant>.pt`, converted with `--variant <variant>`."""
+    return ZooEntry(
+        name=name,
+        aliases=aliases,
+        family="liqe",
+        description=description,
+        score_range=(1.0, 5.0),
+        weights_license=licence,
+        source=source,
+        hub_repo=f"hf-iqa/liqe-{variant}",
+        originals=(OriginalFile(PYIQA_WEIGHTS, f"liqe_{variant}.pt"),),
+        convert=_convert_liqe(variant),
+        convert_options=("--variant", variant),
+    )
+
+
 _ENTRIES: list[ZooEntry] = [
-    ZooEntry(
-        name="liqe-mix",
-        aliases=("liqe_mix",),
-        family="liqe",
-        description="LIQE multitask (quality + scene + distortion, 495 prompts), trained on six IQA datasets",
-        score_range=(1.0, 5.0),
-        weights_license="cc-by-nc-sa-4.0 (pyiqa copy); authors' weight licence unstated",
-        source="Zhang et al., CVPR 2023; weights zwx8981/LIQE (LIQE.pt), mirrored by pyiqa as liqe_mix.pt",
-        hub_repo="hf-iqa/liqe-mix",
-        originals=(OriginalFile(PYIQA_WEIGHTS, "liqe_mix.pt"),),
-        convert=_convert_liqe("mix"),
-        convert_options=("--variant", "mix"),
+    _liqe_entry(
+        "mix",
+        "liqe-mix",
+        ("liqe_mix",),
+        "LIQE multitask (quality + scene + distortion, 495 prompts), trained on six IQA datasets",
+        "cc-by-nc-sa-4.0 (pyiqa copy); authors' weight licence unstated",
+        "Zhang et al., CVPR 2023; weights zwx8981/LIQE (LIQE.pt), mirrored by pyiqa as liqe_mix.pt",
     ),
-    ZooEntry(
-        name="liqe",
-        aliases=("liqe-koniq", "liqe_koniq"),
-        family="liqe",
-        description="LIQE quality-only model (5 prompts) trained on KonIQ-10k",
-        score_range=(1.0, 5.0),
-        weights_license="cc-by-nc-sa-4.0 (pyiqa copy)",
-        source="Zhang et al., CVPR 2023; pyiqa liqe_koniq.pt",
-        hub_repo="hf-iqa/liqe-koniq",
-        originals=(OriginalFile(PYIQA_WEIGHTS, "liqe_koniq.pt"),),
-        convert=_convert_liqe("koniq"),
-        convert_options=("--variant", "koniq"),
+    _liqe_entry(
+        "koniq",
+        "liqe",
+        ("liqe-koniq", "liqe_koniq"),
+        "LIQE quality-only model (5 prompts) trained on KonIQ-10k",
+        "cc-by-nc-sa-4.0 (pyiqa copy)",
+        "Zhang et al., CVPR 2023; pyiqa liqe_koniq.pt",
     ),
 ]
 
