@@ -62,21 +62,47 @@ def library_progress_bars_hidden() -> Iterator[None]:
             transformers_logging.enable_progress_bar()
 
 
+# Exit status when stdout is closed early (`hf-iqa list | head`): 128 + SIGPIPE, what a shell reports for a
+# program killed by the broken pipe, so pipelines behave as with any Unix tool; no traceback, no message.
+BROKEN_PIPE_STATUS = 141
+
+
 def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, str | None]:
+    """The top-level parser and the chosen subcommand's name. Only the chosen subcommand's module is imported (help
+    and `list` stay fast: no torch, no transformers)."""
     parser = argparse.ArgumentParser(prog="hf-iqa", description="Blind image quality assessment with hf_iqa.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
-        if name == chosen:  # only the chosen subcommand's module is imported
+        if name == chosen:
             importlib.import_module(module_name).add_arguments(sub)
     return parser, chosen if chosen in SUBCOMMANDS else None
+
+
+def subcommand_parser(parser: argparse.ArgumentParser, name: str | None) -> argparse.ArgumentParser:
+    """The parser of subcommand `name`, or `parser` itself when there is none."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+            return action.choices[name]
+    return parser
+
+
+def _quiet_broken_pipe() -> int:
+    """stdout's reader went away: point stdout at /dev/null so that the interpreter's final flush stays silent."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return BROKEN_PIPE_STATUS
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, chosen = build_parser(argv)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # a typo after a subcommand: that subcommand's usage and error, not the top-level ones
+        subcommand_parser(parser, chosen).error(f"unrecognized arguments: {' '.join(unknown)}")
     if chosen is None:
         parser.print_help()
         return 0 if not argv else 2
@@ -85,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     hidden = library_progress_bars_hidden() if getattr(args, "no_progress", False) else contextlib.nullcontext()
     try:
         with hidden:
-            return int(importlib.import_module(SUBCOMMANDS[chosen][0]).run(args) or 0)
+            status = int(importlib.import_module(SUBCOMMANDS[chosen][0]).run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return status
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except (ModelNotAvailableError, OSError) as error:  # a model or file that cannot be loaded: no traceback
         print(f"hf-iqa {chosen}: error: {error}", file=sys.stderr)
         return 2

@@ -25,8 +25,11 @@ place only when complete; staging folders of killed conversions are removed by t
 Progress (download bars, conversion stages) goes to stderr; `progress=False` or the environment variable
 `HF_IQA_NO_PROGRESS=1` hides it.
 
-Anything that is not a known name (a folder, a Hub id) is returned unchanged. This module imports neither torch
-nor transformers at module level (`hf-iqa list` stays fast).
+A folder or a Hub id `org/name` is returned unchanged; a name that is neither (a typo) is one
+`UnknownModelError` naming the closest names, a local path that does not exist is "no such model folder", and a Hub
+id that is neither cached nor reachable is one error: none of these touches the network more than the one probe.
+The table of names lives in `hf_iqa.zoo_entries` (re-exported here). This module imports neither torch nor
+transformers at module level (`hf-iqa list` stays fast).
 """
 
 from __future__ import annotations
@@ -38,207 +41,33 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from hf_iqa.converters._support import progress_enabled, say
+from hf_iqa.converters._support import say
+from hf_iqa.progress import progress_enabled
+from hf_iqa.zoo_entries import (  # noqa: F401  (the public names of the table are re-exported here)
+    _ENTRIES,
+    PYIQA_WEIGHTS,
+    ModelNotAvailableError,
+    OriginalFile,
+    UnknownModelError,
+    ZooEntry,
+    _closest_names,
+    get_entry,
+    known_names,
+    list_models,
+    register,
+)
 
 logger = logging.getLogger(__name__)
 
-PYIQA_WEIGHTS = "chaofengc/IQA-PyTorch-Weights"
 PROBE_TIMEOUT_S = 3.0  # one request, no retries: is the Hub reachable at all?
 # Part of the converted-folder cache key: bump it when folders converted by an earlier hf_iqa no longer load or
 # score correctly, so they are converted again. 2: LIQE's prompt features renamed (`prompt_text_features`), UniQA
 # stores its prompt ensembles' features.
 CONVERTED_FORMAT = 2
 STALE_LEGACY_STAGING_S = 3600  # staging folders of older hf_iqa versions (no lock) are removed after an hour
-
-
-class ModelNotAvailableError(RuntimeError):
-    """A zoo model whose weights cannot be obtained or converted here; the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class OriginalFile:
-    repo_id: str
-    filename: str
-    sha256: str | None = None  # pinned digest; None = not pinned yet (trust on first use, see the module doc)
-    option: str = "--checkpoint"  # the `hf-iqa convert` option that takes this file
-
-
-@dataclass(frozen=True)
-class ZooEntry:
-    name: str
-    family: str
-    description: str
-    score_range: tuple[float, float]
-    weights_license: str
-    source: str
-    hub_repo: str | None = None
-    originals: tuple[OriginalFile, ...] = ()
-    convert: Callable[..., None] | None = field(default=None, compare=False, repr=False)
-    convert_options: tuple[str, ...] = ()  # `hf-iqa convert <family>` options besides the files and --output-dir
-    manual: str | None = None  # how to get the weights by hand when they are not on the Hub
-    requires: tuple[str, ...] = ()  # Hub repos the model loads itself at load time (Dog-IQA's sub-models)
-    aliases: tuple[str, ...] = ()
-    higher_is_better: bool = True
-
-    def as_dict(self) -> dict:
-        return {
-            "name": self.name, "family": self.family, "description": self.description,
-            "score_range": list(self.score_range), "higher_is_better": self.higher_is_better,
-            "weights_license": self.weights_license, "source": self.source, "hub_repo": self.hub_repo,
-            "aliases": list(self.aliases),
-        }  # fmt: skip
-
-
-def _convert_liqe(variant: str) -> Callable[..., None]:
-    def run(paths: list[Path], output_dir: Path, progress: bool | None = None) -> None:
-        from hf_iqa.converters.liqe import convert
-
-        convert(paths[0], variant, output_dir, progress=progress)
-
-    return run
-
-
-_ENTRIES: list[ZooEntry] = [
-    ZooEntry(
-        name="liqe-mix",
-        aliases=("liqe_mix",),
-        family="liqe",
-        description="LIQE multitask (quality + scene + distortion, 495 prompts), trained on six IQA datasets",
-        score_range=(1.0, 5.0),
-        weights_license="cc-by-nc-sa-4.0 (pyiqa copy); authors' weight licence unstated",
-        source="Zhang et al., CVPR 2023; weights zwx8981/LIQE (LIQE.pt), mirrored by pyiqa as liqe_mix.pt",
-        hub_repo="hf-iqa/liqe-mix",
-        originals=(OriginalFile(PYIQA_WEIGHTS, "liqe_mix.pt"),),
-        convert=_convert_liqe("mix"),
-        convert_options=("--variant", "mix"),
-    ),
-    ZooEntry(
-        name="liqe",
-        aliases=("liqe-koniq", "liqe_koniq"),
-        family="liqe",
-        description="LIQE quality-only model (5 prompts) trained on KonIQ-10k",
-        score_range=(1.0, 5.0),
-        weights_license="cc-by-nc-sa-4.0 (pyiqa copy)",
-        source="Zhang et al., CVPR 2023; pyiqa liqe_koniq.pt",
-        hub_repo="hf-iqa/liqe-koniq",
-        originals=(OriginalFile(PYIQA_WEIGHTS, "liqe_koniq.pt"),),
-        convert=_convert_liqe("koniq"),
-        convert_options=("--variant", "koniq"),
-    ),
-]
-
-
-def _convert_qualiclip(dataset: str | None = None) -> Callable[..., None]:
-    def run(paths: list[Path], output_dir: Path, progress: bool | None = None) -> None:
-        from hf_iqa.converters.qualiclip import convert
-
-        if dataset is None:
-            convert(paths[0], output_dir, progress=progress)
-        else:  # the prompt-learner file + the base QualiCLIP.pth
-            convert(paths[1], output_dir, base_checkpoint=paths[0], dataset=dataset, progress=progress)
-
-    return run
-
-
-_QUALICLIP_BASE = OriginalFile(PYIQA_WEIGHTS, "QualiCLIP.pth")
-_ENTRIES.append(
-    ZooEntry(
-        name="qualiclip",
-        family="qualiclip",
-        description="QualiCLIP: opinion-unaware CLIP ResNet-50 at native resolution, 7 antonym prompt pairs",
-        score_range=(0.0, 1.0),
-        weights_license="cc-by-nc-4.0",
-        source="Agnolucci et al., arXiv 2403.11176; miccunifi/QualiCLIP weights, mirrored by pyiqa as QualiCLIP.pth",
-        hub_repo="hf-iqa/qualiclip",
-        originals=(_QUALICLIP_BASE,),
-        convert=_convert_qualiclip(),
-    )
-)
-for _key, _title in (("koniq", "KonIQ-10k"), ("clive", "LIVE Challenge"), ("flive", "FLIVE"), ("spaq", "SPAQ")):
-    _ENTRIES.append(
-        ZooEntry(
-            name="qualiclip+" if _key == "koniq" else f"qualiclip+-{_key}",
-            aliases=("qualiclip+-koniq",) if _key == "koniq" else (),
-            family="qualiclip",
-            description=f"QualiCLIP+: QualiCLIP with prompts learned on {_title} (pyiqa)",
-            score_range=(0.0, 1.0),
-            weights_license="cc-by-nc-sa-4.0 (pyiqa prompts) + cc-by-nc-4.0 (QualiCLIP backbone)",
-            source=f"pyiqa QualiCLIP+_{_key}.pth on top of QualiCLIP.pth",
-            hub_repo=f"hf-iqa/qualiclip-plus-{_key}",
-            originals=(
-                OriginalFile(PYIQA_WEIGHTS, "QualiCLIP.pth", option="--base-checkpoint"),
-                OriginalFile(PYIQA_WEIGHTS, f"QualiCLIP+_{_key}.pth"),
-            ),
-            convert=_convert_qualiclip(_key),
-            convert_options=("--dataset", _key),
-        )
-    )
-_ENTRIES.append(
-    ZooEntry(
-        name="uniqa",
-        family="uniqa",
-        description="UniQA: CLIP pre-trained for quality and aesthetics; zero-shot 5-level heads",
-        score_range=(0.2, 1.0),
-        weights_license="cc-by-nc-sa-4.0 (repository licence)",
-        source="Zhou et al., arXiv 2406.01069; zht8506/UniQA (UniQA_weight.pt)",
-        hub_repo="hf-iqa/uniqa",
-        manual=(
-            "UniQA_weight.pt is published on Google Drive (id 1stL1EqYvjkThGDpfPWRQzvbA780FKM4n) and Baidu "
-            "(1XB55QtbimMojGDIJ8h8UnA, code tnnq), see https://github.com/zht8506/UniQA. Convert it with: "
-            "hf-iqa convert uniqa --checkpoint UniQA_weight.pt --fp16-roundtrip --output-dir ./uniqa "
-            "and pass ./uniqa as the model."
-        ),
-    )
-)
-
-
-def _build_dog_iqa(paths: list[Path], output_dir: Path, progress: bool | None = None) -> None:
-    """The default Dog-IQA config (sub-model ids, prompt, SAM2 settings) for package users; `import hf_iqa` provides
-    the classes. (`DogIqaModel.save_pretrained` writes the full remote-code folder once the sub-models are loaded.)"""
-    from hf_iqa.models.dog_iqa import DogIqaConfig, DogIqaImageProcessor
-
-    DogIqaConfig().save_pretrained(str(output_dir))
-    DogIqaImageProcessor().save_pretrained(str(output_dir))
-
-
-_ENTRIES.append(
-    ZooEntry(
-        name="dog-iqa",
-        aliases=("dogiqa", "dog_iqa"),
-        family="dog_iqa",
-        description="Dog-IQA: training-free, SAM2 regions scored by a multimodal LLM (mPLUG-Owl3 by default)",
-        score_range=(1.0, 7.5),
-        weights_license="mit (method); sub-models keep their own licences",
-        source="Liu et al., arXiv 2410.02505; sub-models facebook/sam2-hiera-large + mPLUG/mPLUG-Owl3-7B-240728",
-        hub_repo="hf-iqa/dog-iqa",
-        convert=_build_dog_iqa,
-        manual="Dog-IQA has no weights of its own: its config names the SAM2 and MLLM repos it loads.",
-        requires=("facebook/sam2-hiera-large", "mPLUG/mPLUG-Owl3-7B-240728"),
-    )
-)
-
-
-def register(entry: ZooEntry) -> None:
-    """Add a model family's entries (model families call this at import; users may add their own)."""
-    _ENTRIES[:] = [e for e in _ENTRIES if e.name != entry.name] + [entry]
-
-
-def list_models() -> list[dict]:
-    """Every known name with its metadata: score range, direction, licence, source."""
-    return [entry.as_dict() for entry in sorted(_ENTRIES, key=lambda e: e.name)]
-
-
-def get_entry(name: str) -> ZooEntry | None:
-    key = name.lower()
-    for entry in _ENTRIES:
-        if key == entry.name or key in entry.aliases:
-            return entry
-    return None
 
 
 def cache_root() -> Path:
@@ -542,8 +371,38 @@ def _from_original(entry: ZooEntry, online: bool, progress: bool) -> str:
 
 
 def _looks_like_local_path(name: str) -> bool:
-    """Hub ids are `name` or `org/name`; anything absolute, relative-marked or deeper is a local path."""
-    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+    """Clearly meant as a folder on this machine: absolute, home- or dot-relative, deeper than `org/name`, or its
+    parent folder (or its first component) exists here. Anything else with one slash is a Hub id."""
+    if name.startswith(("/", "./", "../", "~", ".\\", "..\\")) or name.count("/") > 1:
+        return True
+    if os.sep != "/" and os.sep in name:
+        return True
+    parent = os.path.dirname(name.rstrip("/" + os.sep))
+    return bool(parent) and os.path.isdir(parent)
+
+
+def _cached_hub_model(repo_id: str, revision: str | None) -> bool:
+    """The Hub model's config is in the local Hugging Face cache (nothing is downloaded)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str)
+    except Exception:  # an id the Hub would refuse (bad characters ...): not cached
+        return False
+
+
+def _check_unknown_name(name: str, revision: str | None) -> None:
+    """One line, and no network retries, for a name that is neither a zoo name, a folder, nor a reachable Hub id."""
+    if _looks_like_local_path(name):
+        raise ModelNotAvailableError(f"{name}: no such model folder")
+    if "/" not in name:  # not `org/name`: a mistyped zoo name
+        closest = _closest_names(name)
+        hint = f"; did you mean: {', '.join(closest)}?" if closest else " (see `hf-iqa list`)"
+        raise UnknownModelError(f"unknown model {name!r}{hint}")
+    if not _cached_hub_model(name, revision) and not hub_reachable():
+        raise ModelNotAvailableError(
+            f"{name}: not in the local Hugging Face cache, and the Hub is not reachable (offline mode or no network)"
+        )
 
 
 def resolve(name_or_path: str, revision: str | None = None, progress: bool | None = None) -> str:
@@ -554,8 +413,7 @@ def resolve(name_or_path: str, revision: str | None = None, progress: bool | Non
         return name_or_path
     entry = get_entry(name_or_path)
     if entry is None:
-        if _looks_like_local_path(name_or_path):
-            raise ModelNotAvailableError(f"{name_or_path}: no such model folder")
+        _check_unknown_name(name_or_path, revision)
         return name_or_path
     progress = progress_enabled(progress)
     probe = (

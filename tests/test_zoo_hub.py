@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import hf_iqa
-from hf_iqa import zoo
+from hf_iqa import zoo, zoo_entries
 from tests.models.liqe.test_modeling_liqe import make_openai_clip
 from tests.testing_utils import random_image
 
@@ -92,12 +92,12 @@ def test_name_works_in_pipeline_and_cli(hub, tmp_path):
 def test_pinned_hash_mismatch_is_refused(hub, monkeypatch, original_liqe):
     entry = zoo.get_entry("liqe")
     bad = zoo.ZooEntry(**{**entry.__dict__, "originals": (zoo.OriginalFile("r/x", "liqe_koniq.pt", "0" * 64),)})
-    monkeypatch.setattr(zoo, "_ENTRIES", [bad])
+    monkeypatch.setattr(zoo_entries, "_ENTRIES", [bad])
     with pytest.raises(zoo.ModelNotAvailableError, match="sha256"):
         zoo.resolve("liqe")
     good_digest = hashlib.sha256(original_liqe.read_bytes()).hexdigest()
     good = zoo.ZooEntry(**{**entry.__dict__, "originals": (zoo.OriginalFile("r/x", "liqe_koniq.pt", good_digest),)})
-    monkeypatch.setattr(zoo, "_ENTRIES", [good])
+    monkeypatch.setattr(zoo_entries, "_ENTRIES", [good])
     assert Path(zoo.resolve("liqe")).is_dir()
 
 
@@ -114,8 +114,15 @@ def test_offline_cold_cache_fails_fast_with_instructions(monkeypatch, tmp_path):
 
 
 def test_unknown_names_pass_through(tmp_path):
-    assert hf_iqa.resolve("someone/their-model") == "someone/their-model"
+    with mock.patch.object(zoo, "hub_reachable", return_value=True):  # a Hub id goes on to transformers
+        assert hf_iqa.resolve("someone/their-model") == "someone/their-model"
     assert hf_iqa.resolve(str(tmp_path)) == str(tmp_path)
+
+
+def test_hub_id_unreachable_and_not_cached_is_one_error():
+    with mock.patch.object(zoo, "hub_reachable", return_value=False):
+        with pytest.raises(zoo.ModelNotAvailableError, match="not in the local Hugging Face cache"):
+            hf_iqa.resolve("someone/their-model")
 
 
 def test_push_to_hub_uploads_verified_folder_in_one_commit(openai_clip_model, tmp_path):

@@ -13,7 +13,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-NO_PROGRESS_ENV = "HF_IQA_NO_PROGRESS"
+from hf_iqa.progress import NO_PROGRESS_ENV, progress_enabled  # noqa: F401  (re-exported for the converters)
+
 MANIFEST = ".hf_iqa_manifest.json"  # written last into every folder a converter fills; lists the files it wrote
 STAGING_PREFIX = ".hf_iqa_staging-"
 
@@ -25,14 +26,6 @@ class OutputFolderError(RuntimeError):
 # ----------------------------------------------------------------------------------------------------------------
 # Progress
 # ----------------------------------------------------------------------------------------------------------------
-def progress_enabled(progress: bool | None = None) -> bool:
-    """`progress` when given, else on unless the environment variable HF_IQA_NO_PROGRESS is set to a true value
-    (1, true, yes): long conversions and first-use downloads show stages and a bar on stderr."""
-    if progress is not None:
-        return bool(progress)
-    return os.environ.get(NO_PROGRESS_ENV, "").strip().lower() in ("", "0", "false", "no", "off")
-
-
 class Stages:
     """A bar on stderr whose steps are named stages (`stage("parity check")` advances it and shows the name), so a
     several-minute conversion says what it is doing and how far it is. Disabled -> silent."""
@@ -245,3 +238,10 @@ def staged_output_dir(output_dir: str | Path, overwrite: bool) -> Iterator[Path]
         shutil.rmtree(staging, ignore_errors=True)
         if created and output_dir.is_dir() and _is_empty_dir(output_dir):
             output_dir.rmdir()
+
+
+def program_name(method: str) -> str:
+    """How the user ran the converter, for usage lines and errors: the script's name when run as
+    `python conversion/convert_<method>.py`, else `hf-iqa convert <method>`."""
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return script if script.startswith("convert_") else f"hf-iqa convert {method}"

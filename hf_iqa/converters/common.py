@@ -19,6 +19,7 @@ from ._support import (  # noqa: F401  (re-exported for the converters)
     OutputFolderError,
     Stages,
     check_output_dir,
+    program_name,
     progress_enabled,
     say,
     staged_output_dir,

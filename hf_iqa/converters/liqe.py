@@ -37,6 +37,7 @@ from .common import (
     infer_vit_clip_config_kwargs,
     load_checkpoint,
     one_line_errors,
+    program_name,
     progress_enabled,
     push_if_asked,
     render_model_card,
@@ -275,7 +276,7 @@ def render_liqe_card(variant: str, protocol: str, source_file: str, layout: str,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="convert_liqe", description="Convert an original LIQE checkpoint into a Hub-ready hf_iqa folder."
+        prog=program_name("liqe"), description="Convert an original LIQE checkpoint into a Hub-ready hf_iqa folder."
     )
     parser.add_argument(
         "--checkpoint", required=True, help="LIQE.pt (official) or liqe_mix.pt / liqe_koniq.pt (pyiqa)"
@@ -288,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     add_common_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    with one_line_errors("convert_liqe"):
+    with one_line_errors(program_name("liqe")):
         result = convert(
             args.checkpoint, args.variant, args.output_dir, args.protocol, args.overwrite, args.atol,
             progress=False if args.no_progress else None,
@@ -296,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = ", ".join(f"{k} {v:.2g}" for k, v in result.max_differences.items())
     print(f"parity vs the original architecture (max |diff|): {figures}")
     print(f"wrote {result.output_dir} ({', '.join(result.files)})")
-    push_if_asked(args, result.output_dir, "convert_liqe")  # only reached when the parity check passed
+    push_if_asked(args, result.output_dir, program_name("liqe"))  # only reached when the parity check passed
     return 0
 
 

@@ -42,6 +42,7 @@ from .common import (
     infer_text_config_kwargs,
     load_checkpoint,
     one_line_errors,
+    program_name,
     progress_enabled,
     push_if_asked,
     render_model_card,
@@ -435,7 +436,7 @@ def _card_fields(variant: str, dataset: str | None, protocol: str, scale: float,
 # ----------------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="hf-iqa convert qualiclip",
+        prog=program_name("qualiclip"),
         description="Convert QualiCLIP (qualiclip.pth / QualiCLIP.pth) or QualiCLIP+ (QualiCLIP+_<set>.pth) weights.",
     )
     parser.add_argument(
@@ -461,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    with one_line_errors("convert_qualiclip"):
+    with one_line_errors(program_name("qualiclip")):
         result = convert(
             args.checkpoint,
             args.output_dir,
@@ -478,5 +479,5 @@ def main(argv: list[str] | None = None) -> int:
         f"{result.variant} -> {result.output_dir} (prompt_logit_scale={result.prompt_logit_scale:g}, "
         f"max |converted - reference| = {result.max_difference:.2e}); files: {', '.join(result.files)}"
     )
-    push_if_asked(args, result.output_dir, "convert_qualiclip")  # only reached when the parity check passed
+    push_if_asked(args, result.output_dir, program_name("qualiclip"))  # only reached when the parity check passed
     return 0

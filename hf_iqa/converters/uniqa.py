@@ -49,6 +49,7 @@ from .common import (
     infer_vit_clip_config_kwargs,
     load_checkpoint,
     one_line_errors,
+    program_name,
     progress_enabled,
     push_if_asked,
     render_model_card,
@@ -424,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     from hf_iqa.models.uniqa.configuration_uniqa import PROMPT_ENSEMBLES
 
     parser = argparse.ArgumentParser(
-        prog="convert_uniqa", description="Convert the released UniQA checkpoint into a Hub-ready hf_iqa folder."
+        prog=program_name("uniqa"), description="Convert the released UniQA checkpoint into a Hub-ready hf_iqa folder."
     )
     parser.add_argument("--checkpoint", required=True, help="UniQA_weight.pt (OpenAI-format CLIP state dict)")
     parser.add_argument(
@@ -454,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     add_common_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    with one_line_errors("convert_uniqa"):
+    with one_line_errors(program_name("uniqa")):
         result = convert(
             args.checkpoint,
             args.output_dir,
@@ -472,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = ", ".join(f"{key} {value:.2g}" for key, value in result.max_differences.items())
     print(f"backbone: {result.backbone}; parity vs the original architecture (max |diff|): {figures}")
     print(f"wrote {result.output_dir} ({', '.join(result.files)})")
-    push_if_asked(args, result.output_dir, "convert_uniqa")  # only reached when the parity check passed
+    push_if_asked(args, result.output_dir, program_name("uniqa"))  # only reached when the parity check passed
     return 0
 
 

@@ -11,101 +11,25 @@ same split, e.g. all distortions of one reference), `_split` (the official split
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from datasets import Dataset, DatasetDict, Features, Image, Value
 
-SPLIT_NAMES = ("train", "validation", "test")
-SPLIT_ALIASES = {
-    "train": "train", "training": "train", "0": "train",
-    "val": "validation", "valid": "validation", "validation": "validation", "1": "validation",
-    "test": "test", "testing": "test", "2": "test",
-}  # fmt: skip
-
-
-class DatasetLayoutError(ValueError):
-    """The dataset folder does not look as its owners distribute it: the message names what was expected where."""
-
-
-class LabelColumns(Protocol):
-    """Decodes the label columns that a published split file carries after `path` and `score`."""
-
-    names: tuple[str, ...]  # the columns' names, for messages
-
-    def features(self) -> dict[str, Any]:
-        """The `datasets` features of the columns `decode` adds."""
-
-    def decode(self, fields: list[str]) -> dict[str, Any]:
-        """The dataset columns of one line's label fields; `ValueError` names a bad value."""
-
-
-@dataclasses.dataclass(frozen=True)
-class SplitFiles:
-    """Splits that a paper published as text files, offered by a loader as `split_scheme=<scheme>`.
-
-    Format: split k is a folder `<k>/` under one of `locations` (folders relative to the user's `split_dir`, "" for
-    `split_dir` itself) holding one file per split, `file_names` = ((split name, file name), ...). Each line is one
-    image, tab-separated: `path  score  label columns...`. `path` names the image as the row's `_split_file_key`
-    (default `_path`, relative to the dataset root); `score` is ignored (the dataset's own label is kept); the label
-    columns are decoded by `labels` into extra dataset columns. LIQE's files are one user (`data/liqe_splits.py`).
-    """
-
-    scheme: str
-    source: str  # who publishes the files, for messages ("LIQE")
-    locations: tuple[str, ...]
-    file_names: tuple[tuple[str, str], ...]
-    labels: LabelColumns
-    split_dir_help: str = ""  # what `split_dir` should be, for the message when it is missing
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"scheme": self.scheme, "source": self.source, "files": [name for _, name in self.file_names]}
-
-
-@dataclasses.dataclass(frozen=True)
-class BenchmarkInfo:
-    """What a benchmark is and how its labels read. `mos_range` is the native scale of `label_column` (None when it
-    has no fixed range, e.g. PIPAL's Elo scores); `higher_is_better=False` marks DMOS-style labels."""
-
-    key: str
-    name: str
-    kind: str
-    mos_range: tuple[float, float] | None
-    higher_is_better: bool
-    label_column: str
-    num_images: int | None
-    layout: str
-    homepage: str
-    official_split: bool = False
-    split_files: SplitFiles | None = None  # published split files, e.g. LIQE's (`liqe_splits.liqe_split_files`)
-    folder_names: tuple[str, ...] = ()
-    aliases: tuple[str, ...] = ()
-    notes: str = ""
-
-    @property
-    def split_schemes(self) -> tuple[str, ...]:
-        schemes = ["official"] if self.official_split else []
-        schemes.append("random")
-        if self.split_files:
-            schemes.append(self.split_files.scheme)
-        schemes.append("file")
-        return tuple(schemes)
-
-    def error(self, message: str) -> DatasetLayoutError:
-        return DatasetLayoutError(f"{self.name}: {message}\nExpected layout: {self.layout}")
-
-    def as_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(dataclasses.replace(self, split_files=None))
-        data["split_files"] = self.split_files.as_dict() if self.split_files else None
-        data["split_schemes"] = list(self.split_schemes)
-        return data
-
+from .info import (  # noqa: F401  (re-exported: loaders import them from here)
+    SPLIT_ALIASES,
+    SPLIT_NAMES,
+    BenchmarkInfo,
+    DatasetLayoutError,
+    LabelColumns,
+    SplitFiles,
+)
+from .splits import assign_splits  # noqa: F401  (re-exported)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Locating files
@@ -261,162 +185,6 @@ def to_float(info: BenchmarkInfo, source: Path | str, where: str, value: Any) ->
     if not np.isfinite(number):
         raise info.error(f"{source} is malformed: {where}: value is {value!r}")
     return number
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Splits
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _random_splits(rows: list[dict], seed: int, split_index: int, ratios: Sequence[float]) -> dict[str, list[dict]]:
-    """Seeded random split by group (reference-disjoint for FR datasets); ratios are fractions of groups. The test
-    part gets at least one group, then validation its share, and train the rest."""
-    if len(ratios) != 3 or any(r < 0 for r in ratios) or not np.isclose(sum(ratios), 1.0):
-        raise ValueError(
-            f"ratios must be three non-negative fractions (train, validation, test) summing to 1, got {ratios}"
-        )
-    groups = sorted({row["_group"] for row in rows})
-    order = [groups[i] for i in np.random.default_rng([seed, split_index]).permutation(len(groups))]
-    num_test = max(1, round(ratios[2] * len(groups))) if ratios[2] > 0 else 0
-    num_validation = min(round(ratios[1] * len(groups)), len(groups) - num_test - 1) if ratios[1] > 0 else 0
-    assignment = dict.fromkeys(order, "train")
-    assignment.update(dict.fromkeys(order[:num_test], "test"))
-    assignment.update(dict.fromkeys(order[num_test : num_test + max(num_validation, 0)], "validation"))
-    splits: dict[str, list[dict]] = {name: [] for name in SPLIT_NAMES}
-    for row in rows:
-        splits[assignment[row["_group"]]].append(row)
-    return {name: part for name, part in splits.items() if part}
-
-
-def _split_file_folder(info: BenchmarkInfo, split_dir: str | os.PathLike | None, split_index: int) -> Path:
-    files = info.split_files
-    if split_dir is None:
-        raise ValueError(f"split_scheme={files.scheme!r} needs split_dir: {files.split_dir_help}")
-    base = Path(split_dir).expanduser()
-    candidates = [base / location if location else base for location in files.locations]
-    names = [name for _, name in files.file_names]
-    for candidate in candidates:
-        if (candidate / str(split_index) / names[-1]).is_file():
-            return candidate / str(split_index)
-    raise DatasetLayoutError(
-        f"{info.name}: {files.source} split {split_index} not found: expected {split_index}/{{{','.join(names)}}} "
-        f"under one of {[str(c) for c in candidates]}"
-    )
-
-
-def _read_split_file(info: BenchmarkInfo, path: Path, by_key: dict[str, dict]) -> list[dict]:
-    """The rows a split file names, each with the columns its label fields decode to."""
-    files = info.split_files
-    if not path.is_file():
-        raise DatasetLayoutError(f"{info.name}: {files.source} split file {path} is missing")
-    num_fields = 2 + len(files.labels.names)
-    selected = []
-    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if len(fields) < num_fields:
-            raise DatasetLayoutError(
-                f"{info.name}: {path} line {line_number} is malformed: expected {num_fields} tab-separated fields "
-                f"(path, score, {', '.join(files.labels.names)}), got {len(fields)}"
-            )
-        row = by_key.get(fields[0].strip().lower())
-        if row is None:
-            raise DatasetLayoutError(
-                f"{info.name}: {path} line {line_number} names {fields[0]!r}, which is not an image of the loaded "
-                "dataset (wrong dataset root, resolution or image subset?)"
-            )
-        try:
-            selected.append(row | files.labels.decode(fields[2:num_fields]))
-        except ValueError as error:
-            raise DatasetLayoutError(f"{info.name}: {path} line {line_number}: {error}") from None
-    return selected
-
-
-def _published_splits(info: BenchmarkInfo, rows: list[dict], split_dir, split_index: int) -> dict[str, list[dict]]:
-    """The splits of `info.split_files` (see `SplitFiles` for the format)."""
-    folder = _split_file_folder(info, split_dir, split_index)
-    by_key = {row.get("_split_file_key", row["_path"]).lower(): row for row in rows}
-    return {
-        name: _read_split_file(info, folder / file_name, by_key) for name, file_name in info.split_files.file_names
-    }
-
-
-def _file_splits(info: BenchmarkInfo, rows: list[dict], split_file: str | os.PathLike) -> dict[str, list[dict]]:
-    """A user split file: JSON `{"train": [ids or relative paths], "validation": [...], "test": [...]}` or CSV with
-    columns `image_id` (or `image`) and `split`."""
-    path = Path(split_file).expanduser()
-    if not path.is_file():
-        raise DatasetLayoutError(f"{info.name}: split file {path} does not exist")
-    if path.suffix.lower() == ".json":
-        try:
-            content = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise DatasetLayoutError(f"{info.name}: split file {path} is not valid JSON ({error})") from None
-        if not isinstance(content, dict) or not all(isinstance(v, list) for v in content.values()):
-            raise DatasetLayoutError(f"{info.name}: split file {path} must map split names to lists of image ids")
-        membership = {str(item): split for split, items in content.items() for item in items}
-    else:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            fields = {f.strip().lower(): f for f in reader.fieldnames or []}
-            key = fields.get("image_id") or fields.get("image")
-            if key is None or "split" not in fields:
-                raise DatasetLayoutError(
-                    f"{info.name}: split file {path} needs columns image_id (or image) and split, found {reader.fieldnames}"
-                )
-            membership = {r[key].strip(): r[fields["split"]].strip() for r in reader}
-    splits: dict[str, list[dict]] = {}
-    for row in rows:
-        split = membership.get(row["image_id"], membership.get(row["_path"]))
-        if split is None:
-            continue
-        if split.lower() not in SPLIT_ALIASES:
-            raise DatasetLayoutError(f"{info.name}: split file {path}: unknown split name {split!r}")
-        splits.setdefault(SPLIT_ALIASES[split.lower()], []).append(row)
-    if not splits:
-        raise DatasetLayoutError(f"{info.name}: no image of the dataset is listed in split file {path}")
-    return splits
-
-
-def assign_splits(
-    info: BenchmarkInfo,
-    rows: list[dict],
-    split_scheme: str | None = None,
-    split_index: int = 1,
-    split_dir: str | os.PathLike | None = None,
-    split_file: str | os.PathLike | None = None,
-    seed: int = 123,
-    ratios: Sequence[float] = (0.7, 0.1, 0.2),
-) -> dict[str, list[dict]]:
-    """Rows per split name under one of `info.split_schemes`:
-
-    * ``official`` (default when the owners publish one): KonIQ's `set` column, AVA's image lists, ...
-    * ``random`` (default otherwise): seeded split of `ratios` (train, validation, test), disjoint by reference image
-      for FR datasets; `split_index` picks one of several random splits (1..10 as in the papers).
-    * ``liqe`` (or another `info.split_files.scheme`): published split files (`SplitFiles`), e.g. LIQE's 10 splits
-      (`split_dir` = LIQE's `IQA_Database` or the dataset's `splits2` folder), adding their label columns
-      (`liqe_distortion`, `distortion_label` (11 classes) and `scene_labels` (multi-hot, 9 scenes) for LIQE's).
-    * ``file``: `split_file`, a JSON or CSV listing image ids per split (e.g. a paper's published split).
-    """
-    scheme = split_scheme or ("official" if info.official_split else "random")
-    if scheme not in info.split_schemes:
-        raise ValueError(f"{info.name} supports split_scheme in {info.split_schemes}, not {scheme!r}")
-    if scheme == "official":
-        splits: dict[str, list[dict]] = {}
-        for row in rows:
-            if row.get("_split") is not None:
-                splits.setdefault(row["_split"], []).append(row)
-        if not splits:
-            raise info.error("no row carries an official split")
-        return {name: splits[name] for name in SPLIT_NAMES if name in splits}
-    if scheme == "random":
-        return _random_splits(rows, seed, split_index, ratios)
-    if info.split_files and scheme == info.split_files.scheme:
-        return _published_splits(info, rows, split_dir, split_index)
-    if split_file is None:
-        raise ValueError("split_scheme='file' needs split_file (JSON or CSV of image ids per split)")
-    return _file_splits(info, rows, split_file)
 
 
 # ---------------------------------------------------------------------------------------------------------------
