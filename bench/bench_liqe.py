@@ -19,7 +19,6 @@ hardware allows; "GFLOP/s" columns divide the baseline's FLOPs per image (15 ful
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import math
@@ -32,12 +31,12 @@ from common import (
     CLIP_MEAN,
     CLIP_STD,
     compare,
+    comparison_parser,
     engine_scores,
     make_images,
     openai_model_module,
-    peak_rss_mb,
-    reset_peak_rss,
     run_worker,
+    timed_scores,
 )
 
 WIDTH, LAYERS, TOKENS, PATCH, WINDOWS = 768, 12, 50, 32, 15
@@ -139,24 +138,11 @@ def worker(method: str, size: str, dtype: str, count: int, batch_size: int, weig
 
     del saved
     gc.collect()
-    images = make_images(size, count)
-    with torch.inference_mode():
-        run(images[:1])  # warm-up
-        reset_peak_rss()
-        start = time.perf_counter()
-        scores = run(images)
-        elapsed = time.perf_counter() - start
-    return {"seconds_per_image": elapsed / count, "peak_rss_mb": peak_rss_mb(), "scores": scores.float().tolist()}
+    return timed_scores(run, make_images(size, count))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", default=["512x384", "1024x768", "3840x2160"])
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
-    parser.add_argument("--images", type=int, default=4, help="timed images per configuration")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = comparison_parser(__doc__, ["512x384", "1024x768", "3840x2160"]).parse_args()
     if args.worker:
         method, size, dtype, count, batch, weights = args.worker
         print(json.dumps(worker(method, size, dtype, int(count), int(batch), weights)))

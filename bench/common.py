@@ -3,11 +3,13 @@ the one-subprocess-per-configuration runner (so that each configuration's peak R
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -48,6 +50,36 @@ def peak_rss_mb() -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError("VmHWM not found in /proc/self/status")
+
+
+def timed_scores(run, images: list) -> dict:
+    """One untimed warm-up image, then `run(images)` timed with the peak RSS reset first: the worker's JSON
+    (`seconds_per_image`, `peak_rss_mb`, `scores`)."""
+    import torch
+
+    with torch.inference_mode():
+        run(images[:1])  # warm-up
+        reset_peak_rss()
+        start = time.perf_counter()
+        scores = run(images)
+        elapsed = time.perf_counter() - start
+    return {
+        "seconds_per_image": elapsed / len(images),
+        "peak_rss_mb": peak_rss_mb(),
+        "scores": scores.float().tolist(),
+    }
+
+
+def comparison_parser(description: str, sizes: list[str]) -> argparse.ArgumentParser:
+    """The options of a baseline-vs-hf_iqa comparison (`--worker method size dtype count batch weights` is the
+    hidden per-configuration subprocess call that `run_worker` makes)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=sizes)
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--images", type=int, default=4, help="timed images per configuration")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
+    return parser
 
 
 def run_worker(script: str, *arguments: object) -> dict:
