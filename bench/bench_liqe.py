@@ -20,7 +20,6 @@ hardware allows; "GFLOP/s" columns divide the baseline's FLOPs per image (15 ful
 from __future__ import annotations
 
 import gc
-import json
 import math
 import os
 import tempfile
@@ -30,12 +29,13 @@ import numpy as np
 from common import (
     CLIP_MEAN,
     CLIP_STD,
-    compare,
+    SPEED_UP_NOTE,
+    answer_worker,
+    compare_workers,
     comparison_parser,
     engine_scores,
     make_images,
     openai_model_module,
-    run_worker,
     timed_scores,
 )
 
@@ -143,9 +143,7 @@ def worker(method: str, size: str, dtype: str, count: int, batch_size: int, weig
 
 def main() -> None:
     args = comparison_parser(__doc__, ["512x384", "1024x768", "3840x2160"]).parse_args()
-    if args.worker:
-        method, size, dtype, count, batch, weights = args.worker
-        print(json.dumps(worker(method, size, dtype, int(count), int(batch), weights)))
+    if answer_worker(args, worker):
         return
 
     threads = int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1))
@@ -159,22 +157,14 @@ def main() -> None:
         f"{'size':>10} {'dtype':>9} | {'baseline s/img':>14} {'hf_iqa s/img':>12} {'speed-up':>8} | "
         f"{'GFLOP/s base':>12} {'hf_iqa':>7} | {'base RSS MB':>11} {'hf_iqa RSS MB':>13} | {'max|Δscore|':>11}"
     )
-    with tempfile.TemporaryDirectory() as folder:
-        weights = os.path.join(folder, "clip_vit_b32.pt")
-        write_weights(weights)
-
-        def measure(method: str, size: str, dtype: str) -> dict:
-            return run_worker(__file__, method, size, dtype, args.images, args.batch_size, weights)
-
-        for size, dtype, reference, base, ours, delta in compare(measure, args.sizes, args.dtypes):
-            print(f"{size:>10} {dtype:>9} | {base['seconds_per_image']:>14.3f} "
-                  f"{ours['seconds_per_image']:>12.3f} "
-                  f"{reference['seconds_per_image'] / ours['seconds_per_image']:>7.2f}x | "
-                  f"{flops_per_image(size) / base['seconds_per_image'] / 1e9:>12.0f} "
-                  f"{flops_per_image(size) / ours['seconds_per_image'] / 1e9:>7.0f} | "
-                  f"{base['peak_rss_mb']:>11.0f} {ours['peak_rss_mb']:>13.0f} | {delta:>11.2e}", flush=True)  # fmt: skip
-    print("speed-up = fp32 baseline time / hf_iqa time (bf16 rows: against the fp32 baseline); "
-          "Δscore against the fp32 baseline")  # fmt: skip
+    for size, dtype, reference, base, ours, delta in compare_workers(__file__, args, "clip_vit_b32.pt", write_weights):
+        print(f"{size:>10} {dtype:>9} | {base['seconds_per_image']:>14.3f} "
+              f"{ours['seconds_per_image']:>12.3f} "
+              f"{reference['seconds_per_image'] / ours['seconds_per_image']:>7.2f}x | "
+              f"{flops_per_image(size) / base['seconds_per_image'] / 1e9:>12.0f} "
+              f"{flops_per_image(size) / ours['seconds_per_image'] / 1e9:>7.0f} | "
+              f"{base['peak_rss_mb']:>11.0f} {ours['peak_rss_mb']:>13.0f} | {delta:>11.2e}", flush=True)  # fmt: skip
+    print(SPEED_UP_NOTE)
 
 
 if __name__ == "__main__":

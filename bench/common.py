@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -80,6 +81,32 @@ def comparison_parser(description: str, sizes: list[str]) -> argparse.ArgumentPa
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     return parser
+
+
+SPEED_UP_NOTE = "speed-up = fp32 baseline time / hf_iqa time (bf16 rows: against the fp32 baseline); Δscore against the fp32 baseline"
+
+
+def answer_worker(args: argparse.Namespace, worker) -> bool:
+    """In the `--worker` subprocess (see `comparison_parser`): measure the one configuration and print its JSON.
+    False in the parent process, which goes on to the table."""
+    if not args.worker:
+        return False
+    method, size, dtype, count, batch, weights = args.worker
+    print(json.dumps(worker(method, size, dtype, int(count), int(batch), weights)))
+    return True
+
+
+def compare_workers(script: str, args: argparse.Namespace, weights_name: str, write_weights):
+    """The rows of `compare` for every size and dtype of `args`, each side measured by `script --worker` in its own
+    subprocess, all on one set of random weights that `write_weights(path)` writes once to a temporary folder."""
+    with tempfile.TemporaryDirectory() as folder:
+        weights = os.path.join(folder, weights_name)
+        write_weights(weights)
+
+        def measure(method: str, size: str, dtype: str) -> dict:
+            return run_worker(script, method, size, dtype, args.images, args.batch_size, weights)
+
+        yield from compare(measure, args.sizes, args.dtypes)
 
 
 def run_worker(script: str, *arguments: object) -> dict:
