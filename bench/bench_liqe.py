@@ -29,13 +29,12 @@ import numpy as np
 from common import (
     CLIP_MEAN,
     CLIP_STD,
-    SPEED_UP_NOTE,
     answer_worker,
-    compare_workers,
     comparison_parser,
     engine_scores,
     make_images,
     openai_model_module,
+    print_comparison,
     timed_scores,
 )
 
@@ -153,18 +152,13 @@ def main() -> None:
     print("fp32 GEMM throughput (750x768 @ 768x3072): "
           + ", ".join(f"{name} {value:.0f} GFLOP/s" for name, value in gemm.items())
           + f"; one image = {flops / 1e9:.0f} GFLOP")  # fmt: skip
-    print(
-        f"{'size':>10} {'dtype':>9} | {'baseline s/img':>14} {'hf_iqa s/img':>12} {'speed-up':>8} | "
-        f"{'GFLOP/s base':>12} {'hf_iqa':>7} | {'base RSS MB':>11} {'hf_iqa RSS MB':>13} | {'max|Δscore|':>11}"
-    )
-    for size, dtype, reference, base, ours, delta in compare_workers(__file__, args, "clip_vit_b32.pt", write_weights):
-        print(f"{size:>10} {dtype:>9} | {base['seconds_per_image']:>14.3f} "
-              f"{ours['seconds_per_image']:>12.3f} "
-              f"{reference['seconds_per_image'] / ours['seconds_per_image']:>7.2f}x | "
-              f"{flops_per_image(size) / base['seconds_per_image'] / 1e9:>12.0f} "
-              f"{flops_per_image(size) / ours['seconds_per_image'] / 1e9:>7.0f} | "
-              f"{base['peak_rss_mb']:>11.0f} {ours['peak_rss_mb']:>13.0f} | {delta:>11.2e}", flush=True)  # fmt: skip
-    print(SPEED_UP_NOTE)
+
+    def gflops(size: str, base: dict, ours: dict) -> str:
+        return (f"{flops_per_image(size) / base['seconds_per_image'] / 1e9:>12.0f} "
+                f"{flops_per_image(size) / ours['seconds_per_image'] / 1e9:>7.0f} | ")  # fmt: skip
+
+    extra = (f"{'GFLOP/s base':>12} {'hf_iqa':>7} | ", gflops)
+    print_comparison(__file__, args, "clip_vit_b32.pt", write_weights, extra)
 
 
 if __name__ == "__main__":

@@ -22,13 +22,12 @@ import numpy as np
 from common import (
     CLIP_MEAN,
     CLIP_STD,
-    SPEED_UP_NOTE,
     answer_worker,
-    compare_workers,
     comparison_parser,
     engine_scores,
     make_images,
     openai_model_module,
+    print_comparison,
     timed_scores,
 )
 
@@ -111,16 +110,7 @@ def main() -> None:
 
     threads = int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1))
     print(f"threads={threads} load={os.getloadavg()[0]:.1f} images={args.images} batch={args.batch_size}")
-    print(
-        f"{'size':>10} {'dtype':>9} | {'baseline s/img':>14} {'hf_iqa s/img':>12} {'speed-up':>8} | "
-        f"{'base RSS MB':>11} {'hf_iqa RSS MB':>13} | {'max|Δscore|':>11}"
-    )
-    for size, dtype, reference, base, ours, delta in compare_workers(__file__, args, "clip_vit_b16.pt", write_weights):
-        print(f"{size:>10} {dtype:>9} | {base['seconds_per_image']:>14.3f} "
-              f"{ours['seconds_per_image']:>12.3f} "
-              f"{reference['seconds_per_image'] / ours['seconds_per_image']:>7.2f}x | "
-              f"{base['peak_rss_mb']:>11.0f} {ours['peak_rss_mb']:>13.0f} | {delta:>11.2e}", flush=True)  # fmt: skip
-    print(SPEED_UP_NOTE)
+    print_comparison(__file__, args, "clip_vit_b16.pt", write_weights)
 
 
 if __name__ == "__main__":

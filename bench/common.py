@@ -109,6 +109,20 @@ def compare_workers(script: str, args: argparse.Namespace, weights_name: str, wr
         yield from compare(measure, args.sizes, args.dtypes)
 
 
+def print_comparison(script: str, args: argparse.Namespace, weights_name: str, write_weights, extra=None) -> None:
+    """The comparison table, a row per size and dtype as `compare_workers` measures it: s/img, speed-up against the
+    fp32 baseline, peak RSS, max |Δscore|. `extra` = (header, row(size, base, ours)) adds columns after the speed-up."""
+    extra_header, extra_row = extra or ("", None)
+    print(f"{'size':>10} {'dtype':>9} | {'baseline s/img':>14} {'hf_iqa s/img':>12} {'speed-up':>8} | "
+          f"{extra_header}{'base RSS MB':>11} {'hf_iqa RSS MB':>13} | {'max|Δscore|':>11}")  # fmt: skip
+    for size, dtype, reference, base, ours, delta in compare_workers(script, args, weights_name, write_weights):
+        middle = extra_row(size, base, ours) if extra_row else ""
+        print(f"{size:>10} {dtype:>9} | {base['seconds_per_image']:>14.3f} {ours['seconds_per_image']:>12.3f} "
+              f"{reference['seconds_per_image'] / ours['seconds_per_image']:>7.2f}x | {middle}"
+              f"{base['peak_rss_mb']:>11.0f} {ours['peak_rss_mb']:>13.0f} | {delta:>11.2e}", flush=True)  # fmt: skip
+    print(SPEED_UP_NOTE)
+
+
 def run_worker(script: str, *arguments: object) -> dict:
     """Run `script --worker arguments...` in a fresh interpreter and return the JSON its last line prints."""
     command = [sys.executable, script, "--worker", *(str(a) for a in arguments)]
