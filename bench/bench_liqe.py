@@ -19,9 +19,7 @@ hardware allows; "GFLOP/s" columns divide the baseline's FLOPs per image (15 ful
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import math
 import os
 import tempfile
@@ -31,13 +29,13 @@ import numpy as np
 from common import (
     CLIP_MEAN,
     CLIP_STD,
-    compare,
+    answer_worker,
+    comparison_parser,
     engine_scores,
     make_images,
     openai_model_module,
-    peak_rss_mb,
-    reset_peak_rss,
-    run_worker,
+    print_comparison,
+    timed_scores,
 )
 
 WIDTH, LAYERS, TOKENS, PATCH, WINDOWS = 768, 12, 50, 32, 15
@@ -139,27 +137,12 @@ def worker(method: str, size: str, dtype: str, count: int, batch_size: int, weig
 
     del saved
     gc.collect()
-    images = make_images(size, count)
-    with torch.inference_mode():
-        run(images[:1])  # warm-up
-        reset_peak_rss()
-        start = time.perf_counter()
-        scores = run(images)
-        elapsed = time.perf_counter() - start
-    return {"seconds_per_image": elapsed / count, "peak_rss_mb": peak_rss_mb(), "scores": scores.float().tolist()}
+    return timed_scores(run, make_images(size, count))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", default=["512x384", "1024x768", "3840x2160"])
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
-    parser.add_argument("--images", type=int, default=4, help="timed images per configuration")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        method, size, dtype, count, batch, weights = args.worker
-        print(json.dumps(worker(method, size, dtype, int(count), int(batch), weights)))
+    args = comparison_parser(__doc__, ["512x384", "1024x768", "3840x2160"]).parse_args()
+    if answer_worker(args, worker):
         return
 
     threads = int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1))
@@ -169,26 +152,13 @@ def main() -> None:
     print("fp32 GEMM throughput (750x768 @ 768x3072): "
           + ", ".join(f"{name} {value:.0f} GFLOP/s" for name, value in gemm.items())
           + f"; one image = {flops / 1e9:.0f} GFLOP")  # fmt: skip
-    print(
-        f"{'size':>10} {'dtype':>9} | {'baseline s/img':>14} {'hf_iqa s/img':>12} {'speed-up':>8} | "
-        f"{'GFLOP/s base':>12} {'hf_iqa':>7} | {'base RSS MB':>11} {'hf_iqa RSS MB':>13} | {'max|Δscore|':>11}"
-    )
-    with tempfile.TemporaryDirectory() as folder:
-        weights = os.path.join(folder, "clip_vit_b32.pt")
-        write_weights(weights)
 
-        def measure(method: str, size: str, dtype: str) -> dict:
-            return run_worker(__file__, method, size, dtype, args.images, args.batch_size, weights)
+    def gflops(size: str, base: dict, ours: dict) -> str:
+        return (f"{flops_per_image(size) / base['seconds_per_image'] / 1e9:>12.0f} "
+                f"{flops_per_image(size) / ours['seconds_per_image'] / 1e9:>7.0f} | ")  # fmt: skip
 
-        for size, dtype, reference, base, ours, delta in compare(measure, args.sizes, args.dtypes):
-            print(f"{size:>10} {dtype:>9} | {base['seconds_per_image']:>14.3f} "
-                  f"{ours['seconds_per_image']:>12.3f} "
-                  f"{reference['seconds_per_image'] / ours['seconds_per_image']:>7.2f}x | "
-                  f"{flops_per_image(size) / base['seconds_per_image'] / 1e9:>12.0f} "
-                  f"{flops_per_image(size) / ours['seconds_per_image'] / 1e9:>7.0f} | "
-                  f"{base['peak_rss_mb']:>11.0f} {ours['peak_rss_mb']:>13.0f} | {delta:>11.2e}", flush=True)  # fmt: skip
-    print("speed-up = fp32 baseline time / hf_iqa time (bf16 rows: against the fp32 baseline); "
-          "Δscore against the fp32 baseline")  # fmt: skip
+    extra = (f"{'GFLOP/s base':>12} {'hf_iqa':>7} | ", gflops)
+    print_comparison(__file__, args, "clip_vit_b32.pt", write_weights, extra)
 
 
 if __name__ == "__main__":

@@ -13,25 +13,22 @@ images. Both cut the same crops (the processor's seeded positions), so fp32 scor
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import math
 import os
 import tempfile
-import time
 
 import numpy as np
 from common import (
     CLIP_MEAN,
     CLIP_STD,
-    compare,
+    answer_worker,
+    comparison_parser,
     engine_scores,
     make_images,
     openai_model_module,
-    peak_rss_mb,
-    reset_peak_rss,
-    run_worker,
+    print_comparison,
+    timed_scores,
 )
 
 MEAN, STD = CLIP_MEAN.reshape(3, 1, 1), CLIP_STD.reshape(3, 1, 1)
@@ -103,49 +100,17 @@ def worker(method: str, size: str, dtype: str, count: int, batch_size: int, weig
 
     del saved
     gc.collect()
-    images = make_images(size, count)
-    with torch.inference_mode():
-        run(images[:1])  # warm-up
-        reset_peak_rss()
-        start = time.perf_counter()
-        scores = run(images)
-        elapsed = time.perf_counter() - start
-    return {"seconds_per_image": elapsed / count, "peak_rss_mb": peak_rss_mb(), "scores": scores.float().tolist()}
+    return timed_scores(run, make_images(size, count))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", default=["512x384"])
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
-    parser.add_argument("--images", type=int, default=4, help="timed images per configuration")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        method, size, dtype, count, batch, weights = args.worker
-        print(json.dumps(worker(method, size, dtype, int(count), int(batch), weights)))
+    args = comparison_parser(__doc__, ["512x384"]).parse_args()
+    if answer_worker(args, worker):
         return
 
     threads = int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1))
     print(f"threads={threads} load={os.getloadavg()[0]:.1f} images={args.images} batch={args.batch_size}")
-    print(
-        f"{'size':>10} {'dtype':>9} | {'baseline s/img':>14} {'hf_iqa s/img':>12} {'speed-up':>8} | "
-        f"{'base RSS MB':>11} {'hf_iqa RSS MB':>13} | {'max|Δscore|':>11}"
-    )
-    with tempfile.TemporaryDirectory() as folder:
-        weights = os.path.join(folder, "clip_vit_b16.pt")
-        write_weights(weights)
-
-        def measure(method: str, size: str, dtype: str) -> dict:
-            return run_worker(__file__, method, size, dtype, args.images, args.batch_size, weights)
-
-        for size, dtype, reference, base, ours, delta in compare(measure, args.sizes, args.dtypes):
-            print(f"{size:>10} {dtype:>9} | {base['seconds_per_image']:>14.3f} "
-                  f"{ours['seconds_per_image']:>12.3f} "
-                  f"{reference['seconds_per_image'] / ours['seconds_per_image']:>7.2f}x | "
-                  f"{base['peak_rss_mb']:>11.0f} {ours['peak_rss_mb']:>13.0f} | {delta:>11.2e}", flush=True)  # fmt: skip
-    print("speed-up = fp32 baseline time / hf_iqa time (bf16 rows: against the fp32 baseline); "
-          "Δscore against the fp32 baseline")  # fmt: skip
+    print_comparison(__file__, args, "clip_vit_b16.pt", write_weights)
 
 
 if __name__ == "__main__":

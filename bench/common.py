@@ -3,11 +3,14 @@ the one-subprocess-per-configuration runner (so that each configuration's peak R
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
 import subprocess
 import sys
+import tempfile
+import time
 
 import numpy as np
 
@@ -48,6 +51,76 @@ def peak_rss_mb() -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError("VmHWM not found in /proc/self/status")
+
+
+def timed_scores(run, images: list) -> dict:
+    """One untimed warm-up image, then `run(images)` timed with the peak RSS reset first: the worker's JSON
+    (`seconds_per_image`, `peak_rss_mb`, `scores`)."""
+    import torch
+
+    with torch.inference_mode():
+        run(images[:1])  # warm-up
+        reset_peak_rss()
+        start = time.perf_counter()
+        scores = run(images)
+        elapsed = time.perf_counter() - start
+    return {
+        "seconds_per_image": elapsed / len(images),
+        "peak_rss_mb": peak_rss_mb(),
+        "scores": scores.float().tolist(),
+    }
+
+
+def comparison_parser(description: str, sizes: list[str]) -> argparse.ArgumentParser:
+    """The options of a baseline-vs-hf_iqa comparison (`--worker method size dtype count batch weights` is the
+    hidden per-configuration subprocess call that `run_worker` makes)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=sizes)
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--images", type=int, default=4, help="timed images per configuration")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
+    return parser
+
+
+SPEED_UP_NOTE = "speed-up = fp32 baseline time / hf_iqa time (bf16 rows: against the fp32 baseline); Δscore against the fp32 baseline"
+
+
+def answer_worker(args: argparse.Namespace, worker) -> bool:
+    """In the `--worker` subprocess (see `comparison_parser`): measure the one configuration and print its JSON.
+    False in the parent process, which goes on to the table."""
+    if not args.worker:
+        return False
+    method, size, dtype, count, batch, weights = args.worker
+    print(json.dumps(worker(method, size, dtype, int(count), int(batch), weights)))
+    return True
+
+
+def compare_workers(script: str, args: argparse.Namespace, weights_name: str, write_weights):
+    """The rows of `compare` for every size and dtype of `args`, each side measured by `script --worker` in its own
+    subprocess, all on one set of random weights that `write_weights(path)` writes once to a temporary folder."""
+    with tempfile.TemporaryDirectory() as folder:
+        weights = os.path.join(folder, weights_name)
+        write_weights(weights)
+
+        def measure(method: str, size: str, dtype: str) -> dict:
+            return run_worker(script, method, size, dtype, args.images, args.batch_size, weights)
+
+        yield from compare(measure, args.sizes, args.dtypes)
+
+
+def print_comparison(script: str, args: argparse.Namespace, weights_name: str, write_weights, extra=None) -> None:
+    """The comparison table, a row per size and dtype as `compare_workers` measures it: s/img, speed-up against the
+    fp32 baseline, peak RSS, max |Δscore|. `extra` = (header, row(size, base, ours)) adds columns after the speed-up."""
+    extra_header, extra_row = extra or ("", None)
+    print(f"{'size':>10} {'dtype':>9} | {'baseline s/img':>14} {'hf_iqa s/img':>12} {'speed-up':>8} | "
+          f"{extra_header}{'base RSS MB':>11} {'hf_iqa RSS MB':>13} | {'max|Δscore|':>11}")  # fmt: skip
+    for size, dtype, reference, base, ours, delta in compare_workers(script, args, weights_name, write_weights):
+        middle = extra_row(size, base, ours) if extra_row else ""
+        print(f"{size:>10} {dtype:>9} | {base['seconds_per_image']:>14.3f} {ours['seconds_per_image']:>12.3f} "
+              f"{reference['seconds_per_image'] / ours['seconds_per_image']:>7.2f}x | {middle}"
+              f"{base['peak_rss_mb']:>11.0f} {ours['peak_rss_mb']:>13.0f} | {delta:>11.2e}", flush=True)  # fmt: skip
+    print(SPEED_UP_NOTE)
 
 
 def run_worker(script: str, *arguments: object) -> dict:

@@ -328,6 +328,12 @@ def add_common_arguments(parser) -> None:
     )
 
 
+def common_options(args) -> dict:
+    """The `convert(...)` keywords read from the options `add_common_arguments` added (the Hub options are read
+    later, by `push_if_asked`): `overwrite`, `atol`, and `progress` (None = the default switch, False = hidden)."""
+    return {"overwrite": args.overwrite, "atol": args.atol, "progress": False if args.no_progress else None}
+
+
 def push_if_asked(args, output_dir: str | Path, program: str) -> None:
     """Upload the folder when `--push-to-hub` was given; called only after the parity check passed and the folder
     was written. A failed upload (no network, no token) is one line, like every converter error."""

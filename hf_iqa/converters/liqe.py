@@ -33,6 +33,7 @@ from .common import (
     add_common_arguments,
     assert_parity,
     check_output_dir,
+    common_options,
     convert_openai_clip_state_dict,
     infer_vit_clip_config_kwargs,
     load_checkpoint,
@@ -290,10 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with one_line_errors(program_name("liqe")):
-        result = convert(
-            args.checkpoint, args.variant, args.output_dir, args.protocol, args.overwrite, args.atol,
-            progress=False if args.no_progress else None,
-        )  # fmt: skip
+        result = convert(args.checkpoint, args.variant, args.output_dir, args.protocol, **common_options(args))
     figures = ", ".join(f"{k} {v:.2g}" for k, v in result.max_differences.items())
     print(f"parity vs the original architecture (max |diff|): {figures}")
     print(f"wrote {result.output_dir} ({', '.join(result.files)})")

@@ -37,6 +37,7 @@ from .common import (
     add_common_arguments,
     assert_parity,
     check_output_dir,
+    common_options,
     convert_openai_clip_state_dict,
     convert_resnet_state_dict,
     infer_text_config_kwargs,
@@ -471,9 +472,7 @@ def main(argv: list[str] | None = None) -> int:
             prompt_logit_scale=args.prompt_logit_scale,
             dataset=args.dataset,
             keep_text_tower=args.keep_text_tower,
-            overwrite=args.overwrite,
-            atol=args.atol,
-            progress=False if args.no_progress else None,
+            **common_options(args),
         )
     print(
         f"{result.variant} -> {result.output_dir} (prompt_logit_scale={result.prompt_logit_scale:g}, "

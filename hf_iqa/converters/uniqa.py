@@ -43,6 +43,7 @@ from .common import (
     add_common_arguments,
     assert_parity,
     check_output_dir,
+    common_options,
     convert_openai_clip_state_dict,
     convert_resnet_state_dict,
     infer_text_config_kwargs,
@@ -464,11 +465,9 @@ def main(argv: list[str] | None = None) -> int:
             quality_head=args.quality_head,
             aesthetics_head=args.aesthetics_head,
             license=args.license,
-            overwrite=args.overwrite,
-            atol=args.atol,
             prompt_ensemble=args.prompt_ensemble,
             position_embedding=not args.no_position_embedding,
-            progress=False if args.no_progress else None,
+            **common_options(args),
         )
     figures = ", ".join(f"{key} {value:.2g}" for key, value in result.max_differences.items())
     print(f"backbone: {result.backbone}; parity vs the original architecture (max |diff|): {figures}")
