@@ -3,7 +3,7 @@
 Upload or drop images (or pick an example), choose models (zoo names or converted folders), and read each model's
 score on its own range and direction, LIQE's quality/scene/distortion probabilities as bars, Dog-IQA's region map
 with per-region scores, and a results table that downloads as CSV. Models are loaded once and reused; every batch
-of images goes through `score_batch`. The same app runs as a Hugging Face Space (`app.py`). It binds to
+of images goes through `score_files`, one decoded upload at a time. The same app runs as a Hugging Face Space (`app.py`). It binds to
 127.0.0.1 by default and never opens a public share link unless `--share` is given.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import html
+import json
 import os
 import tempfile
 import threading
@@ -21,17 +22,18 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter
 
-from hf_iqa.io import ImageLoadError, load_image
+from hf_iqa.io import ImageLoadError
 from hf_iqa.scoring import flatten
 
 DEFAULT_MODELS = ["liqe-mix"]
-MAX_UPLOAD = "50mb"  # per file; decoded-size limits are hf_iqa.io's (the CLI's), applied in `read_images`
+MAX_UPLOAD = "50mb"  # per file; decoded-size limits are hf_iqa.io's (the CLI's), applied when each file is decoded
 MAX_IMAGES = 32  # per request: keeps the memory of one request bounded
 BATCH_SIZE = 8
 CSV_FIXED = ["image", "model", "score", "score_min", "score_max", "higher_is_better", "error"]
 
 _PIPELINES: dict[str, Any] = {}
 _LOCK = threading.Lock()
+_SCORING = threading.Lock()  # one request scores at a time: the peak is one request's whatever the number of users
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -47,29 +49,46 @@ def get_pipeline(model: str):
         return _PIPELINES[model]
 
 
-def score_batch(pipe, images: list[Image.Image], visualize: bool = False) -> list[dict[str, Any]]:
-    """Score decoded images with one model through the CLI's scoring engine (`hf_iqa.engine.score_stream`: the
-    same batching, bounded prefetch and per-image errors as `hf-iqa score`). An image that fails to score gives
-    `{"error": problem}` and the others still come back."""
-    from hf_iqa.scoring import Item, PipelineScorer, score_stream
+class _UploadScorer:
+    """The scoring engine's pipeline scorer for uploads, remembering which files could not be read at all (they are
+    reported once, as the file's problem, not once per model)."""
 
-    items = [Item(key=f"image {i + 1}", source=image, index=i) for i, image in enumerate(images)]
-    results = score_stream(items, PipelineScorer(pipe, visualize=visualize), batch_size=BATCH_SIZE, workers=2)
-    return [result.output if result.error is None else {"error": result.error} for result in results]
+    def __init__(self, pipe: Any, visualize: bool, unreadable: dict[str, str]):
+        from hf_iqa.scoring import PipelineScorer
 
+        self.scorer = PipelineScorer(pipe, visualize=visualize)
+        self.unreadable = unreadable
 
-def read_images(paths: list[str]) -> tuple[list[tuple[str, Image.Image]], list[tuple[str, str]]]:
-    """Decode uploads with hf_iqa's loader (same limits and messages as the CLI): (name, image) pairs and
-    (name, problem) pairs for files that cannot be used."""
-    good, bad = [], []
-    for path in paths[:MAX_IMAGES]:
-        name = Path(path).name
+    def prepare(self, item: Any) -> Any:
         try:
-            good.append((name, load_image(path, source=name)))
+            return self.scorer.prepare(item)  # decoded through the one gate, then preprocessed: the image is dropped
         except ImageLoadError as error:
-            bad.append((name, error.problem))
-    for path in paths[MAX_IMAGES:]:
-        bad.append((Path(path).name, f"not scored: at most {MAX_IMAGES} images per request"))
+            self.unreadable[item.key] = error.problem
+            raise
+
+    def predict(self, prepared: list[Any]) -> list[dict[str, Any]]:
+        return self.scorer.predict(prepared)
+
+
+def score_files(pipe, files: list[tuple[str, str]], unreadable: dict[str, str], visualize: bool = False):
+    """Score uploaded files (name, path) with one model through the CLI's scoring engine
+    (`hf_iqa.scoring.score_stream`): each file is decoded only when the model is about to need it, by one loader
+    thread at most `BATCH_SIZE` images ahead, and only its preprocessed inputs are kept, so a request's memory is
+    one decoded image plus a batch of model inputs whatever the number or size of the uploads. Yields
+    (name, result or {"error": problem}); files that cannot be read go to `unreadable`."""
+    from hf_iqa.scoring import Item, score_stream
+
+    items = [Item(key=name, source=path, index=i) for i, (name, path) in enumerate(files)]
+    scorer = _UploadScorer(pipe, visualize, unreadable)
+    for result in score_stream(items, scorer, batch_size=BATCH_SIZE, workers=1, prefetch_batches=1):
+        yield result.item.key, result.output if result.error is None else {"error": result.error}
+
+
+def read_images(paths: list[str]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The uploads a request scores, as (name, path), and (name, problem) for those it does not: at most
+    `MAX_IMAGES` per request. Nothing is decoded here (`score_files` decodes one at a time)."""
+    good = [(Path(path).name, path) for path in paths[:MAX_IMAGES]]
+    bad = [(Path(path).name, f"not scored: at most {MAX_IMAGES} images per request") for path in paths[MAX_IMAGES:]]
     return good, bad
 
 
@@ -83,11 +102,19 @@ def model_problem(model: str, error: Exception) -> str:
 
 def score(paths: list[str], models: list[str]) -> dict[str, Any]:
     """Score every readable image with every loadable model. Returns rows (one per image x model, plus one per bad
-    file), model metadata, Dog-IQA pictures and the messages to show."""
-    images, bad = read_images(paths)
-    rows: list[dict[str, Any]] = [{"image": name, "model": "", "error": problem} for name, problem in bad]
-    messages = [f"{name}: {problem}" for name, problem in bad]
+    file), model metadata and provenance records, Dog-IQA pictures and the messages to show. One request scores at
+    a time (`_SCORING`): concurrent requests wait instead of multiplying the peak memory."""
+    with _SCORING:
+        return _score(paths, models)
+
+
+def _score(paths: list[str], models: list[str]) -> dict[str, Any]:
+    files, bad = read_images(paths)
+    unreadable: dict[str, str] = {}
+    scored: list[dict[str, Any]] = []
+    messages: list[str] = []
     meta: dict[str, dict[str, Any]] = {}
+    records: dict[str, dict[str, Any]] = {}
     pictures: list[tuple[Image.Image, str]] = []
     for model in models:
         try:
@@ -98,24 +125,41 @@ def score(paths: list[str], models: list[str]) -> dict[str, Any]:
         config = pipe.model.config
         low, high = (float(v) for v in getattr(config, "score_range", (float("nan"), float("nan"))))
         meta[model] = {"range": (low, high), "higher_is_better": bool(getattr(config, "higher_is_better", True))}
-        if not images:
+        records[model] = _record(model, pipe)
+        readable = [(name, path) for name, path in files if name not in unreadable]
+        if not readable:
             continue
         visualize = hasattr(pipe.model, "render_regions")
         try:
-            results = score_batch(pipe, [image for _, image in images], visualize=visualize)
-        except Exception as error:  # a model that fails on this batch: say so, keep the others
+            for name, result in score_files(pipe, readable, unreadable, visualize=visualize):
+                if name in unreadable:
+                    continue  # reported once below, as the file's problem
+                if "error" in result:
+                    scored.append({"image": name, "model": model, "error": result["error"]})
+                    messages.append(f"{name} ({model}): {result['error']}")
+                    continue
+                picture = result.pop("visualization", None)
+                if picture is not None:
+                    pictures.append((picture, f"{name} - {_label(model)}: {result['score']:.4f}"))
+                scored.append({"image": name, "model": model, "result": result, "error": ""})
+        except Exception as error:  # a model that fails on this request: say so, keep the others
             messages.append(f"{model}: scoring failed ({type(error).__name__}: {error})")
-            continue
-        for (name, _), result in zip(images, results):
-            if "error" in result:
-                rows.append({"image": name, "model": model, "error": result["error"]})
-                messages.append(f"{name} ({model}): {result['error']}")
-                continue
-            picture = result.pop("visualization", None)
-            if picture is not None:
-                pictures.append((picture, f"{name} - {_label(model)}: {result['score']:.4f}"))
-            rows.append({"image": name, "model": model, "result": result, "error": ""})
-    return {"rows": rows, "meta": meta, "pictures": pictures, "messages": messages, "images": [n for n, _ in images]}
+    bad += [(name, problem) for name, problem in unreadable.items()]
+    rows = [{"image": name, "model": "", "error": problem} for name, problem in bad] + scored
+    messages = [f"{name}: {problem}" for name, problem in bad] + messages
+    images = [name for name, _ in files if name not in unreadable]
+    return {"rows": rows, "meta": meta, "records": records, "pictures": pictures, "messages": messages,
+            "images": images}  # fmt: skip
+
+
+def _record(model: str, pipe: Any) -> dict[str, Any]:
+    """What produced a model's scores (`hf_iqa.provenance`): the model as chosen and as loaded, the digests of its
+    files, dtype, device and versions; offered for download next to the CSV."""
+    from hf_iqa import provenance
+
+    folder = getattr(pipe.model, "name_or_path", None) or model
+    dtype = str(getattr(pipe.model, "dtype", "")).removeprefix("torch.") or None
+    return provenance.run_record(model, str(folder), dtype=dtype, device=str(getattr(pipe, "device", "")) or None)
 
 
 def flat_row(row: dict[str, Any], meta: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -131,8 +175,11 @@ def flat_row(row: dict[str, Any], meta: dict[str, dict[str, Any]]) -> dict[str, 
     return out
 
 
-def write_csv(rows: list[dict[str, Any]], directory: str | None = None) -> str:
-    """The results table as a new CSV file (never overwrites: a fresh temporary folder per request)."""
+def write_csv(rows: list[dict[str, Any]], directory: str | None = None, records: dict | None = None) -> str:
+    """The results table as a new CSV file (never overwrites: a fresh temporary folder per request), with, when
+    `records` are given, `hf_iqa_scores.csv.meta.json` beside it: what produced each model's scores."""
+    from hf_iqa import provenance
+
     columns = list(CSV_FIXED)
     for row in rows:
         columns.extend(key for key in row if key not in columns)
@@ -141,6 +188,9 @@ def write_csv(rows: list[dict[str, Any]], directory: str | None = None) -> str:
         writer = csv.DictWriter(handle, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(rows)
+    if records:
+        combined = {"format": provenance.FORMAT, "models": records}
+        provenance.sidecar_path(path).write_text(json.dumps(combined, indent=2, default=str) + "\n", encoding="utf-8")
     return str(path)
 
 
@@ -290,9 +340,12 @@ def build_demo(models: list[str] | None = None, choices: list[str] | None = None
         if not selected:
             raise gr.Error("Choose at least one model.")
         outcome = score(paths, list(selected))
-        csv_path = write_csv([flat_row(r, outcome["meta"]) for r in outcome["rows"]]) if outcome["rows"] else None
+        csv_path = meta_path = None
+        if outcome["rows"]:
+            csv_path = write_csv([flat_row(r, outcome["meta"]) for r in outcome["rows"]], records=outcome["records"])
+            meta_path = csv_path + ".meta.json" if outcome["records"] else None
         return (render_scores(outcome), render_messages(outcome["messages"]), render_details(outcome),
-                outcome["pictures"], table_rows(outcome), csv_path)  # fmt: skip
+                outcome["pictures"], table_rows(outcome), csv_path, meta_path)  # fmt: skip
 
     with gr.Blocks(title="hf_iqa: image quality") as demo:
         gr.Markdown(
@@ -314,7 +367,9 @@ def build_demo(models: list[str] | None = None, choices: list[str] | None = None
         table = gr.Dataframe(headers=["image", "model", "score", "range", "labels", "error"], label="Results",
                              interactive=False, elem_id="hf-iqa-table")  # fmt: skip
         download = gr.File(label="Results as CSV", elem_id="hf-iqa-csv")
-        button.click(run, inputs=[files, chosen], outputs=[scores, messages, details, regions, table, download],
+        provenance = gr.File(label="What produced them (models, weight digests, versions)", elem_id="hf-iqa-meta")
+        button.click(run, inputs=[files, chosen],
+                     outputs=[scores, messages, details, regions, table, download, provenance],
                      api_name="score")  # fmt: skip
     return demo
 

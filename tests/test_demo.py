@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 import socket
 
 import pytest
 
 import hf_iqa
-from hf_iqa import demo
+from hf_iqa import demo, provenance
 from hf_iqa.cli import build_parser
 from tests.models.dog_iqa.test_pipeline_dog_iqa import dog_dir  # noqa: F401  (fixture: a tiny Dog-IQA folder)
 from tests.test_pipeline_cli import liqe_dir  # noqa: F401  (fixture: a tiny converted LIQE folder)
@@ -106,7 +107,7 @@ def test_dog_iqa_region_map_and_region_scores(dog_dir):  # noqa: F811
 def test_too_many_images_are_reported_not_scored(photos, monkeypatch):
     monkeypatch.setattr(demo, "MAX_IMAGES", 1)
     good, bad = demo.read_images(photos[0])
-    assert [name for name, _ in good] == ["photo0.jpg"]
+    assert good == [("photo0.jpg", photos[0][0])]
     assert bad == [("photo1.jpg", "not scored: at most 1 images per request")]
 
 
@@ -131,7 +132,7 @@ def test_app_through_gradio_client(liqe_dir, photos):  # noqa: F811
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         good, broken = photos
-        scores_html, messages, details, regions, table, csv_file = client.predict(
+        scores_html, messages, details, regions, table, csv_file, meta_file = client.predict(
             [handle_file(p) for p in [*good, broken]], [str(liqe_dir)], api_name="/score"
         )
     finally:
@@ -143,6 +144,9 @@ def test_app_through_gradio_client(liqe_dir, photos):  # noqa: F811
     assert [row[2] for row in table["data"][1:]] == [round(r["score"], 4) for r in expected]
     rows = list(csv.DictReader(open(csv_file, encoding="utf-8")))
     assert [float(r["score"]) for r in rows if r["score"]] == [r["score"] for r in expected]
+    record = json.loads(open(meta_file, encoding="utf-8").read())["models"][str(liqe_dir)]
+    weights = next(liqe_dir.glob("*.safetensors"))
+    assert record["comparable"]["model"]["files"][weights.name] == provenance.file_sha256(weights)
 
 
 def test_launch_settings(monkeypatch, capsys):
@@ -156,3 +160,35 @@ def test_launch_settings(monkeypatch, capsys):
     assert seen["server_name"] == "127.0.0.1" and seen["server_port"] == 7860 and seen["share"] is False
     assert seen["max_file_size"] == demo.MAX_UPLOAD == "50mb"
     assert "hf-iqa demo: ./missing/model: no such model folder\n" in capsys.readouterr().out
+
+
+def test_a_request_of_32_large_canvas_pngs_stays_bounded(liqe_dir, tmp_path):  # noqa: F811
+    """Uploads are decoded one at a time while the model runs (issue 24): a request of 32 small PNG files of
+    5000x5000 pixels (75 MB each once decoded, 2.4 GB together) raises the peak memory of the process by no more
+    than one decoded image and a batch of model inputs above a request of one such file (bound: 400 MB)."""
+    import shutil
+    import sys
+
+    from PIL import Image
+
+    from tests.testing_utils import run_command
+
+    first = tmp_path / "canvas00.png"
+    Image.new("RGB", (5000, 5000), (90, 140, 200)).save(first)
+    for i in range(1, 32):
+        shutil.copy(first, tmp_path / f"canvas{i:02d}.png")
+    code = (
+        "import resource, sys\nfrom hf_iqa import demo\n"
+        "paths = sys.argv[2:]\nout = demo.score(paths, [sys.argv[1]])\n"
+        "assert len([r for r in out['rows'] if r.get('result')]) == len(paths), out['messages']\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    paths = sorted(str(p) for p in tmp_path.glob("canvas*.png"))
+
+    def peak_mb(files: list[str]) -> int:
+        result = run_command([sys.executable, "-c", code, str(liqe_dir), *files], timeout=900)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return int(result.stdout.split()[-1])
+
+    one, all_32 = peak_mb(paths[:1]), peak_mb(paths)
+    assert all_32 - one < 400, f"32 uploads peaked {all_32} MB against {one} MB for one"

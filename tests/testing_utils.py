@@ -68,3 +68,22 @@ def run_without_hf_iqa(code: str, timeout: float = 600) -> str:
     if result.returncode != 0:
         raise AssertionError(f"subprocess failed ({result.returncode}):\n{result.stderr[-4000:]}")
     return result.stdout
+
+
+def run_command(args: list[str], *, timeout: float, env: dict | None = None, cwd: str | None = None, input=None):
+    """`subprocess.run(args, capture_output=True, text=True)` in a process group of its own: on a timeout (or any
+    failure while waiting) the whole group is killed, so that nothing a test started outlives it."""
+    import signal
+    import subprocess
+
+    process = subprocess.Popen(
+        args, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=env, cwd=cwd, start_new_session=True,
+    )  # fmt: skip
+    try:
+        stdout, stderr = process.communicate(input, timeout=timeout)
+    except BaseException:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
