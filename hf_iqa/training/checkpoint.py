@@ -33,6 +33,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from hf_iqa.training.checkpoint_schema import (  # noqa: F401 (CheckpointError: raised and imported from here)
+    CheckpointError,
+    check_optimizer_state,
+    check_regular,
+    check_trainer_meta,
+    read_json,
+)
+
 FORMAT = "hf_iqa-training-checkpoint"
 VERSION = 1
 STATE_FILE = "trainer_state.json"
@@ -40,10 +48,6 @@ MODEL_FILE = "model.safetensors"
 # what torch.save / pickle / joblib write; hf_iqa never loads them from a checkpoint folder
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".bin", ".pt", ".pth", ".ckpt", ".joblib")
 CHECKPOINT_NAME = re.compile(r"^checkpoint_(\d+)$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder that cannot be resumed from; the message names the folder and why."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -111,14 +115,14 @@ def load_tree(stem: Path) -> Any:
     from safetensors.torch import load_file
 
     json_path, tensor_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
-    if not json_path.is_file():
-        raise CheckpointError(f"{stem.parent}: {json_path.name} is missing; the checkpoint is incomplete")
+    encoded = read_json(json_path)  # a regular file, size and depth bounded
+    if os.path.lexists(tensor_path):
+        check_regular(tensor_path)
     try:
-        encoded = json.loads(json_path.read_text(encoding="utf-8"))
         tensors = load_file(str(tensor_path)) if tensor_path.is_file() else {}
         return _decode(encoded, tensors)
-    except (ValueError, KeyError, TypeError, OSError) as error:  # truncated or edited files
-        raise CheckpointError(f"{json_path}: unreadable checkpoint state ({error})") from None
+    except (ValueError, KeyError, TypeError, OSError, RuntimeError, AttributeError, IndexError) as error:
+        raise CheckpointError(f"{json_path}: unreadable checkpoint state ({error})".splitlines()[0]) from None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -231,22 +235,23 @@ def load_checkpoint(
 
     refuse_pickles(folder)
     state_path = folder / STATE_FILE
-    try:
-        meta = json.loads(state_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{folder}: not an hf_iqa training checkpoint ({STATE_FILE} is missing)") from None
-    except ValueError as error:
-        raise CheckpointError(f"{state_path}: unreadable ({error})") from None
+    if not os.path.lexists(state_path):
+        raise CheckpointError(f"{folder}: not an hf_iqa training checkpoint ({STATE_FILE} is missing)")
+    meta = read_json(state_path)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise CheckpointError(f"{state_path}: not a version-{VERSION} hf_iqa training checkpoint")
+    check_trainer_meta(meta, state_path)
+    check_regular(folder / MODEL_FILE)
     try:
         load_model(accelerator.unwrap_model(model), str(folder / MODEL_FILE))  # copied onto the model's device
     except (OSError, RuntimeError, ValueError) as error:  # missing file, other architecture, truncated
         raise CheckpointError(f"{folder / MODEL_FILE}: cannot restore the model ({error})".splitlines()[0]) from None
-    optimizer.load_state_dict(load_tree(folder / "optimizer"))
-    scheduler.load_state_dict(load_tree(folder / "scheduler"))
+    optimizer_state = load_tree(folder / "optimizer")
+    check_optimizer_state(optimizer_state, optimizer, folder / "optimizer.json")
+    _restore(optimizer, optimizer_state, folder / "optimizer.json")
+    _restore(scheduler, load_tree(folder / "scheduler"), folder / "scheduler.json")
     if accelerator.scaler is not None and (folder / "scaler.json").is_file():
-        accelerator.scaler.load_state_dict(load_tree(folder / "scaler"))
+        _restore(accelerator.scaler, load_tree(folder / "scaler"), folder / "scaler.json")
     rank = accelerator.process_index
     if meta["num_processes"] != accelerator.num_processes:
         accelerator.print(
@@ -254,10 +259,29 @@ def load_checkpoint(
             f"{accelerator.num_processes}: training continues, but not bit-identically"
         )
         rank = min(rank, meta["num_processes"] - 1)
+    local_path = folder / f"rank_{rank}.json"
     local = load_tree(folder / f"rank_{rank}")
-    set_rng_state(local["rng"])
+    if (
+        not isinstance(local, dict)
+        or not isinstance(local.get("rng"), dict)
+        or not isinstance(local.get("objects"), dict)
+    ):
+        raise CheckpointError(f"{local_path}: expected an object with 'rng' and 'objects'")
+    try:
+        set_rng_state(local["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{local_path}: rng is not a random-generator state ({error})".splitlines()[0]) from None
     for name, obj in objects.items():
         if name in local["objects"]:
-            obj.load_state_dict(local["objects"][name])
+            _restore(obj, local["objects"][name], local_path)
     accelerator.step = meta["accelerator_step"]
     return meta["trainer"]
+
+
+def _restore(obj: Any, state: Any, path: Path) -> None:
+    """`obj.load_state_dict(state)`, a state that does not fit being one line naming its file."""
+    try:
+        obj.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as error:
+        message = f"{path}: does not fit this run's {type(obj).__name__} ({type(error).__name__}: {error})"
+        raise CheckpointError(message.splitlines()[0]) from None

@@ -336,6 +336,64 @@ def test_half_written_and_damaged_checkpoints(tmp_path):
         common.train(toy_config(tmp_path / "run", **overrides, resume_from_checkpoint="latest"), build_toy_task)
 
 
+def _damage(folder: Path, case: str) -> str:
+    """Damage one file of a checkpoint the way a hostile or broken folder would; returns what the error names."""
+    import json
+
+    state = folder / "trainer_state.json"
+    meta = json.loads(state.read_text())
+    if case == "step is text":
+        meta["trainer"]["loop"]["global_step"] = "4"
+    elif case == "step is NaN":
+        meta["trainer"]["loop"]["global_step"] = float("nan")
+    elif case == "negative epoch":
+        meta["trainer"]["loop"]["epoch"] = -1
+    elif case == "loop is a list":
+        meta["trainer"]["loop"] = [1, 2]
+    elif case == "deep nesting":
+        state.write_text("[" * 100_000 + "]" * 100_000)
+        return "trainer_state.json: nested deeper"
+    elif case == "moment of the wrong shape":
+        from safetensors.torch import load_file, save_file
+
+        tensors = load_file(str(folder / "optimizer.safetensors"))
+        name = next(k for k, v in tensors.items() if v.dim() > 0)
+        tensors[name] = torch.zeros(7, 5)
+        save_file(tensors, str(folder / "optimizer.safetensors"))
+        return "optimizer.json: state.* has shape \\(7, 5\\)"
+    elif case == "FIFO":
+        (folder / "scheduler.json").unlink()
+        os.mkfifo(folder / "scheduler.json")
+        return "scheduler.json: not a regular file"
+    elif case == "link to a device":
+        (folder / "rank_0.json").unlink()
+        (folder / "rank_0.json").symlink_to("/dev/zero")
+        return "rank_0.json: not a regular file"
+    state.write_text(json.dumps(meta))
+    return {"step is text": "global_step must be a whole number", "step is NaN": "global_step must be a whole number",
+            "negative epoch": "epoch must be a whole number", "loop is a list": "trainer.loop must be an object"}[case]
+
+
+@pytest.mark.parametrize("case", ["step is text", "step is NaN", "negative epoch", "loop is a list", "deep nesting",
+                                  "moment of the wrong shape", "FIFO", "link to a device"])  # fmt: skip
+def test_damaged_training_state_is_one_line_naming_the_file_and_field(tmp_path, case):
+    """Issue 24: every file a resume reads is checked (types, ranges, finite numbers, shapes, regular files,
+    nesting) and refused with one CheckpointError line, before the run trains or "finishes" having done nothing."""
+    import shutil
+
+    from hf_iqa.training.checkpoint import CheckpointError
+
+    overrides = dict(max_steps=2, checkpointing_steps=2, eval_steps=0)
+    common.train(toy_config(tmp_path / "run", **overrides), build_toy_task)
+    folder = tmp_path / "run" / "checkpoints" / "checkpoint_2"
+    expected = _damage(folder, case)
+    resumed = dict(overrides, max_steps=4, resume_from_checkpoint=str(folder))
+    shutil.rmtree(tmp_path / "again", ignore_errors=True)
+    with pytest.raises(CheckpointError, match=expected) as raised:
+        common.train(toy_config(tmp_path / "again", **resumed), build_toy_task)
+    assert "\n" not in str(raised.value)
+
+
 RECIPE_SCRIPT = """
 import sys
 sys.path.insert(0, {tests_dir!r})
