@@ -54,6 +54,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from hf_iqa.progress import progress_enabled
+
 # ----------------------------------------------------------------------------------------------------------------
 # configuration
 # ----------------------------------------------------------------------------------------------------------------
@@ -92,6 +94,10 @@ class TrainingConfig:
     mixed_precision: str = option("no", help="no, bf16 or fp16 autocast")
     checkpointing_steps: int = option(500, help="save a resumable checkpoint every N steps; 0: never")
     checkpoints_total_limit: int | None = option(2, help="keep the newest N checkpoints; null: all")
+    overwrite_output_dir: bool = option(
+        False, help="start afresh in an output_dir that holds an earlier run (its checkpoints, best/, last/ and logs "
+        "are removed first); without it such a folder is refused unless resume_from_checkpoint is given"
+    )
     resume_from_checkpoint: str | None = option(
         None, help="resume exactly: 'latest' (of output_dir; starts fresh when none) or a checkpoint folder"
     )
@@ -316,14 +322,50 @@ def run_recipe(
     from hf_iqa.training.checkpoint import CheckpointError
 
     parser = config_parser(config_cls, prog, description)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     config = _config_from_args(parser, config_cls, args)
+    _stop_on_sigterm()
     try:
         train(config, build_task, progress=False if args.no_progress else None)
     except (ConfigError, CheckpointError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: one line saying how to go on, no traceback
+        given = sys.argv[1:] if argv is None else list(argv)
+        print(f"{parser.prog}: interrupted; continue from the last checkpoint with: "
+              f"{resume_command(parser.prog, given)}", file=sys.stderr)  # fmt: skip
+        return 130
     return 0
+
+
+def resume_command(prog: str, argv: Sequence[str]) -> str:
+    """The command line that continues an interrupted run: the same options with `--resume_from_checkpoint latest`
+    (replacing any earlier `--resume_from_checkpoint` or `--overwrite_output_dir`)."""
+    import shlex
+
+    kept, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+            continue
+        name = item.split("=", 1)[0].replace("-", "_")
+        if name in ("__resume_from_checkpoint", "__overwrite_output_dir"):  # options with a value: drop both
+            skip = "=" not in item
+            continue
+        kept.append(item)
+    return " ".join(shlex.quote(part) for part in [*prog.split(), *kept, "--resume_from_checkpoint", "latest"])
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a scheduler's stop, `kill`) ends training like Ctrl-C (main thread only)."""
+    import signal
+    import threading
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -635,13 +677,6 @@ def save_model_folder(accelerator, model: torch.nn.Module, directory: str | os.P
     accelerator.wait_for_everyone()
 
 
-def progress_enabled(progress: bool | None = None) -> bool:
-    """`progress` if given, else on unless the environment sets HF_IQA_NO_PROGRESS=1."""
-    if progress is not None:
-        return progress
-    return os.environ.get("HF_IQA_NO_PROGRESS", "").strip().lower() in ("", "0", "false", "no")
-
-
 def train(
     config: TrainingConfig,
     build_task: Callable[[TrainingConfig, Any], TrainingTask],
@@ -651,12 +686,36 @@ def train(
     The main process shows a progress bar (step, loss, learning rate, ETA; `progress=False` or
     HF_IQA_NO_PROGRESS=1 hides it) and prints validation results and where checkpoints and models went."""
     show = progress_enabled(progress)
+    _check_output_dir(config)
     with _library_progress_bars(show):  # e.g. transformers' "Loading weights" while the recipe builds its model
         accelerator = make_accelerator(config)
         task = build_task(config, accelerator)
         trainer = _Trainer(config, task, accelerator, show)
         trainer.resume()
         return trainer.run()
+
+
+MIN_RELIABLE_VALIDATION = 20
+"""Fewer validation items than this: a warning that SRCC/PLCC cannot rank checkpoints."""
+RUN_FOLDERS = ("checkpoints", "best", "last", "logs")
+"""What a run writes into its output_dir (removed by --overwrite_output_dir, nothing else)."""
+
+
+def _check_output_dir(config: TrainingConfig) -> None:
+    """A new run never starts in a folder that holds an earlier one: their checkpoints would mix, and `latest` would
+    pick the old run's. Continue it (`resume_from_checkpoint`) or start afresh (`overwrite_output_dir`)."""
+    output_dir = Path(config.output_dir)
+    earlier = [output_dir / name for name in RUN_FOLDERS if (output_dir / name).exists()]
+    if not earlier or config.resume_from_checkpoint:
+        return
+    if not config.overwrite_output_dir:
+        raise ConfigError(
+            f"{output_dir} holds an earlier run ({', '.join(p.name for p in earlier)}); continue it with "
+            "--resume_from_checkpoint latest, start afresh with --overwrite_output_dir true, or choose another --output_dir"
+        )
+    if int(os.environ.get("RANK", "0")) == 0:
+        for folder in earlier:
+            shutil.rmtree(folder)
 
 
 @contextlib.contextmanager
@@ -738,6 +797,10 @@ class _Trainer:
             )
         if task.eval_dataset is None or task.predict is None:
             return train_loader, None
+        if len(task.eval_dataset) < MIN_RELIABLE_VALIDATION:
+            self._say(f"warning: the validation set has only {len(task.eval_dataset)} items: SRCC/PLCC on fewer than "
+                      f"{MIN_RELIABLE_VALIDATION} are too noisy to choose the best model by (their 95 % intervals "
+                      "span most of [-1, 1]); give a larger validation split")  # fmt: skip
         eval_loader = DataLoader(
             task.eval_dataset,
             batch_size=config.eval_batch_size,

@@ -641,3 +641,42 @@ def test_grouped_validation_averages_per_group_correlations():
     assert metrics["srcc_pooled"] == pytest.approx(srcc(scores, targets)) and metrics["num_items"] == 40
     plain = common.evaluate(Accelerator(cpu=True), torch.nn.Linear(1, 1), batches, lambda m, b: (b["s"], b["t"]))
     assert set(plain) == {"srcc", "plcc", "num_items"} and plain["srcc"] == pytest.approx(srcc(scores, targets))
+
+
+def test_a_folder_holding_an_earlier_run_is_refused_unless_resumed_or_overwritten(tmp_path):
+    """Issue 25: rerunning into the same output_dir used to start over silently and mix two runs' checkpoints
+    (`latest` then picked the old run's)."""
+    overrides = dict(max_steps=2, checkpointing_steps=2, eval_steps=0)
+    common.train(toy_config(tmp_path / "run", **overrides), build_toy_task)
+    with pytest.raises(common.ConfigError, match="holds an earlier run .*--resume_from_checkpoint latest"):
+        common.train(toy_config(tmp_path / "run", **overrides), build_toy_task)
+    resumed = common.train(toy_config(tmp_path / "run", **overrides, resume_from_checkpoint="latest"), build_toy_task)
+    assert resumed.global_step == 2
+    (tmp_path / "run" / "notes.txt").write_text("mine\n")
+    fresh = common.train(toy_config(tmp_path / "run", **overrides, overwrite_output_dir=True), build_toy_task)
+    assert fresh.global_step == 2 and (tmp_path / "run" / "notes.txt").read_text() == "mine\n"  # only the run's own
+
+
+def test_ctrl_c_is_one_line_with_the_resume_command(tmp_path, monkeypatch, capsys):
+    def interrupted_loss(model, batch):
+        raise KeyboardInterrupt
+
+    def build(config, accelerator):
+        return dataclasses.replace(build_toy_task(config, accelerator), compute_loss=interrupted_loss)
+
+    argv = ["--output_dir", str(tmp_path / "run"), "--max_steps", "3", "--no-progress", "--resume_from_checkpoint", "null"]
+    status = common.run_recipe(common.TrainingConfig, build, argv, prog="hf-iqa train toy")
+    err = capsys.readouterr().err
+    assert status == 130 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.strip().endswith(
+        f"hf-iqa train toy --output_dir {tmp_path / 'run'} --max_steps 3 --no-progress --resume_from_checkpoint latest"
+    )
+
+
+def test_a_tiny_validation_set_is_warned_about(tmp_path, capsys):
+    def build(config, accelerator):
+        task = build_toy_task(config, accelerator)
+        return dataclasses.replace(task, eval_dataset=ToyDataset(6, seed=1, data_seed=7))
+
+    common.train(toy_config(tmp_path / "run", max_steps=2, eval_steps=0), build)
+    assert "the validation set has only 6 items" in capsys.readouterr().out
