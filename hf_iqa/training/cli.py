@@ -10,7 +10,19 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-SHARED_MODULES = {"cli", "common", "checkpoint", "iqa_data", "qualiclip_data", "qualiclip_losses"}  # not recipes
+SHARED_MODULES = {
+    "cli",
+    "common",
+    "config",
+    "runtime",
+    "task",
+    "validation",
+    "checkpoint",
+    "checkpoint_schema",
+    "iqa_data",
+    "qualiclip_data",
+    "qualiclip_losses",
+}  # not recipes
 
 
 def _candidates() -> list[str]:

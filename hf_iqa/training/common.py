@@ -34,279 +34,49 @@ inside a dataset.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import dataclasses
-import json
 import math
 import os
 import shutil
 import sys
-import types
-import typing
-import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
 from hf_iqa.progress import progress_enabled
-
-# ----------------------------------------------------------------------------------------------------------------
-# configuration
-# ----------------------------------------------------------------------------------------------------------------
-
-
-class ConfigError(ValueError):
-    """A configuration file, key or value that cannot be used; the message names which and why."""
-
-
-def option(default: Any = dataclasses.MISSING, *, help: str, default_factory: Any = dataclasses.MISSING) -> Any:
-    """A config field with its `--help` text (`dataclasses.field` with `metadata={"help": ...}`)."""
-    return field(default=default, default_factory=default_factory, metadata={"help": help})
-
-
-@dataclass
-class TrainingConfig:
-    """Options common to every recipe. Steps are optimizer steps (after gradient accumulation)."""
-
-    output_dir: str = option("outputs/train", help="folder for checkpoints/, best/, last/ and logs/")
-    seed: int = option(42, help="seed of every RNG, the data order and the augmentations")
-    max_steps: int = option(1000, help="optimizer steps to train (recipes with num_epochs compute it)")
-    train_batch_size: int = option(16, help="training batch per process")
-    eval_batch_size: int = option(32, help="validation batch per process")
-    learning_rate: float = option(1e-5, help="peak learning rate")
-    weight_decay: float = option(0.0, help="weight decay of the optimizer")
-    optimizer: str = option("adamw", help="adamw or adam")
-    adam_beta1: float = option(0.9, help="Adam beta1")
-    adam_beta2: float = option(0.999, help="Adam beta2")
-    adam_epsilon: float = option(1e-8, help="Adam epsilon")
-    lr_scheduler: str = option(
-        "constant", help="learning-rate schedule: a transformers.get_scheduler name (constant, linear, cosine, ...)"
-    )
-    warmup_steps: int = option(0, help="linear warm-up steps of the schedule")
-    gradient_accumulation_steps: int = option(1, help="batches accumulated per optimizer step")
-    max_grad_norm: float | None = option(1.0, help="gradient-norm clipping; null: no clipping")
-    mixed_precision: str = option("no", help="no, bf16 or fp16 autocast")
-    checkpointing_steps: int = option(500, help="save a resumable checkpoint every N steps; 0: never")
-    checkpoints_total_limit: int | None = option(2, help="keep the newest N checkpoints; null: all")
-    overwrite_output_dir: bool = option(
-        False, help="start afresh in an output_dir that holds an earlier run (its checkpoints, best/, last/ and logs "
-        "are removed first); without it such a folder is refused unless resume_from_checkpoint is given"
-    )
-    resume_from_checkpoint: str | None = option(
-        None, help="resume exactly: 'latest' (of output_dir; starts fresh when none) or a checkpoint folder"
-    )
-    eval_steps: int = option(500, help="validate every N steps; 0: only at the end")
-    logging_steps: int = option(10, help="log the mean losses and the learning rate every N steps")
-    metric_for_best_model: str = option("srcc", help="srcc or plcc: the validation metric that selects best/")
-    report_to: list[str] = option(
-        default_factory=lambda: ["jsonl"], help="trackers: jsonl (logs/metrics.jsonl), tensorboard, wandb"
-    )
-    num_workers: int = option(0, help="data-loading worker processes")
-    find_unused_parameters: bool = option(False, help="DDP: set when some trainable parameters get no gradient")
-    project_name: str = option("hf_iqa", help="project name given to the trackers")
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.max_steps >= 1, "max_steps must be >= 1"),
-            (self.train_batch_size >= 1, "train_batch_size must be >= 1"),
-            (self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1"),
-            (self.mixed_precision in ("no", "bf16", "fp16"), "mixed_precision must be 'no', 'bf16' or 'fp16'"),
-            (self.optimizer in ("adamw", "adam"), "optimizer must be 'adamw' or 'adam'"),
-            (self.metric_for_best_model in ("srcc", "plcc"), "metric_for_best_model must be 'srcc' or 'plcc'"),
-            (min(self.checkpointing_steps, self.eval_steps, self.logging_steps) >= 0, "step intervals must be >= 0"),
-        ]
-        unknown = [r for r in self.report_to if r not in ("jsonl", "tensorboard", "wandb")]
-        checks.append((not unknown, f"report_to: unknown tracker(s) {unknown}; use jsonl, tensorboard, wandb"))
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
-
-
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Convert a YAML/CLI value to the dataclass field's type, or raise ConfigError naming the key."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(annotation)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(value, option, key)
-            except ConfigError as error:
-                errors.append(str(error))
-        raise ConfigError(errors[0] if errors else f"{key}: cannot be {value!r}")
-    if origin in (list, tuple, Sequence):
-        (inner, *_) = typing.get_args(annotation) or (Any,)
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        items = [_coerce(v, inner, key) for v in value]
-        return tuple(items) if origin is tuple else items
-    if annotation is Any:
-        return value
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true/false, got {value!r}")
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, str):  # YAML 1.1 reads 5e-6 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return str(value)
-    if origin is dict or annotation is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return value
-    return value
-
-
-def _parse_scalar(text: str) -> Any:
-    """Interpret a command-line value the way YAML would (1e-5 -> float, true -> bool, null -> None, [a, b] -> list)."""
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def _read_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except Exception as error:  # yaml.YAMLError / json.JSONDecodeError, with line numbers
-        raise ConfigError(f"{path}: cannot parse: {error}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of option: value, got {type(data).__name__}")
-    return data
-
-
-def build_config(config_cls: type, values: dict[str, Any], source: str = "config") -> Any:
-    """Instantiate the dataclass `config_cls` from a dict, converting types; unknown keys are an error."""
-    hints = typing.get_type_hints(config_cls)
-    names = [f.name for f in dataclasses.fields(config_cls)]
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise ConfigError(
-            f"{source}: unknown option(s) {unknown} for {config_cls.__name__}; known: {', '.join(names)}"
-        )
-    kwargs = {}
-    for key, value in values.items():
-        try:
-            kwargs[key] = _coerce(value, hints[key], key)
-        except ConfigError as error:
-            raise ConfigError(f"{source}: {error}") from None
-    try:
-        return config_cls(**kwargs)
-    except ConfigError as error:
-        raise ConfigError(f"{source}: {error}") from None
-
-
-def load_config(config_cls: type, path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None):
-    """Config from a YAML/JSON file (optional) updated with `overrides` (e.g. parsed command-line options)."""
-    values = _read_config_file(path) if path else {}
-    source = str(path) if path else "config"
-    values.update(overrides or {})
-    return build_config(config_cls, values, source)
-
-
-def option_help(config_cls: type, name: str) -> str:
-    """The help text of option `name`: from the nearest class that declared it with `option(...)` (a recipe that
-    only changes a default inherits the base class's text)."""
-    for klass in config_cls.__mro__:
-        declared = getattr(klass, "__dataclass_fields__", {}).get(name)
-        if declared is not None and declared.metadata.get("help"):
-            return declared.metadata["help"]
-    return ""
-
-
-def _default_text(f: dataclasses.Field) -> str:
-    value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-    return json.dumps(value, default=str)  # the form the command line accepts (parsed as YAML)
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> None:
-    """`--config FILE` plus one `--<option> VALUE` per field of `config_cls` (values parsed as YAML)."""
-    parser.add_argument(
-        "--config", metavar="FILE", help="YAML or JSON file with the options; command-line options override it"
-    )
-    group = parser.add_argument_group(f"options of {config_cls.__name__} (override the file; values as in YAML)")
-    for f in dataclasses.fields(config_cls):
-        flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
-        text = f"{option_help(config_cls, f.name)} (default: {_default_text(f)})".strip()
-        group.add_argument(
-            *flags, dest=f"override_{f.name}", metavar="VALUE", default=argparse.SUPPRESS, help=text.replace("%", "%%")
-        )
-
-
-def config_parser(
-    config_cls: type, prog: str | None = None, description: str | None = None
-) -> argparse.ArgumentParser:
-    """The command line of a recipe: `--config`, one option per config field, `--no-progress`."""
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        usage="%(prog)s [-h] [--config FILE.yaml] [--<option> VALUE ...] [--no-progress]",
-        description=description or config_cls.__doc__,
-    )
-    add_config_arguments(parser, config_cls)
-    parser.add_argument(
-        "--no-progress", action="store_true", help="no progress bar (also: environment HF_IQA_NO_PROGRESS=1)"
-    )
-    return parser
-
-
-def _config_from_args(parser: argparse.ArgumentParser, config_cls: type, args: argparse.Namespace):
-    overrides = {
-        key[len("override_") :]: _parse_scalar(value)
-        for key, value in vars(args).items()
-        if key.startswith("override_")
-    }
-    try:
-        return load_config(config_cls, args.config, overrides)
-    except ConfigError as error:
-        parser.error(str(error))
-
-
-def parse_config(
-    config_cls: type, argv: Sequence[str] | None = None, description: str | None = None, prog: str | None = None
-):
-    """Parse `--config FILE` and `--option value` overrides from `argv` into a `config_cls` instance."""
-    parser = config_parser(config_cls, prog, description)
-    return _config_from_args(parser, config_cls, parser.parse_args(argv))
+from hf_iqa.training.config import (  # noqa: F401 (recipes import these from here)
+    ConfigError,
+    TrainingConfig,
+    _config_from_args,
+    add_config_arguments,
+    build_config,
+    config_parser,
+    load_config,
+    option,
+    option_help,
+    parse_config,
+)
+from hf_iqa.training.runtime import (  # noqa: F401
+    EpochSampler,
+    JsonlTracker,
+    SeededDataset,
+    _build_optimizer,
+    _check_checkpointing_supported,
+    _find_checkpoint,
+    _flat_config,
+    make_accelerator,
+)
+from hf_iqa.training.task import TrainingTask, TrainResult, TrainState  # noqa: F401
+from hf_iqa.training.validation import (  # noqa: F401
+    _to_float,
+    _validation_line,
+    evaluate,
+    save_model_folder,
+)
 
 
 def run_recipe(
@@ -369,219 +139,8 @@ def _stop_on_sigterm() -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# deterministic data
-# ----------------------------------------------------------------------------------------------------------------
-
-
-class EpochSampler(Sampler[int]):
-    """Indices in an order that depends only on (seed, epoch): the same in every process (accelerate shards the
-    batches) and after a resume. `shuffle=False` keeps the dataset order."""
-
-    def __init__(self, num_samples: int, seed: int = 0, shuffle: bool = True):
-        self.num_samples, self.seed, self.shuffle, self.epoch = num_samples, seed, shuffle, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        if not self.shuffle:
-            return iter(range(self.num_samples))
-        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.num_samples).tolist())
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-
-class SeededDataset(Dataset):
-    """Base class for datasets with random augmentation: `self.rng(index)` is a generator seeded by (seed, epoch,
-    index), so an item is the same whichever process or worker loads it, and after a resume. The training loop
-    calls `set_epoch`."""
-
-    def __init__(self, seed: int = 0):
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def rng(self, index: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.epoch, int(index)])
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# accelerator, trackers
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _general_tracker_base():
-    from accelerate.tracking import GeneralTracker
-
-    return GeneralTracker
-
-
-class JsonlTracker(_general_tracker_base()):
-    """Append every logged dict as one JSON line (`{"step": N, ...}`) to `<output_dir>/logs/metrics.jsonl`; the
-    run configuration goes to `<output_dir>/logs/config.json`. Main process only."""
-
-    name = "jsonl"
-    requires_logging_directory = False
-    main_process_only = True
-
-    def __init__(self, logging_dir: str | os.PathLike):
-        super().__init__()
-        self.logging_dir = Path(logging_dir)
-        self.path = self.logging_dir / "metrics.jsonl"
-
-    @property
-    def tracker(self):
-        return self.path
-
-    def store_init_configuration(self, values: dict) -> None:
-        self.logging_dir.mkdir(parents=True, exist_ok=True)
-        (self.logging_dir / "config.json").write_text(json.dumps(values, indent=2, default=str) + "\n")
-
-    def log(self, values: dict, step: int | None = None, **kwargs) -> None:
-        self.logging_dir.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"step": step, **values}, default=float) + "\n")
-
-    def records(self) -> int:
-        """How many records the file holds (saved in checkpoints)."""
-        if not self.path.is_file():
-            return 0
-        with self.path.open("rb") as handle:
-            return sum(1 for _ in handle)
-
-    def truncate(self, records: int) -> None:
-        """Keep the first `records` records (a resumed run drops what the interrupted one logged after its
-        checkpoint); written to a temporary file, then renamed."""
-        if self.records() <= records:
-            return
-        with self.path.open("rb") as handle:
-            kept = [line for _, line in zip(range(records), handle)]
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_bytes(b"".join(kept))
-        os.replace(temporary, self.path)
-
-
-def make_accelerator(config: TrainingConfig):
-    """The `Accelerator` for `config`: mixed precision, gradient accumulation, checkpoints named
-    `checkpoint_<step>` under `<output_dir>/checkpoints`, trackers; seeds python/numpy/torch."""
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
-
-    log_with: list[Any] = []
-    for name in config.report_to:
-        if name == "jsonl":
-            log_with.append(JsonlTracker(Path(config.output_dir) / "logs"))
-            continue
-        module = {"tensorboard": "tensorboard", "wandb": "wandb"}[name]
-        try:
-            __import__(module)
-        except ImportError:
-            raise ConfigError(f"report_to: {name!r} needs the `{module}` package (pip install {module})") from None
-        log_with.append(name)
-    # checkpoints are hf_iqa's own (hf_iqa.training.checkpoint), not accelerate's save_state
-    project = ProjectConfiguration(project_dir=config.output_dir, logging_dir=str(Path(config.output_dir) / "logs"))
-    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if config.find_unused_parameters else []
-    accelerator = Accelerator(
-        mixed_precision=config.mixed_precision,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        log_with=log_with or None,
-        project_config=project,
-        kwargs_handlers=handlers,
-    )
-    set_seed(config.seed)
-    return accelerator
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # the loop
 # ----------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TrainingTask:
-    """What a recipe hands to `train`.
-
-    compute_loss(model, batch) -> loss, or (loss, {name: value}) for extra logged values.
-    predict(model, batch) -> (scores, targets), 1-D tensors; validation correlates them (SRCC/PLCC). It may
-    return (scores, targets, groups) with integer group ids (e.g. the dataset of each image): SRCC/PLCC are then
-    the means of the per-group values (as papers average per-dataset results), named after `eval_group_names`.
-    save_extra(directory): write anything else into a saved model folder (e.g. the model card).
-    """
-
-    model: torch.nn.Module
-    train_dataset: Dataset
-    compute_loss: Callable[[torch.nn.Module, Any], Any]
-    collate_fn: Callable | None = None
-    eval_dataset: Dataset | None = None
-    predict: Callable[[torch.nn.Module, Any], tuple[torch.Tensor, torch.Tensor]] | None = None
-    parameters: Sequence[torch.nn.Parameter] | None = None  # default: the model's parameters that require grad
-    image_processor: Any = None
-    tokenizer: Any = None
-    save_extra: Callable[[str], None] | None = None
-    eval_group_names: Sequence[str] | None = None  # names of the group ids `predict` returns, for the logs
-    lr_lambda: Callable[[int], float] | None = None  # lr multiplier by optimizer step; replaces config.lr_scheduler
-    # objects with state_dict()/load_state_dict() saved per process in every checkpoint; their state must be JSON
-    # values and tensors (e.g. LIQE's DWA loss averages)
-    checkpoint_state: dict[str, Any] | None = None
-
-
-class TrainState:
-    """Loop position and best validation result, saved in every checkpoint (`trainer_state.json`)."""
-
-    def __init__(self) -> None:
-        self.global_step = 0
-        self.epoch = 0
-        self.batches_in_epoch = 0
-        self.best_metric = -math.inf
-        self.best_step = -1
-
-    def state_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key in vars(self):
-            setattr(self, key, state[key])
-
-
-@dataclass
-class TrainResult:
-    global_step: int
-    best_metric: float | None
-    best_step: int | None
-    model_dir: str  # best/ if validation ran, else last/
-    last_dir: str
-    history: list[dict[str, Any]]  # everything logged, on every process
-
-
-def _build_optimizer(config: TrainingConfig, parameters: Sequence[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    if not parameters:
-        raise ConfigError("the model has no trainable parameters (all have requires_grad=False)")
-    optimizer_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return optimizer_cls(
-        parameters,
-        lr=config.learning_rate,
-        betas=(config.adam_beta1, config.adam_beta2),
-        eps=config.adam_epsilon,
-        weight_decay=config.weight_decay,
-    )
-
-
-def _find_checkpoint(config: TrainingConfig) -> str | None:
-    spec = config.resume_from_checkpoint
-    if spec is None:
-        return None
-    if spec == "latest":
-        from hf_iqa.training.checkpoint import list_checkpoints
-
-        candidates = list_checkpoints(Path(config.output_dir) / "checkpoints")
-        if not candidates:
-            return None  # nothing to resume yet: start fresh (lets a pre-emptible job always pass `latest`)
-        return str(candidates[-1])
-    if not Path(spec).is_dir():
-        raise ConfigError(f"resume_from_checkpoint: {spec} is not a checkpoint folder")
-    return spec
 
 
 def _split_loss(output: Any) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -589,92 +148,6 @@ def _split_loss(output: Any) -> tuple[torch.Tensor, dict[str, Any]]:
         loss, extras = output
         return loss, dict(extras)
     return output, {}
-
-
-def evaluate(
-    accelerator, model: torch.nn.Module, loader, predict: Callable, group_names: Sequence[str] | None = None
-) -> dict[str, float]:
-    """SRCC and PLCC (raw, no fit) of `predict`'s scores against its targets over the whole validation set (all
-    processes; the padding of the last batch is dropped). NaN when undefined (e.g. constant predictions). When
-    `predict` also returns group ids, "srcc"/"plcc" are the means over the groups, each group is reported as
-    "srcc_<name>"/"plcc_<name>", and the pooled values as "srcc_pooled"/"plcc_pooled"."""
-    was_training = model.training
-    model.eval()
-    if hasattr(loader, "set_epoch"):  # accelerate advances a loader's dataset epoch at every pass: validate the
-        loader.set_epoch(0)  # same items every time (a SeededDataset's augmentation), also after a resume
-    scores, targets, groups = [], [], []
-    with torch.no_grad():
-        for batch in loader:
-            with accelerator.autocast():
-                predicted = predict(model, batch)
-            gathered = [
-                value.detach().reshape(-1).to(predicted[0].device).contiguous() for value in predicted
-            ]  # scores, targets[, groups]
-            gathered[0], gathered[1] = gathered[0].float(), gathered[1].float()
-            gathered = accelerator.gather_for_metrics(tuple(gathered))
-            scores.append(gathered[0].cpu())
-            targets.append(gathered[1].cpu())
-            if len(gathered) == 3:
-                groups.append(gathered[2].cpu())
-    model.train(was_training)
-    pred, mos = torch.cat(scores).numpy(), torch.cat(targets).numpy()
-    pooled = _correlations(pred, mos)
-    if not groups:
-        return pooled | {"num_items": len(pred)}
-    ids = torch.cat(groups).numpy()
-    metrics: dict[str, float] = {"num_items": len(pred)}
-    per_group = []
-    for group in sorted(set(ids.tolist())):
-        name = group_names[group] if group_names is not None and group < len(group_names) else str(group)
-        values = _correlations(pred[ids == group], mos[ids == group])
-        per_group.append(values)
-        metrics |= {f"srcc_{name}": values["srcc"], f"plcc_{name}": values["plcc"]}
-    for key in ("srcc", "plcc"):
-        metrics[key] = float(np.mean([values[key] for values in per_group]))  # NaN if any group is undefined
-        metrics[f"{key}_pooled"] = pooled[key]
-    return metrics
-
-
-def _correlations(pred, mos) -> dict[str, float]:
-    from hf_iqa.metrics import MetricInputError, plcc, srcc
-
-    try:
-        return {"srcc": srcc(pred, mos), "plcc": plcc(pred, mos)}
-    except MetricInputError as error:
-        warnings.warn(f"validation metrics undefined: {error}", stacklevel=3)
-        return {"srcc": math.nan, "plcc": math.nan}
-
-
-def save_model_folder(accelerator, model: torch.nn.Module, directory: str | os.PathLike, task: TrainingTask) -> None:
-    """`save_pretrained` folder (config, safetensors, code files for remote code) plus processor, tokenizer and
-    whatever `task.save_extra` writes. Collective: call it on every process."""
-    directory = str(directory)
-    accelerator.wait_for_everyone()
-    state_dict = accelerator.get_state_dict(model)
-    unwrapped = accelerator.unwrap_model(model)
-    if accelerator.is_main_process:
-        shutil.rmtree(directory, ignore_errors=True)
-        if not hasattr(unwrapped, "save_pretrained"):
-            os.makedirs(directory, exist_ok=True)
-            from safetensors.torch import save_file
-
-            save_file({k: v.contiguous() for k, v in state_dict.items()}, os.path.join(directory, "model.safetensors"))
-        else:
-            from transformers.utils import logging as transformers_logging
-
-            shown = transformers_logging.is_progress_bar_enabled()
-            transformers_logging.disable_progress_bar()  # the training bar is the progress; no "Writing shards" bar
-            try:
-                unwrapped.save_pretrained(directory, state_dict=state_dict)
-            finally:
-                if shown:
-                    transformers_logging.enable_progress_bar()
-        for extra in (task.image_processor, task.tokenizer):
-            if extra is not None:
-                extra.save_pretrained(directory)
-        if task.save_extra is not None:
-            task.save_extra(directory)
-    accelerator.wait_for_everyone()
 
 
 def train(
@@ -997,40 +470,3 @@ class _Trainer:
             from tqdm.auto import tqdm
 
             tqdm.write(message, file=sys.stdout)
-
-
-def _to_float(value: Any) -> float:
-    return float(value.detach()) if torch.is_tensor(value) else float(value)
-
-
-def _validation_line(state: TrainState, metrics: dict[str, float], metric: str, saved_to: Path | None) -> str:
-    shown = [f"{key} {metrics[key]:.4f}" for key in ("srcc", "plcc")]
-    shown += [
-        f"{key} {value:.4f}" for key, value in metrics.items() if key.startswith("srcc_") and key != "srcc_pooled"
-    ]
-    best = (
-        f"best {metric} {state.best_metric:.4f} at step {state.best_step}" if state.best_step >= 0 else "no best yet"
-    )
-    where = f", saved to {saved_to}" if saved_to is not None else ""
-    return f"step {state.global_step}: validation {', '.join(shown)} on {int(metrics['num_items'])} images ({best}{where})"
-
-
-def _check_checkpointing_supported(config: TrainingConfig, accelerator) -> None:
-    """hf_iqa's own checkpoints hold a whole model and optimizer state: not for sharded (FSDP/DeepSpeed) runs."""
-    from accelerate.utils import DistributedType
-
-    sharded = accelerator.distributed_type in (
-        DistributedType.FSDP,
-        DistributedType.DEEPSPEED,
-        DistributedType.MEGATRON_LM,
-    )
-    if sharded and (config.checkpointing_steps or config.resume_from_checkpoint):
-        raise ConfigError(
-            f"checkpoints are not supported under {accelerator.distributed_type.value}; "
-            "set checkpointing_steps: 0 and no resume_from_checkpoint, or run with DDP"
-        )
-
-
-def _flat_config(config: TrainingConfig) -> dict[str, Any]:
-    """Tracker-friendly config (tensorboard hparams accept only scalars and strings)."""
-    return {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in vars(config).items()}
