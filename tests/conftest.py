@@ -8,6 +8,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -56,3 +59,64 @@ def _deterministic_torch():
 @pytest.fixture
 def without_hf_iqa():
     return run_without_hf_iqa
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Processes: every process a test starts runs in a process group of its own, and whatever is still running in that
+# group when the test ends (a torchrun worker after a timeout, a server after a failure) is killed with it; at the
+# end of the session, any child process still alive fails the run, naming it.
+# ---------------------------------------------------------------------------------------------------------------
+
+_STARTED: list[int] = []
+_popen_init = subprocess.Popen.__init__
+
+
+def _popen_in_own_group(self, *args, **kwargs):
+    kwargs.setdefault("start_new_session", True)
+    _popen_init(self, *args, **kwargs)
+    _STARTED.append(self.pid)
+
+
+subprocess.Popen.__init__ = _popen_in_own_group
+
+
+@pytest.fixture(autouse=True)
+def _kill_process_groups_of_the_test():
+    first = len(_STARTED)
+    yield
+    for pid in _STARTED[first:]:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _living_children(parent: int) -> list[str]:
+    """Descendants of `parent` that are still running (zombies waiting to be reaped do not count), from /proc."""
+    children: dict[int, list[tuple[int, str]]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append((int(entry), name))
+    found, stack = [], [parent]
+    while stack:
+        for pid, name in children.get(stack.pop(), []):
+            found.append(f"{pid} ({name})")
+            stack.append(pid)
+    return found
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not os.path.isdir("/proc"):
+        return
+    left = _living_children(os.getpid())
+    if left:
+        print(f"\ntests left {len(left)} process(es) running: {', '.join(left[:10])}")
+        session.exitstatus = 1
