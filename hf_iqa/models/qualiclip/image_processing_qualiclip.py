@@ -9,8 +9,8 @@ sets `do_resize=True` with `size={"shortest_edge": 512}`.
 
 Bounded cost: the model's activations and this processor's output (float32, with the backend's temporaries ~44
 bytes per pixel) grow with the pixels the model sees, so an image whose processed size (after the optional
-resize) is over `max_pixels` (default 4096 x 4096 = 16.8 Mpx, so 4000 x 3000 camera pictures pass) is refused
-before anything is resized or copied; raise it with `processor_kwargs={"max_pixels": N}` for trusted large images.
+resize) is over `max_processed_pixels` (default 4096 x 4096 = 16.8 Mpx, so 4000 x 3000 camera pictures pass) is refused
+before anything is resized or copied; raise it with `processor_kwargs={"max_processed_pixels": N}` for trusted large images.
 A thin image can thus not be blown up by the resize (40000x2 with `shortest_edge=512` would be 5 Gpx).
 
 This file is a Hub unit: it imports only numpy, torch, PIL and transformers.
@@ -29,7 +29,7 @@ from transformers.utils import TensorType
 
 
 class QualiClipImageProcessorKwargs(ImagesKwargs, total=False):
-    max_pixels: int
+    max_processed_pixels: int
 
 
 def processed_size(height: int, width: int, do_resize: bool, size) -> tuple[int, int]:
@@ -49,7 +49,7 @@ class QualiClipImageProcessor(PilBackend):
 
     valid_kwargs = QualiClipImageProcessorKwargs
     model_input_names = ["pixel_values"]
-    max_pixels = 4096 * 4096
+    max_processed_pixels = 4096 * 4096
     do_convert_rgb = True
     do_resize = False
     size = {"shortest_edge": 512}  # only used when do_resize=True (the -spaq variant)
@@ -63,22 +63,27 @@ class QualiClipImageProcessor(PilBackend):
     image_std = OPENAI_CLIP_STD
     do_pad = False
 
-    def check_budget(self, height: int, width: int, do_resize: bool, size, max_pixels: int | None = None) -> None:
-        """Refuse an image whose processed size is over `max_pixels` (module docstring), before any work."""
-        limit = max_pixels or self.max_pixels
+    def __init__(self, **kwargs) -> None:
+        if "max_pixels" in kwargs and "max_processed_pixels" not in kwargs:
+            kwargs["max_processed_pixels"] = kwargs.pop("max_pixels")  # its name before it was told apart from the
+        super().__init__(**kwargs)  # reader's limit (`--max-pixels`, hf_iqa.io.MAX_PIXELS): old folders keep theirs
+
+    def check_budget(self, height: int, width: int, do_resize: bool, size, max_processed_pixels: int | None = None) -> None:
+        """Refuse an image whose processed size is over `max_processed_pixels` (module docstring), before any work."""
+        limit = max_processed_pixels or self.max_processed_pixels
         new_height, new_width = processed_size(height, width, do_resize, size)
         if new_height * new_width > limit:
             resized = f" (resized to {new_width}x{new_height})" if (new_height, new_width) != (height, width) else ""
             raise ValueError(
                 f"QualiCLIP: an image of {width}x{height}{resized} is over the {limit:,}-pixel budget of this "
-                "processor; downscale it or raise max_pixels (processor_kwargs={'max_pixels': N})"
+                "processor; downscale it or raise max_processed_pixels (processor_kwargs={'max_processed_pixels': N})"
             )
 
     def process_image(self, image, *args, **kwargs) -> np.ndarray:
         """Check a PIL image's budget before the backend copies it into an array."""
         if isinstance(image, Image.Image):
             self.check_budget(
-                image.height, image.width, kwargs.get("do_resize"), kwargs.get("size"), kwargs.get("max_pixels")
+                image.height, image.width, kwargs.get("do_resize"), kwargs.get("size"), kwargs.get("max_processed_pixels")
             )
         return super().process_image(image, *args, **kwargs)
 
@@ -86,7 +91,7 @@ class QualiClipImageProcessor(PilBackend):
         """As the PIL backend, but with `return_tensors="pt"` the result is always a list of (3, H, W) tensors, one
         per image, whatever their sizes (so single images and mixed batches look the same to the pipeline).
         Every image's cost is checked before any is processed (module docstring)."""
-        limit = kwargs.pop("max_pixels", None)
+        limit = kwargs.pop("max_processed_pixels", None)
         for image in images:
             self.check_budget(*image.shape[-2:], kwargs.get("do_resize"), kwargs.get("size"), limit)
             if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
