@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import os
 import re
 import socket
 
 import pytest
+from PIL import Image
 
 import hf_iqa
 from hf_iqa import demo
@@ -103,11 +105,33 @@ def test_dog_iqa_region_map_and_region_scores(dog_dir):  # noqa: F811
     assert details.count("<tr><td>") == expected["num_regions"]
 
 
-def test_too_many_images_are_reported_not_scored(photos, monkeypatch):
+def test_too_many_images_are_reported_not_scored(liqe_dir, photos, monkeypatch):  # noqa: F811
     monkeypatch.setattr(demo, "MAX_IMAGES", 1)
-    good, bad = demo.read_images(photos[0])
-    assert [name for name, _ in good] == ["photo0.jpg"]
-    assert bad == [("photo1.jpg", "not scored: at most 1 images per request")]
+    outcome = demo.score(photos[0], [str(liqe_dir)])
+    assert [(r["image"], r["model"]) for r in outcome["rows"] if r.get("result")] == [("photo0.jpg", str(liqe_dir))]
+    assert outcome["messages"] == ["photo1.jpg: not scored: at most 1 images per request"]
+
+
+def test_uploads_pass_the_raster_only_gate(liqe_dir, photos, tmp_path, monkeypatch):  # noqa: F811
+    """An EPS payload named .png is refused with one line, before any decoder outside the raster list (a fake `gs`
+    first on PATH records being started); an unreadable file is one row and one message for all models."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    called = tmp_path / "gs_called"
+    (tools / "gs").write_text(f"#!/bin/sh\ntouch {called}\n")
+    (tools / "gs").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    eps = tmp_path / "evil.png"
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    big = tmp_path / "big.png"
+    Image.new("L", (400, 300)).save(big)
+    outcome = demo.score([str(eps), photos[0][0], str(big)], [str(liqe_dir), str(liqe_dir)], max_pixels=100_000)
+    assert not called.exists()
+    problems = [(r["image"], r["error"]) for r in outcome["rows"] if not r.get("result")]
+    assert [name for name, _ in problems] == ["evil.png", "big.png"]
+    assert "not an image hf_iqa can read" in problems[0][1] and "100,000" in problems[1][1]
+    assert [m.split(":")[0] for m in outcome["messages"]] == ["evil.png", "big.png"]
+    assert outcome["images"] == ["photo0.jpg"]
 
 
 def test_cli_binds_locally_and_never_shares_by_default(monkeypatch):
@@ -156,3 +180,47 @@ def test_launch_settings(monkeypatch, capsys):
     assert seen["server_name"] == "127.0.0.1" and seen["server_port"] == 7860 and seen["share"] is False
     assert seen["max_file_size"] == demo.MAX_UPLOAD == "50mb"
     assert "hf-iqa demo: ./missing/model: no such model folder\n" in capsys.readouterr().out
+
+
+BOUND_SCRIPT = """
+import json, resource, sys
+from hf_iqa import demo
+model, paths = sys.argv[1], sys.argv[2:]
+demo.get_pipeline(model)
+loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+outcome = demo.score(paths, [model])
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+scored = sum(1 for row in outcome["rows"] if row.get("result"))
+print(json.dumps({"loaded_mb": loaded / 1024, "peak_mb": peak / 1024, "scored": scored}))
+"""
+
+PEAK_BOUND_MB = 1024  # the whole process, torch and the model included; decoding all 32 first needs > 2.4 GB
+
+
+def test_a_request_of_32_large_canvas_pngs_stays_under_the_bound(liqe_dir, tmp_path):  # noqa: F811
+    """32 PNGs of a few KB that each decode to 5000x5000 RGB (75 MB): decoded one at a time, the request's peak
+    RSS stays under PEAK_BOUND_MB; the code that decoded the whole request first needed 32 x 75 MB more."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    paths = []
+    for i in range(32):
+        paths.append(str(tmp_path / f"canvas{i:02d}.png"))
+        Image.new("1", (5000, 5000), i % 2).save(paths[-1])
+    assert max(os.path.getsize(p) for p in paths) < 16_000
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
+    process = subprocess.Popen([sys.executable, "-c", BOUND_SCRIPT, str(liqe_dir), *paths], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)  # fmt: skip
+    try:
+        out, err = process.communicate(timeout=900)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 0, err[-3000:]
+    figures = json.loads(out.strip().splitlines()[-1])
+    print(figures)
+    assert figures["scored"] == 32
+    assert figures["peak_mb"] < PEAK_BOUND_MB, figures
