@@ -194,12 +194,13 @@ scored = sum(1 for row in outcome["rows"] if row.get("result"))
 print(json.dumps({"loaded_mb": loaded / 1024, "peak_mb": peak / 1024, "scored": scored}))
 """
 
-PEAK_BOUND_MB = 1024  # the whole process, torch and the model included; decoding all 32 first needs > 2.4 GB
+REQUEST_BOUND_MB = 512  # one decoded image at ~14 bytes/pixel (350 MB at 25 Mpx) + a batch; all 32 first: > 2.4 GB
 
 
 def test_a_request_of_32_large_canvas_pngs_stays_under_the_bound(liqe_dir, tmp_path):  # noqa: F811
-    """32 PNGs of a few KB that each decode to 5000x5000 RGB (75 MB): decoded one at a time, the request's peak
-    RSS stays under PEAK_BOUND_MB; the code that decoded the whole request first needed 32 x 75 MB more."""
+    """32 PNGs of a few KB that each decode to 5000x5000 RGB (75 MB): decoded one at a time, the request raises
+    the process's peak RSS by less than REQUEST_BOUND_MB over the loaded model (the whole process stayed under
+    1 GB here, torch included); the code that decoded the whole request first needed 32 x 75 MB more."""
     import json
     import signal
     import subprocess
@@ -223,4 +224,4 @@ def test_a_request_of_32_large_canvas_pngs_stays_under_the_bound(liqe_dir, tmp_p
     figures = json.loads(out.strip().splitlines()[-1])
     print(figures)
     assert figures["scored"] == 32
-    assert figures["peak_mb"] < PEAK_BOUND_MB, figures
+    assert figures["peak_mb"] - figures["loaded_mb"] < REQUEST_BOUND_MB, figures
