@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from hf_iqa.io import ImageLoadError
+from hf_iqa.provenance import run_record
 from hf_iqa.scoring import flatten
 
 DEFAULT_MODELS = ["liqe-mix"]
@@ -194,6 +195,25 @@ def write_csv(rows: list[dict[str, Any]], directory: str | None = None) -> str:
     return str(path)
 
 
+def write_provenance(csv_path: str, models: list[str], max_pixels: int | None = None) -> str:
+    """`<csv>.meta.json` next to the CSV: per loaded model, `hf_iqa.provenance.run_record` (the model as named and
+    resolved, file digests, dtype, device, package versions, time), so that a downloaded table says what made it."""
+    from hf_iqa.provenance import write_sidecar
+    from hf_iqa.zoo import resolve
+
+    records = {}
+    for model in models:
+        pipe = _PIPELINES.get(model)
+        if pipe is None:  # never loaded: it scored nothing
+            continue
+        records[model] = run_record(
+            model, resolve(model), dtype=str(pipe.model.dtype).removeprefix("torch."), max_pixels=max_pixels,
+            exif_transpose=True, device=str(pipe.device), not_compared={"batch_size": BATCH_SIZE},
+        )  # fmt: skip
+    document = {"produced_by": "hf-iqa demo", "scores": Path(csv_path).name, "records": records}
+    return str(write_sidecar(csv_path, document))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # HTML rendering (plain HTML with inline styles: no plotting dependency, readable by the browser test)
 # ----------------------------------------------------------------------------------------------------------------
@@ -351,8 +371,9 @@ def build_demo(models: list[str] | None = None, choices: list[str] | None = None
         outcome = score(paths, list(selected), max_pixels=max_pixels)
         rows = [flat_row(r, outcome["meta"]) for r in outcome["rows"]]
         csv_path = write_csv(rows, directory=download.GRADIO_CACHE) if rows else None
+        meta_path = write_provenance(csv_path, list(outcome["meta"]), max_pixels) if csv_path else None
         return (render_scores(outcome), render_messages(outcome["messages"]), render_details(outcome),
-                outcome["pictures"], table_rows(outcome), csv_path)  # fmt: skip
+                outcome["pictures"], table_rows(outcome), csv_path, meta_path)  # fmt: skip
 
     with gr.Blocks(title="hf_iqa: image quality", delete_cache=CACHE_CLEANUP) as demo:
         gr.Markdown(
@@ -373,8 +394,11 @@ def build_demo(models: list[str] | None = None, choices: list[str] | None = None
             regions = gr.Gallery(label="Dog-IQA region maps", columns=3, height="auto", elem_id="hf-iqa-regions")
         table = gr.Dataframe(headers=["image", "model", "score", "range", "labels", "error"], label="Results",
                              interactive=False, elem_id="hf-iqa-table")  # fmt: skip
-        download = gr.File(label="Results as CSV", elem_id="hf-iqa-csv")
-        button.click(run, inputs=[files, chosen], outputs=[scores, messages, details, regions, table, download],
+        with gr.Row():
+            download = gr.File(label="Results as CSV", elem_id="hf-iqa-csv")
+            produced = gr.File(label="What produced them (JSON: models, digests, versions)", elem_id="hf-iqa-meta")
+        outputs = [scores, messages, details, regions, table, download, produced]
+        button.click(run, inputs=[files, chosen], outputs=outputs,
                      api_name="score", concurrency_limit=1)  # fmt: skip
     return demo
 

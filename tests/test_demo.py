@@ -91,6 +91,26 @@ def test_csv_holds_every_output(liqe_dir, photos, tmp_path):  # noqa: F811
     assert demo.write_csv([], directory=str(tmp_path)) != path  # a fresh file per request, nothing overwritten
 
 
+def test_the_download_says_what_produced_it(liqe_dir, photos, tmp_path):  # noqa: F811
+    """Next to the CSV, `<csv>.meta.json`: per model the provenance record (as named and resolved, digests of its
+    files, dtype, device, versions, time); a model that could not be loaded has none."""
+    import json
+
+    from hf_iqa.provenance import folder_digests
+
+    outcome = demo.score(photos[0], [str(liqe_dir), "./no/such/folder"], max_pixels=1_000_000)
+    path = demo.write_csv([demo.flat_row(r, outcome["meta"]) for r in outcome["rows"]], directory=str(tmp_path))
+    meta_path = demo.write_provenance(path, [str(liqe_dir), "./no/such/folder"], max_pixels=1_000_000)
+    assert meta_path == path + ".meta.json"
+    document = json.loads(open(meta_path, encoding="utf-8").read())
+    assert document["produced_by"] == "hf-iqa demo" and document["scores"] == "hf_iqa_scores.csv"
+    (record,) = document["records"].values()
+    assert record["info"]["model"] == str(liqe_dir) and record["info"]["device"] == "cpu"
+    assert record["comparable"]["model"]["files"] == folder_digests(liqe_dir) != {}
+    assert record["comparable"]["dtype"] == "float32" and record["comparable"]["max_pixels"] == 1_000_000
+    assert record["versions"]["hf-iqa"] and record["versions"]["torch"] and record["info"]["time"]
+
+
 def test_dog_iqa_region_map_and_region_scores(dog_dir):  # noqa: F811
     image = str(dog_dir / "img0.png")
     outcome = demo.score([image], [str(dog_dir / "dog")])
@@ -155,7 +175,7 @@ def test_app_through_gradio_client(liqe_dir, photos):  # noqa: F811
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         good, broken = photos
-        scores_html, messages, details, regions, table, csv_file = client.predict(
+        scores_html, messages, details, regions, table, csv_file, meta_file = client.predict(
             [handle_file(p) for p in [*good, broken]], [str(liqe_dir)], api_name="/score"
         )
     finally:
@@ -167,6 +187,7 @@ def test_app_through_gradio_client(liqe_dir, photos):  # noqa: F811
     assert [row[2] for row in table["data"][1:]] == [round(r["score"], 4) for r in expected]
     rows = list(csv.DictReader(open(csv_file, encoding="utf-8")))
     assert [float(r["score"]) for r in rows if r["score"]] == [r["score"] for r in expected]
+    assert str(liqe_dir) in open(meta_file, encoding="utf-8").read() and meta_file.endswith(".csv.meta.json")
 
 
 def test_launch_settings(monkeypatch, capsys):
