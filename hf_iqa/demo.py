@@ -9,7 +9,6 @@ of images goes through the CLI's scoring engine, one decoded image at a time. Th
 
 from __future__ import annotations
 
-import argparse
 import csv
 import ctypes
 import ctypes.util
@@ -415,22 +414,3 @@ def launch(models: list[str] | None, host: str = "127.0.0.1", port: int = 7860, 
     demo = build_demo(models, max_pixels=max_pixels)
     return demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD, ssr_mode=False,
                        footer_links=["api"], **kwargs)  # fmt: skip
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", "-m", action="append", metavar="NAME_OR_FOLDER",
-                        help=f"model to offer and preload (repeatable; default: {', '.join(DEFAULT_MODELS)})")  # fmt: skip
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
-
-
-def run(args: argparse.Namespace) -> int:
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    try:
-        import gradio  # noqa: F401
-    except ImportError:
-        print("hf-iqa demo: needs Gradio: pip install 'hf-iqa[demo]'", flush=True)
-        return 2
-    launch(args.model, host=args.host, port=args.port, share=args.share)
-    return 0

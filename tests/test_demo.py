@@ -155,14 +155,17 @@ def test_uploads_pass_the_raster_only_gate(liqe_dir, photos, tmp_path, monkeypat
 
 
 def test_cli_binds_locally_and_never_shares_by_default(monkeypatch):
+    from hf_iqa.commands import demo as command
+
     parser, chosen = build_parser(["demo"])
     args = parser.parse_args(["demo"])
     assert chosen == "demo" and args.host == "127.0.0.1" and args.port == 7860 and args.share is False
+    assert args.max_pixels is None and command.DEFAULT_MODELS == demo.DEFAULT_MODELS
     seen = {}
     monkeypatch.setattr(demo, "launch", lambda models, **kw: seen.update(models=models, **kw))
-    args = parser.parse_args(["demo", "--model", "a", "--model", "b", "--port", "9999"])
-    assert demo.run(args) == 0
-    assert seen == {"models": ["a", "b"], "host": "127.0.0.1", "port": 9999, "share": False}
+    args = parser.parse_args(["demo", "--model", "a", "--model", "b", "--port", "9999", "--max-pixels", "1000"])
+    assert command.run(args) == 0
+    assert seen == {"models": ["a", "b"], "host": "127.0.0.1", "port": 9999, "share": False, "max_pixels": 1000}
 
 
 def test_app_through_gradio_client(liqe_dir, photos):  # noqa: F811
@@ -246,3 +249,20 @@ def test_a_request_of_32_large_canvas_pngs_stays_under_the_bound(liqe_dir, tmp_p
     print(figures)
     assert figures["scored"] == 32
     assert figures["peak_mb"] - figures["loaded_mb"] < REQUEST_BOUND_MB, figures
+
+
+def test_demo_help_imports_nothing_heavy():
+    """`hf-iqa demo --help` reads only hf_iqa/commands/demo.py: no Gradio, torch, transformers, not even Pillow."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom hf_iqa.cli import main\ntry:\n    main(['demo', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('gradio', 'torch', 'transformers', 'PIL', 'numpy') if m in sys.modules))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
+                            start_new_session=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "--max-pixels N" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "[]"
