@@ -20,7 +20,7 @@ SUBCOMMANDS = {
     "train": ("hf_iqa.training.cli", "train or fine-tune a model (run under `accelerate launch` for several GPUs)"),
     "list": ("hf_iqa.commands.list_models", "list the models hf_iqa knows by name"),
     "export": ("hf_iqa.commands.export", "export a model to ONNX, parity-checked, for scoring without PyTorch"),
-    "demo": ("hf_iqa.demo", "web app (Gradio) to score images with several models side by side, on 127.0.0.1"),
+    "demo": ("hf_iqa.commands.demo", "web app (Gradio): score images with several models side by side, locally"),
 }
 
 

@@ -3,16 +3,17 @@
 Upload or drop images (or pick an example), choose models (zoo names or converted folders), and read each model's
 score on its own range and direction, LIQE's quality/scene/distortion probabilities as bars, Dog-IQA's region map
 with per-region scores, and a results table that downloads as CSV. Models are loaded once and reused; every batch
-of images goes through `score_files`, one decoded upload at a time. The same app runs as a Hugging Face Space (`app.py`). It binds to
+of images goes through the CLI's scoring engine, one decoded image at a time. The same app runs as a Hugging Face Space (`app.py`). It binds to
 127.0.0.1 by default and never opens a public share link unless `--share` is given.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
+import ctypes
+import ctypes.util
+import gc
 import html
-import json
 import os
 import tempfile
 import threading
@@ -23,17 +24,21 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from hf_iqa.io import ImageLoadError
+from hf_iqa.provenance import run_record
 from hf_iqa.scoring import flatten
 
 DEFAULT_MODELS = ["liqe-mix"]
-MAX_UPLOAD = "50mb"  # per file; decoded-size limits are hf_iqa.io's (the CLI's), applied when each file is decoded
-MAX_IMAGES = 32  # per request: keeps the memory of one request bounded
-BATCH_SIZE = 8
+MAX_UPLOAD = "50mb"  # per file; decoded-size limits are hf_iqa.io's (the CLI's `--max-pixels`), applied per image
+MAX_IMAGES = 32  # per request
+BATCH_SIZE = 4
+MAX_PICTURE_SIDE = 1024  # Dog-IQA region maps are kept (and shown) at most this large
+CACHE_CLEANUP = (600, 3600)  # gradio's delete_cache: every 10 minutes, delete its files older than an hour
 CSV_FIXED = ["image", "model", "score", "score_min", "score_max", "higher_is_better", "error"]
 
 _PIPELINES: dict[str, Any] = {}
 _LOCK = threading.Lock()
-_SCORING = threading.Lock()  # one request scores at a time: the peak is one request's whatever the number of users
+_EXAMPLES: tempfile.TemporaryDirectory | None = None
+_SCORING = threading.BoundedSemaphore(1)  # one request scores at a time: the peak does not grow with requests
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -49,47 +54,40 @@ def get_pipeline(model: str):
         return _PIPELINES[model]
 
 
-class _UploadScorer:
-    """The scoring engine's pipeline scorer for uploads, remembering which files could not be read at all (they are
-    reported once, as the file's problem, not once per model)."""
+class _Reader:
+    """`PipelineScorer` that remembers which files could not be read (told once, not once per model)."""
 
-    def __init__(self, pipe: Any, visualize: bool, unreadable: dict[str, str]):
+    def __init__(self, pipe, visualize: bool, max_pixels: int | None, unreadable: dict[int, str]):
         from hf_iqa.scoring import PipelineScorer
 
-        self.scorer = PipelineScorer(pipe, visualize=visualize)
+        self.scorer = PipelineScorer(pipe, visualize=visualize, max_pixels=max_pixels)
         self.unreadable = unreadable
 
-    def prepare(self, item: Any) -> Any:
+    def prepare(self, item):
         try:
-            return self.scorer.prepare(item)  # decoded through the one gate, then preprocessed: the image is dropped
+            return self.scorer.prepare(item)
         except ImageLoadError as error:
-            self.unreadable[item.key] = error.problem
+            self.unreadable[item.index] = error.problem
             raise
 
-    def predict(self, prepared: list[Any]) -> list[dict[str, Any]]:
+    def predict(self, prepared: list) -> list[dict[str, Any]]:
         return self.scorer.predict(prepared)
 
 
-def score_files(pipe, files: list[tuple[str, str]], unreadable: dict[str, str], visualize: bool = False):
-    """Score uploaded files (name, path) with one model through the CLI's scoring engine
-    (`hf_iqa.scoring.score_stream`): each file is decoded only when the model is about to need it, by one loader
-    thread at most `BATCH_SIZE` images ahead, and only its preprocessed inputs are kept, so a request's memory is
-    one decoded image plus a batch of model inputs whatever the number or size of the uploads. Yields
-    (name, result or {"error": problem}); files that cannot be read go to `unreadable`."""
+def score_files(pipe, paths: list[str], max_pixels: int | None = None, visualize: bool = False,
+                unreadable: dict[int, str] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Score files with one model through the CLI's engine (`hf_iqa.scoring.score_stream`): each file passes the
+    one byte gate (`load_item_image`: raster formats only, `max_pixels`, byte limit) and is decoded only when its
+    turn comes, by one thread, and dropped once preprocessed; at most two batches of model inputs are held. A file
+    that fails gives `{"error": problem}` (and its index in `unreadable` when it cannot be read); files already in
+    `unreadable` are not read again."""
     from hf_iqa.scoring import Item, score_stream
 
-    items = [Item(key=name, source=path, index=i) for i, (name, path) in enumerate(files)]
-    scorer = _UploadScorer(pipe, visualize, unreadable)
-    for result in score_stream(items, scorer, batch_size=BATCH_SIZE, workers=1, prefetch_batches=1):
-        yield result.item.key, result.output if result.error is None else {"error": result.error}
-
-
-def read_images(paths: list[str]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """The uploads a request scores, as (name, path), and (name, problem) for those it does not: at most
-    `MAX_IMAGES` per request. Nothing is decoded here (`score_files` decodes one at a time)."""
-    good = [(Path(path).name, path) for path in paths[:MAX_IMAGES]]
-    bad = [(Path(path).name, f"not scored: at most {MAX_IMAGES} images per request") for path in paths[MAX_IMAGES:]]
-    return good, bad
+    unreadable = {} if unreadable is None else unreadable
+    items = [Item(key=Path(path).name, source=path, index=i, error=unreadable.get(i)) for i, path in enumerate(paths)]
+    reader = _Reader(pipe, visualize, max_pixels, unreadable)
+    results = score_stream(items, reader, batch_size=BATCH_SIZE, workers=1, prefetch_batches=1)
+    return [result.output if result.error is None else {"error": result.error} for result in results]
 
 
 def model_problem(model: str, error: Exception) -> str:
@@ -100,21 +98,28 @@ def model_problem(model: str, error: Exception) -> str:
     return text if text.startswith(f"{model}: ") else f"{model}: {text}"
 
 
-def score(paths: list[str], models: list[str]) -> dict[str, Any]:
+def _small(picture: Image.Image) -> Image.Image:
+    picture.thumbnail((MAX_PICTURE_SIDE, MAX_PICTURE_SIDE))  # only ever shrinks
+    return picture
+
+
+def score(paths: list[str], models: list[str], max_pixels: int | None = None) -> dict[str, Any]:
     """Score every readable image with every loadable model. Returns rows (one per image x model, plus one per bad
-    file), model metadata and provenance records, Dog-IQA pictures and the messages to show. One request scores at
-    a time (`_SCORING`): concurrent requests wait instead of multiplying the peak memory."""
+    file), model metadata, Dog-IQA pictures (at most `MAX_PICTURE_SIDE`) and the messages to show. No decoded image
+    outlives its preprocessing; one request scores at a time (`_SCORING`)."""
     with _SCORING:
-        return _score(paths, models)
+        try:
+            return _score(paths, models, max_pixels)
+        finally:
+            release_memory()
 
 
-def _score(paths: list[str], models: list[str]) -> dict[str, Any]:
-    files, bad = read_images(paths)
-    unreadable: dict[str, str] = {}
+def _score(paths: list[str], models: list[str], max_pixels: int | None) -> dict[str, Any]:
+    names = [Path(path).name for path in paths[:MAX_IMAGES]]
+    unreadable: dict[int, str] = {}
     scored: list[dict[str, Any]] = []
     messages: list[str] = []
     meta: dict[str, dict[str, Any]] = {}
-    records: dict[str, dict[str, Any]] = {}
     pictures: list[tuple[Image.Image, str]] = []
     for model in models:
         try:
@@ -125,41 +130,40 @@ def _score(paths: list[str], models: list[str]) -> dict[str, Any]:
         config = pipe.model.config
         low, high = (float(v) for v in getattr(config, "score_range", (float("nan"), float("nan"))))
         meta[model] = {"range": (low, high), "higher_is_better": bool(getattr(config, "higher_is_better", True))}
-        records[model] = _record(model, pipe)
-        readable = [(name, path) for name, path in files if name not in unreadable]
-        if not readable:
+        if not names:
             continue
         visualize = hasattr(pipe.model, "render_regions")
         try:
-            for name, result in score_files(pipe, readable, unreadable, visualize=visualize):
-                if name in unreadable:
-                    continue  # reported once below, as the file's problem
-                if "error" in result:
-                    scored.append({"image": name, "model": model, "error": result["error"]})
-                    messages.append(f"{name} ({model}): {result['error']}")
-                    continue
-                picture = result.pop("visualization", None)
-                if picture is not None:
-                    pictures.append((picture, f"{name} - {_label(model)}: {result['score']:.4f}"))
-                scored.append({"image": name, "model": model, "result": result, "error": ""})
+            results = score_files(pipe, paths[:MAX_IMAGES], max_pixels, visualize, unreadable)
         except Exception as error:  # a model that fails on this request: say so, keep the others
             messages.append(f"{model}: scoring failed ({type(error).__name__}: {error})")
-    bad += [(name, problem) for name, problem in unreadable.items()]
+            continue
+        for i, (name, result) in enumerate(zip(names, results)):
+            if i in unreadable:
+                continue  # a file problem: one row and one message for all models, below
+            if "error" in result:
+                scored.append({"image": name, "model": model, "error": result["error"]})
+                messages.append(f"{name} ({model}): {result['error']}")
+                continue
+            picture = result.pop("visualization", None)
+            if picture is not None:
+                pictures.append((_small(picture), f"{name} - {_label(model)}: {result['score']:.4f}"))
+            scored.append({"image": name, "model": model, "result": result, "error": ""})
+    bad = [(names[i], unreadable[i]) for i in sorted(unreadable)]
+    bad += [(Path(path).name, f"not scored: at most {MAX_IMAGES} images per request") for path in paths[MAX_IMAGES:]]
     rows = [{"image": name, "model": "", "error": problem} for name, problem in bad] + scored
     messages = [f"{name}: {problem}" for name, problem in bad] + messages
-    images = [name for name, _ in files if name not in unreadable]
-    return {"rows": rows, "meta": meta, "records": records, "pictures": pictures, "messages": messages,
-            "images": images}  # fmt: skip
+    readable = [name for i, name in enumerate(names) if i not in unreadable]
+    return {"rows": rows, "meta": meta, "pictures": pictures, "messages": messages, "images": readable}
 
 
-def _record(model: str, pipe: Any) -> dict[str, Any]:
-    """What produced a model's scores (`hf_iqa.provenance`): the model as chosen and as loaded, the digests of its
-    files, dtype, device and versions; offered for download next to the CSV."""
-    from hf_iqa import provenance
-
-    folder = getattr(pipe.model, "name_or_path", None) or model
-    dtype = str(getattr(pipe.model, "dtype", "")).removeprefix("torch.") or None
-    return provenance.run_record(model, str(folder), dtype=dtype, device=str(getattr(pipe, "device", "")) or None)
+def release_memory() -> None:
+    """Hand freed memory back to the system after a request (glibc keeps freed heap pages otherwise)."""
+    gc.collect()
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def flat_row(row: dict[str, Any], meta: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -175,23 +179,38 @@ def flat_row(row: dict[str, Any], meta: dict[str, dict[str, Any]]) -> dict[str, 
     return out
 
 
-def write_csv(rows: list[dict[str, Any]], directory: str | None = None, records: dict | None = None) -> str:
-    """The results table as a new CSV file (never overwrites: a fresh temporary folder per request), with, when
-    `records` are given, `hf_iqa_scores.csv.meta.json` beside it: what produced each model's scores."""
-    from hf_iqa import provenance
-
+def write_csv(rows: list[dict[str, Any]], directory: str | None = None) -> str:
+    """The results table as a new CSV file (never overwrites: a fresh temporary folder per request)."""
     columns = list(CSV_FIXED)
     for row in rows:
         columns.extend(key for key in row if key not in columns)
+    if directory is not None:
+        os.makedirs(directory, exist_ok=True)
     path = Path(tempfile.mkdtemp(prefix="hf_iqa_demo_", dir=directory)) / "hf_iqa_scores.csv"
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(rows)
-    if records:
-        combined = {"format": provenance.FORMAT, "models": records}
-        provenance.sidecar_path(path).write_text(json.dumps(combined, indent=2, default=str) + "\n", encoding="utf-8")
     return str(path)
+
+
+def write_provenance(csv_path: str, models: list[str], max_pixels: int | None = None) -> str:
+    """`<csv>.meta.json` next to the CSV: per loaded model, `hf_iqa.provenance.run_record` (the model as named and
+    resolved, file digests, dtype, device, package versions, time), so that a downloaded table says what made it."""
+    from hf_iqa.provenance import write_sidecar
+    from hf_iqa.zoo import resolve
+
+    records = {}
+    for model in models:
+        pipe = _PIPELINES.get(model)
+        if pipe is None:  # never loaded: it scored nothing
+            continue
+        records[model] = run_record(
+            model, resolve(model), dtype=str(pipe.model.dtype).removeprefix("torch."), max_pixels=max_pixels,
+            exif_transpose=True, device=str(pipe.device), not_compared={"batch_size": BATCH_SIZE},
+        )  # fmt: skip
+    document = {"produced_by": "hf-iqa demo", "scores": Path(csv_path).name, "records": records}
+    return str(write_sidecar(csv_path, document))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -305,7 +324,11 @@ def table_rows(outcome: dict[str, Any]) -> list[list[Any]]:
 # ----------------------------------------------------------------------------------------------------------------
 def example_images(directory: str | None = None) -> list[str]:
     """Two synthetic pictures generated at start-up (no shipped files): a sharp texture and a blurred, noisy copy."""
-    directory = Path(directory or tempfile.mkdtemp(prefix="hf_iqa_examples_"))
+    if directory is None:
+        global _EXAMPLES
+        _EXAMPLES = _EXAMPLES or tempfile.TemporaryDirectory(prefix="hf_iqa_examples_")  # removed at exit
+        directory = _EXAMPLES.name
+    directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     yy, xx = np.mgrid[0:384, 0:512].astype(np.float32)
     base = np.stack([127 + 100 * np.sin(xx / 9) * np.cos(yy / 13), 127 + 90 * np.cos((xx + yy) / 17),
@@ -320,9 +343,14 @@ def example_images(directory: str | None = None) -> list[str]:
     return [str(p) for p in paths]
 
 
-def build_demo(models: list[str] | None = None, choices: list[str] | None = None):
+def build_demo(models: list[str] | None = None, choices: list[str] | None = None, max_pixels: int | None = None):
     """The app. `models`: selected at start; `choices`: offered (default: `models` + every zoo name). Any folder
-    path can also be typed into the model box."""
+    path can also be typed into the model box. `max_pixels`: the largest image (width x height) scored, as the
+    CLI's `--max-pixels` (None: `hf_iqa.io.MAX_PIXELS`).
+
+    Files: uploads and downloads live in gradio's cache folder (the CSV is written there, not in a folder of our
+    own), which gradio empties of files older than an hour every 10 minutes (`CACHE_CLEANUP`) and entirely when
+    the app stops. The score event runs one request at a time (`concurrency_limit=1`, and `_SCORING`)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
@@ -339,15 +367,14 @@ def build_demo(models: list[str] | None = None, choices: list[str] | None = None
             raise gr.Error("Add one or more images first (upload, drop, or pick an example).")
         if not selected:
             raise gr.Error("Choose at least one model.")
-        outcome = score(paths, list(selected))
-        csv_path = meta_path = None
-        if outcome["rows"]:
-            csv_path = write_csv([flat_row(r, outcome["meta"]) for r in outcome["rows"]], records=outcome["records"])
-            meta_path = csv_path + ".meta.json" if outcome["records"] else None
+        outcome = score(paths, list(selected), max_pixels=max_pixels)
+        rows = [flat_row(r, outcome["meta"]) for r in outcome["rows"]]
+        csv_path = write_csv(rows, directory=download.GRADIO_CACHE) if rows else None
+        meta_path = write_provenance(csv_path, list(outcome["meta"]), max_pixels) if csv_path else None
         return (render_scores(outcome), render_messages(outcome["messages"]), render_details(outcome),
                 outcome["pictures"], table_rows(outcome), csv_path, meta_path)  # fmt: skip
 
-    with gr.Blocks(title="hf_iqa: image quality") as demo:
+    with gr.Blocks(title="hf_iqa: image quality", delete_cache=CACHE_CLEANUP) as demo:
         gr.Markdown(
             "# hf_iqa: blind image quality assessment\n"
             "Upload or drop images, choose one or more models, press **Score**. Each model scores on its own "
@@ -366,15 +393,17 @@ def build_demo(models: list[str] | None = None, choices: list[str] | None = None
             regions = gr.Gallery(label="Dog-IQA region maps", columns=3, height="auto", elem_id="hf-iqa-regions")
         table = gr.Dataframe(headers=["image", "model", "score", "range", "labels", "error"], label="Results",
                              interactive=False, elem_id="hf-iqa-table")  # fmt: skip
-        download = gr.File(label="Results as CSV", elem_id="hf-iqa-csv")
-        provenance = gr.File(label="What produced them (models, weight digests, versions)", elem_id="hf-iqa-meta")
-        button.click(run, inputs=[files, chosen],
-                     outputs=[scores, messages, details, regions, table, download, provenance],
-                     api_name="score")  # fmt: skip
+        with gr.Row():
+            download = gr.File(label="Results as CSV", elem_id="hf-iqa-csv")
+            produced = gr.File(label="What produced them (JSON: models, digests, versions)", elem_id="hf-iqa-meta")
+        outputs = [scores, messages, details, regions, table, download, produced]
+        button.click(run, inputs=[files, chosen], outputs=outputs,
+                     api_name="score", concurrency_limit=1)  # fmt: skip
     return demo
 
 
-def launch(models: list[str] | None, host: str = "127.0.0.1", port: int = 7860, share: bool = False, **kwargs):
+def launch(models: list[str] | None, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
+           max_pixels: int | None = None, **kwargs):  # fmt: skip
     """Build, preload the chosen models (problems are printed, the app still starts) and serve."""
     models = list(models or DEFAULT_MODELS)
     for model in models:
@@ -382,25 +411,6 @@ def launch(models: list[str] | None, host: str = "127.0.0.1", port: int = 7860, 
             get_pipeline(model)
         except Exception as error:
             print(f"hf-iqa demo: {model_problem(model, error)}", flush=True)
-    demo = build_demo(models)
+    demo = build_demo(models, max_pixels=max_pixels)
     return demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD, ssr_mode=False,
                        footer_links=["api"], **kwargs)  # fmt: skip
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", "-m", action="append", metavar="NAME_OR_FOLDER",
-                        help=f"model to offer and preload (repeatable; default: {', '.join(DEFAULT_MODELS)})")  # fmt: skip
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
-
-
-def run(args: argparse.Namespace) -> int:
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    try:
-        import gradio  # noqa: F401
-    except ImportError:
-        print("hf-iqa demo: needs Gradio: pip install 'hf-iqa[demo]'", flush=True)
-        return 2
-    launch(args.model, host=args.host, port=args.port, share=args.share)
-    return 0
