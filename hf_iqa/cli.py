@@ -17,7 +17,7 @@ SUBCOMMANDS = {
     "score": ("hf_iqa.commands.score", "score images, files or folders with a model"),
     "convert": ("hf_iqa.commands.convert", "convert an original checkpoint into a Hub-ready folder"),
     "benchmark": ("hf_iqa.commands.benchmark", "score a benchmark dataset and report SRCC/PLCC/KRCC/RMSE"),
-    "train": ("hf_iqa.training.cli", "train or fine-tune a model (run under `accelerate launch` for several GPUs)"),
+    "train": ("hf_iqa.commands.train", "train or fine-tune a model (run under `accelerate launch` for several GPUs)"),
     "list": ("hf_iqa.commands.list_models", "list the models hf_iqa knows by name"),
     "export": ("hf_iqa.commands.export", "export a model to ONNX, parity-checked, for scoring without PyTorch"),
     "demo": ("hf_iqa.commands.demo", "web app (Gradio): score images with several models side by side, locally"),

@@ -468,7 +468,7 @@ def test_no_progress_environment_variable_hides_the_bar(tmp_path, capsys, monkey
 
 def test_recipe_help_lists_every_option_with_a_description(capsys):
     from hf_iqa.cli import main
-    from hf_iqa.training import cli
+    from hf_iqa.commands import train as cli
 
     for name in cli.available_recipes():
         with pytest.raises(SystemExit) as exited:
@@ -559,7 +559,7 @@ def test_two_process_cpu_run_with_torchrun(tmp_path):
 def test_hf_iqa_train_dispatches_to_the_recipe_main(tmp_path, monkeypatch, capsys):
     import types
 
-    from hf_iqa.training import cli
+    from hf_iqa.commands import train as cli
 
     received = []
     fake = types.ModuleType("hf_iqa.training.fake_recipe")

@@ -11,7 +11,6 @@ from pathlib import Path
 from types import ModuleType
 
 SHARED_MODULES = {
-    "cli",
     "common",
     "config",
     "runtime",
@@ -29,7 +28,7 @@ def _candidates() -> list[str]:
     """Module names of this folder that may be recipes (nothing is imported: `hf-iqa train --help` stays fast)."""
     return sorted(
         info.name
-        for info in pkgutil.iter_modules([str(Path(__file__).parent)])
+        for info in pkgutil.iter_modules([str(Path(__file__).parent.parent / "training")])
         if not info.name.startswith("_") and info.name not in SHARED_MODULES
     )
 
