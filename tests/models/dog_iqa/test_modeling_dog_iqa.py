@@ -343,3 +343,19 @@ def test_config_names_level_probs_and_reads_the_old_label_key():
     assert old.output_labels == {"level_probs": list("abcdefg")}
     with pytest.raises(ValueError, match="view_batch_size must be >= 1"):  # validated at the end of __post_init__
         DogIqaConfig(view_batch_size=0)
+
+
+def test_defaults_are_the_released_protocol_and_one_switch_sets_the_released_eval():
+    default = DogIqaConfig()
+    assert default.score_mode == "generate" and default.aggregation == "paper" and default.protocol == "paper"
+    assert default.region_user_template != default.user_template  # released region prompt: 24-space indents
+    released = DogIqaConfig(
+        protocol="released", aggregation="global", score_mode="expected", region_user_template="x{image}"
+    )
+    assert (released.aggregation, released.score_mode) == ("released_code", "generate")
+    assert released.region_user_template == default.region_user_template
+    # a config saved before these fields existed still loads (and gets the released region prompt)
+    old = {k: v for k, v in default.to_dict().items() if k not in ("protocol", "region_user_template")}
+    assert DogIqaConfig(**old).region_user_template == default.region_user_template
+    with pytest.raises(ValueError, match="protocol"):
+        DogIqaConfig(protocol="paperish")
