@@ -26,13 +26,14 @@ def released_regions(masks, areas, height, width, min_area):
         outside = np.ones((height, width), bool)
         for m, _ in kept:
             outside &= ~m
-        if outside.any():
-            kept.append((outside, float(remain)))
+        kept.append((outside, float(remain)))  # even with no pixel left (then its crop spans the whole image)
     return kept
 
 
 def box_of(mask):
     ys, xs = np.nonzero(mask)
+    if ys.size == 0:  # no connected component: the released slices are [None:None], the whole image
+        return 0, 0, mask.shape[1], mask.shape[0]
     return xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
 
 
