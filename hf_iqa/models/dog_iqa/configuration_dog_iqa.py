@@ -19,6 +19,10 @@ DEFAULT_SYSTEM_PROMPT = (
 DEFAULT_QUERY_PROMPT = "Please evaluate the quality of the image and score in quality. Only tell me the number. Do not analysis the image."
 # The single user turn of the released code: one space, the standards, the image, the query (20-space indents).
 DEFAULT_USER_TEMPLATE = " {system}\n                    {image}\n                    {query}"
+# The released code builds the region views' message in a more deeply indented block: 24 spaces where the global
+# prompt has 20, so two token ids differ in every region prompt (issue 27).
+DEFAULT_REGION_USER_TEMPLATE = " {system}\n                        {image}\n                        {query}"
+PROTOCOLS = ("paper", "released")
 # Level k (1..7) is named LEVEL_NAMES[k - 1]; note that "Bad" (3) ranks above "Poor" (2) in the original.
 DEFAULT_LEVEL_NAMES = ["Very Bad", "Poor", "Bad", "Fair", "Good", "Excellent", "Perfect"]
 
@@ -48,6 +52,10 @@ class DogIqaConfig(PreTrainedConfig):
             changes results, re-validate).
         system_prompt / query_prompt / user_template: the prompt; `user_template` places `{system}`, `{image}` and
             `{query}` in the single user turn. The standards come before the image so the prefix is image-free.
+        region_user_template: the user turn of the region views (`None`: `user_template`); the default is the
+            released code's (24-space indents). Views are deduplicated only when image and prompt are identical.
+        protocol: `"paper"` (default: released prompts, greedy reading, `aggregation="paper"`) or `"released"`
+            (everything the released `eval.py` does, including `aggregation="released_code"`).
         level_names: names of the levels 1..K; the digits "1".."K" are the score tokens.
         score_mode: `"expected"` (one forward pass, softmax over the K digit logits, score = sum k p_k; the fast
             default) or `"generate"` (the greedy next token over the full vocabulary parsed as an integer, as the
@@ -83,8 +91,10 @@ class DogIqaConfig(PreTrainedConfig):
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     query_prompt: str = DEFAULT_QUERY_PROMPT
     user_template: str = DEFAULT_USER_TEMPLATE
+    region_user_template: str | None = DEFAULT_REGION_USER_TEMPLATE
+    protocol: str = "paper"
     level_names: list[str] | None = None
-    score_mode: str = "expected"
+    score_mode: str = "generate"
     unparsable_score: float = 1.0
     points_per_side: int = 8
     points_per_batch: int = 128
@@ -114,6 +124,10 @@ class DogIqaConfig(PreTrainedConfig):
     output_labels: dict[str, list[str]] | None = None
 
     def __post_init__(self, **kwargs):
+        if self.protocol == "released":
+            self.aggregation, self.score_mode = "released_code", "generate"
+            self.region_user_template = DEFAULT_REGION_USER_TEMPLATE
+        self.region_user_template = self.region_user_template or self.user_template
         self.mllm_image_processor_kwargs = dict(self.mllm_image_processor_kwargs or {})
         self.level_names = list(DEFAULT_LEVEL_NAMES if self.level_names is None else self.level_names)
         for names, cast in _CASTS:  # JSON and callers may give 8 for 8.0 or 1 for True
@@ -135,6 +149,7 @@ class DogIqaConfig(PreTrainedConfig):
         again by `DogIqaModel.from_pretrained` after keyword arguments updated the config."""
         choices = {
             "score_mode": (self.score_mode, SCORE_MODES),
+            "protocol": (self.protocol, PROTOCOLS),
             "aggregation": (self.aggregation, AGGREGATIONS),
             "leftover_area": (self.leftover_area, ("subtractive", "exact")),
             "crop_mode": (self.crop_mode, ("bbox", "masked")),
@@ -147,8 +162,9 @@ class DogIqaConfig(PreTrainedConfig):
             raise ValueError(
                 f"DogIqaConfig: level_names needs 2 to 9 levels (digits 1..K), got {len(self.level_names)}"
             )
-        if "{image}" not in self.user_template:
-            raise ValueError("DogIqaConfig: user_template must contain the {image} placeholder")
+        for name in ("user_template", "region_user_template"):
+            if "{image}" not in getattr(self, name):
+                raise ValueError(f"DogIqaConfig: {name} must contain the {{image}} placeholder")
         for name in ("points_per_side", "points_per_batch", "view_batch_size", "segmenter_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"DogIqaConfig: {name} must be >= 1, got {getattr(self, name)}")

@@ -15,6 +15,7 @@ rerun the MLLM. The model itself keeps nothing between calls.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import weakref
@@ -275,12 +276,18 @@ class DogIqaModel(DogIqaPreTrainedModel):
         self.segmenter = segmenter
         self.mllm = mllm
         self.backbone: BackboneAdapter | None = None
+        self.region_backbone: BackboneAdapter | None = None
         if mllm is not None:
             if tokenizer is None or mllm_image_processor is None:
                 raise ValueError("DogIqaModel: `mllm` needs its `tokenizer` and `mllm_image_processor`")
             adapter_cls = adapter_class_for(mllm.config.model_type, config.backbone)
             template = chat_template if chat_template is not None else getattr(tokenizer, "chat_template", None)
             self.backbone = adapter_cls(mllm, tokenizer, mllm_image_processor, config, chat_template=template)
+            region_config = copy.copy(config)  # the same knobs, the region views' user turn
+            region_config.user_template = config.region_user_template
+            self.region_backbone = adapter_cls(
+                mllm, tokenizer, mllm_image_processor, region_config, chat_template=template
+            )
         self.post_init()
 
     # ---- building, loading and saving ------------------------------------------------------------------------
@@ -376,16 +383,19 @@ class DogIqaModel(DogIqaPreTrainedModel):
         return [results[i] for i in range(len(images))]
 
     # ---- scoring views ---------------------------------------------------------------------------------------
-    def score_views(self, views: list[np.ndarray], cache: DogIqaCache | None = None) -> list[dict]:
+    def score_views(
+        self, views: list[np.ndarray], cache: DogIqaCache | None = None, region: bool = False
+    ) -> list[dict]:
         """Level probabilities (K,) and the greedy next-token text of each view. Identical views are scored once
         (`dedup_views`) and their records kept in `cache`; views go through the MLLM in batches of
         `view_batch_size`, smallest first, on top of the prompt prefix's KV cache (computed once per `cache`) when
-        `reuse_prefix_cache`."""
+        `reuse_prefix_cache`. `region`: use the region views' prompt (the key holds the prompt, so a crop equal to
+        the whole image is scored again with it, as in the released code)."""
         if self.backbone is None:
             raise ValueError("DogIqaModel: no MLLM loaded")
         cache = (cache or self.make_cache()).check(self)
         cfg = self.config
-        backbone = self.backbone
+        backbone = self.region_backbone if region else self.backbone
         prompt_key = _fingerprint(np.array(backbone.prefix_ids + [-1] + backbone.suffix_ids))
         if cfg.dedup_views:
             keys = [_fingerprint(v) + prompt_key for v in views]
@@ -471,7 +481,10 @@ class DogIqaModel(DogIqaPreTrainedModel):
             for r in range(len(regions.areas)):
                 views.append(crop_region(image, regions, r, cfg.crop_mode))
                 owners.append((index, r))
-        records = self.score_views(views, cache)
+        is_region = [r >= 0 for _, r in owners]
+        global_records = iter(self.score_views([v for v, g in zip(views, is_region) if not g], cache))
+        region_records = iter(self.score_views([v for v, g in zip(views, is_region) if g], cache, region=True))
+        records = [next(region_records) if g else next(global_records) for g in is_region]
 
         batch = len(images_np)
         max_regions = max(len(r.areas) for r in all_regions)

@@ -222,7 +222,8 @@ def build_regions(
     if add_leftover:
         complement = ~np.logical_or.reduce(kept_masks)
         remain = total - sum(kept_areas) if leftover_area == "subtractive" else float(complement.sum())
-        if remain >= min_area and complement.any():
+        # kept even when empty (overlapping masks, subtractive area), as released: its crop is then the whole image
+        if remain >= min_area:
             kept_masks.append(complement)
             kept_areas.append(float(remain))
             leftover_flags.append(True)

@@ -47,3 +47,37 @@ def test_batched_and_prefix_cache_equal_one_by_one(adapter):
         cached = adapter.next_token_logits(views, prefix_cache=adapter.prefix_cache())
     torch.testing.assert_close(batched, singles, atol=1e-5, rtol=0)
     torch.testing.assert_close(cached, singles, atol=1e-5, rtol=0)
+
+
+def released_prompt_ids(adapter, view: Image.Image, indent: int) -> list[int]:
+    """The released eval.py's message, restated: one user turn ' {system}', newline, `indent` spaces, the image,
+    newline, `indent` spaces, the query (20 spaces for the whole image, 24 for the region crops), in the processor's
+    ChatML with an empty system turn; the image token expands to the processor's tile placeholder text."""
+    cfg = DogIqaConfig()
+    pad = " " * indent
+    content = f" {cfg.system_prompt}\n{pad}<|image|>\n{pad}{cfg.query_prompt}"
+    text = f"<|im_start|>system\n<|im_end|>\n<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n"
+    grid = tuple(adapter.image_processor([view], return_tensors="pt")["image_grids"][0].tolist())
+    text = text.replace("<|image|>", adapter.image_processor.placeholder_text(*grid))
+    ids: list[int] = []
+    for index, chunk in enumerate(text.split("<|image|>")):
+        if index:
+            ids.append(adapter.image_token_id)
+        ids.extend(adapter.tokenizer(chunk, add_special_tokens=False)["input_ids"])
+    return ids
+
+
+def test_global_and_region_prompts_are_the_released_token_ids(adapter):
+    cfg = DogIqaConfig()
+    region_adapter = adapter_class_for("mplugowl3")(
+        adapter.model, adapter.tokenizer, adapter.image_processor, DogIqaConfig(user_template=cfg.region_user_template)
+    )
+    assert cfg.region_user_template == " {system}\n" + " " * 24 + "{image}\n" + " " * 24 + "{query}"
+    assert cfg.user_template == " {system}\n" + " " * 20 + "{image}\n" + " " * 20 + "{query}"
+    for name in ("img_1200x1200.png", "img_500x300.png", "img_300x900.png"):
+        view = fixture_image(name)
+        global_ids = adapter.full_inputs(view)["input_ids"][0].tolist()
+        region_ids = region_adapter.full_inputs(view)["input_ids"][0].tolist()
+        assert global_ids == released_prompt_ids(adapter, view, 20)
+        assert region_ids == released_prompt_ids(adapter, view, 24)
+        assert region_ids != global_ids

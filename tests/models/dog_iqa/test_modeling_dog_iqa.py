@@ -39,9 +39,11 @@ def images(n=3):
     return [random_image(96, 64, seed) for seed in range(n)]
 
 
-def reference_view_logits(model: DogIqaModel, view: np.ndarray) -> torch.Tensor:
-    """The next-token logits of one view from a plain, unpadded, uncached forward of the MLLM."""
-    inputs = model.backbone.full_inputs(Image.fromarray(view))  # Qwen2-VL computes its own M-RoPE positions
+def reference_view_logits(model: DogIqaModel, view: np.ndarray, region: bool = False) -> torch.Tensor:
+    """The next-token logits of one view from a plain, unpadded, uncached forward of the MLLM (`region`: with the
+    region views' prompt)."""
+    backbone = model.region_backbone if region else model.backbone
+    inputs = backbone.full_inputs(Image.fromarray(view))  # Qwen2-VL computes its own M-RoPE positions
     with torch.no_grad():
         return model.mllm(**inputs).logits[0, -1].float()
 
@@ -103,7 +105,7 @@ def test_loader_options_go_to_their_part():
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "idefics3"])
 def test_whole_path_expected_mode_equals_plain_forward(tiny_paths, family):
-    model = make_model(tiny_paths, family, crop_mode="masked")
+    model = make_model(tiny_paths, family, crop_mode="masked", score_mode="expected")
     batch = images(3)
     processor = DogIqaImageProcessor()
     out = model(**processor(batch, return_tensors="pt"))
@@ -120,7 +122,7 @@ def test_whole_path_expected_mode_equals_plain_forward(tiny_paths, family):
         for r in range(int(out.num_regions[i])):
             x0, y0, x1, y1 = out.region_boxes[i, r].tolist()
             crop = np.where(regions.masks[r][:, :, None], array, 0).astype(np.uint8)[y0:y1, x0:x1]
-            probs = reference_view_logits(model, crop)[digit_ids].double().softmax(-1)
+            probs = reference_view_logits(model, crop, region=True)[digit_ids].double().softmax(-1)
             torch.testing.assert_close(out.region_level_probs[i, r].double(), probs, atol=1e-5, rtol=0)
     assert torch.isnan(out.region_scores[out.num_regions[:, None] <= torch.arange(out.region_scores.shape[1])]).all()
 
@@ -156,7 +158,7 @@ class CallCounter:
 
 
 def test_aggregations_match_hand_computation_and_reuse_the_cache(tiny_paths):
-    model = make_model(tiny_paths, "idefics3", crop_mode="masked")
+    model = make_model(tiny_paths, "idefics3", crop_mode="masked", score_mode="expected")
     calls = CallCounter(model)
     batch = images(2)
     cache = model.make_cache()
@@ -210,7 +212,8 @@ def test_a_cache_encodes_the_prompt_prefix_once_across_calls(tiny_paths):
     without = calls.take()[0]
     cache = model.make_cache()
     shared = [model(images=[image], cache=cache) for image in batch]
-    assert calls.take()[0] == without - 2  # one prefix pass instead of three, the same view passes
+    # two prefixes (global and region prompt) once instead of once per call, the same view passes
+    assert calls.take()[0] == without - 4
     for one, other in zip(alone, shared):
         torch.testing.assert_close(other.scores, one.scores, rtol=0, atol=0)
 
@@ -274,8 +277,10 @@ def test_dedup_and_prefix_reuse_change_nothing(tiny_paths):
         for field in ("scores", "level_probs", "region_level_probs"):
             torch.testing.assert_close(out[field], results[False, False][field], atol=1e-5, rtol=0, equal_nan=True)
     # 9 views; bbox crops of the mask and of the leftover region span the whole frame here: one unique view per image
-    assert sum(passes[True, False]) == 2 and sum(passes[False, False]) == 9
-    assert passes[True, True] == [1] + passes[True, False]  # the prefix (batch 1) once, then the same view batches
+    # (the crops equal the whole image, but the region prompt differs: scored again, as the released code does)
+    assert sum(passes[True, False]) == 4 and sum(passes[False, False]) == 9
+    # each prompt's prefix (batch 1) once, then the same view batches
+    assert passes[True, True] == [1, passes[True, False][0], 1, passes[True, False][1]]
 
 
 def test_idefics3_image_tokens_match_the_transformers_processor(tiny_paths):
@@ -338,3 +343,19 @@ def test_config_names_level_probs_and_reads_the_old_label_key():
     assert old.output_labels == {"level_probs": list("abcdefg")}
     with pytest.raises(ValueError, match="view_batch_size must be >= 1"):  # validated at the end of __post_init__
         DogIqaConfig(view_batch_size=0)
+
+
+def test_defaults_are_the_released_protocol_and_one_switch_sets_the_released_eval():
+    default = DogIqaConfig()
+    assert default.score_mode == "generate" and default.aggregation == "paper" and default.protocol == "paper"
+    assert default.region_user_template != default.user_template  # released region prompt: 24-space indents
+    released = DogIqaConfig(
+        protocol="released", aggregation="global", score_mode="expected", region_user_template="x{image}"
+    )
+    assert (released.aggregation, released.score_mode) == ("released_code", "generate")
+    assert released.region_user_template == default.region_user_template
+    # a config saved before these fields existed still loads (and gets the released region prompt)
+    old = {k: v for k, v in default.to_dict().items() if k not in ("protocol", "region_user_template")}
+    assert DogIqaConfig(**old).region_user_template == default.region_user_template
+    with pytest.raises(ValueError, match="protocol"):
+        DogIqaConfig(protocol="paperish")
