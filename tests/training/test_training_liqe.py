@@ -276,7 +276,7 @@ def test_resume_replays_sampling_and_dwa_bit_identically(tmp_path, splits):
 def test_quality_only_variant_runs_from_yaml_through_hf_iqa_train(tmp_path, splits):
     from transformers import AutoModel
 
-    from hf_iqa.training import cli
+    from hf_iqa.commands import train as cli
 
     path = tmp_path / "koniq.yaml"
     spec = dataset_specs(splits[:1], batch_sizes=(6,))[0]
