@@ -17,6 +17,13 @@ def add_runtime_arguments(parser: argparse.ArgumentParser, dtype_default: str = 
                         "Pillow's bomb threshold; 0: no limit); bigger files are error rows")  # fmt: skip
 
 
+def add_orientation_argument(parser: argparse.ArgumentParser, default: str) -> None:
+    """`--exif-transpose` / `--no-exif-transpose`: whether images are turned by their EXIF orientation tag."""
+    parser.add_argument("--exif-transpose", action=argparse.BooleanOptionalAction, default=None,
+                        help="turn each image as its EXIF orientation tag says (as a photo viewer shows it), or "
+                        f"not (the stored pixels, as the benchmarks' official evaluations read them); {default}")  # fmt: skip
+
+
 def positive(text: str) -> int:
     """An argparse type for counts that must be at least 1 (`-b 0` is refused before anything loads)."""
     try:
