@@ -303,25 +303,29 @@ def convert(
     prompt_ensemble: str | None = None,
     position_embedding: bool = True,
     progress: bool | None = None,
+    aesthetics_prompts: str = "released",
 ) -> ConversionResult:
     """Original UniQA CLIP checkpoint (+ optional trained heads) -> verified Hub-ready folder. `prompt_ensemble`
     ("uniqa", "uniqa_agiqa") scores the quality head against that upstream prompt ensemble; `position_embedding=False`
-    runs the ViT without position embeddings, as upstream's ensemble heads do. `overwrite` replaces only the files
+    runs the ViT without position embeddings, as upstream's ensemble heads do; `aesthetics_prompts` ("released":
+    upstream's quality prompts, as its architecture scores the aesthetics head; "aesthetic": hf_iqa's
+    `... aesthetic image`) names the aesthetics head's prompts. `overwrite` replaces only the files
     of an earlier conversion; `progress` shows the stages on stderr (default: on unless HF_IQA_NO_PROGRESS)."""
     check_output_dir(output_dir, overwrite)  # fail before the work
     with Stages("convert uniqa", 5, progress_enabled(progress)) as stages:
         return _convert(
             checkpoint, output_dir, stages, fp16_roundtrip_weights, task, quality_head, aesthetics_head, license,
-            overwrite, atol, prompt_ensemble, position_embedding,
+            overwrite, atol, prompt_ensemble, position_embedding, aesthetics_prompts,
         )  # fmt: skip
 
 
 def _convert(
     checkpoint, output_dir, stages, fp16_roundtrip_weights, task, quality_head, aesthetics_head, license, overwrite,
-    atol, prompt_ensemble, position_embedding,
+    atol, prompt_ensemble, position_embedding, aesthetics_prompts="released",
 ) -> ConversionResult:  # fmt: skip
     from hf_iqa.models import register_all
     from hf_iqa.models.uniqa import UniQaImageProcessor
+    from hf_iqa.models.uniqa.configuration_uniqa import AESTHETICS_PROMPTS
 
     register_all()  # so save_pretrained writes auto_map and copies the model code
     if task not in TASKS:
@@ -336,6 +340,8 @@ def _convert(
     stages.stage("building the model")
     model = build_model(state, backbone, task)
     model.config.use_position_embedding = position_embedding
+    model.config.aesthetics_prompts = aesthetics_prompts
+    model.config.prompt_templates["aesthetics"] = AESTHETICS_PROMPTS.get(aesthetics_prompts, aesthetics_prompts)
     try:
         model.config.validate_uniqa()
     except ValueError as error:
@@ -407,9 +413,12 @@ def render_uniqa_card(config, source_file: str, fp16_roundtrip_weights: bool, tr
         )
     else:
         quality_prompts = "`bad image`, `poor image`, `fair image`, `good image`, `perfect image` (upstream, verbatim)"
+    aesthetics = [p for p in config.prompts("aesthetics")]
+    aesthetics_prompts = f"`{aesthetics[0]}` … `{aesthetics[-1]}` (`aesthetics_prompts={config.aesthetics_prompts!r}`)"
     return render_model_card(
         "uniqa",
         quality_prompts=quality_prompts,
+        aesthetics_prompts=aesthetics_prompts,
         license=license,
         backbone=describe_backbone(config),
         source_file=source_file,
@@ -452,6 +461,13 @@ def main(argv: list[str] | None = None) -> int:
         help="ViT without position embeddings, as upstream's prompt-ensemble heads run (pos_embedding=False); "
         "needed for heads trained that way",
     )
+    parser.add_argument(
+        "--aesthetics-prompts",
+        default="released",
+        choices=["released", "aesthetic"],
+        help="prompts of the aesthetics head: 'released' (default; 'bad image' ... 'perfect image', as upstream "
+        "scores its aesthetics head) or 'aesthetic' ('bad aesthetic image' ...; an hf_iqa alternative)",
+    )
     parser.add_argument("--license", default="cc-by-nc-sa-4.0", help="licence id for the model card")
     add_common_arguments(parser)
     args = parser.parse_args(argv)
@@ -467,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
             license=args.license,
             prompt_ensemble=args.prompt_ensemble,
             position_embedding=not args.no_position_embedding,
+            aesthetics_prompts=args.aesthetics_prompts,
             **common_options(args),
         )
     figures = ", ".join(f"{key} {value:.2g}" for key, value in result.max_differences.items())
