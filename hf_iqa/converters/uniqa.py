@@ -6,7 +6,7 @@ ViT iff `visual.proj` exists (width, patch, layers, grid from `visual.conv1` / t
 `visual.attnpool.*` exists (blocks per stage, width, image size from the attention-pool table). Anything else is
 refused.
 
-`--fp16-roundtrip` reproduces upstream's loader, which runs OpenAI's `convert_weights` (fp16) *before*
+`--fp16-roundtrip` (the default) reproduces upstream's loader, which runs OpenAI's `convert_weights` (fp16) *before*
 `load_state_dict` and then `.float()`: every Conv/Linear weight and bias, the attention `in_proj_*`/`out_proj.*`,
 `visual.proj` and `text_projection` pass through fp16 (LayerNorm/BatchNorm, embeddings and `logit_scale` do not).
 Without it an fp32 file gives features ~3e-4 (relative) away from upstream's.
@@ -293,7 +293,7 @@ def check_parity(
 def convert(
     checkpoint: str | Path,
     output_dir: str | Path,
-    fp16_roundtrip_weights: bool = False,
+    fp16_roundtrip_weights: bool = True,
     task: str = "quality",
     quality_head: str | Path | None = None,
     aesthetics_head: str | Path | None = None,
@@ -443,8 +443,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--fp16-roundtrip",
-        action="store_true",
-        help="round Conv/Linear weights through fp16 like upstream's loader (needed to match the original scores)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="round Conv/Linear weights through fp16 like upstream's loader, so scores match the original code "
+        "(default; a no-op for fp16 files); --no-fp16-roundtrip keeps an fp32 file's weights as stored",
     )
     parser.add_argument("--task", default="quality", choices=TASKS, help="head used by default (config.task)")
     parser.add_argument("--quality-head", help="trained quality head (pyiqa net_g_*.pth or safetensors)")

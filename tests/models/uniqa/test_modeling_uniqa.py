@@ -119,14 +119,12 @@ def clip_pair(backbone, openai_clip_model, hf_tokenizer):
 
 @pytest.fixture(scope="module")
 def converted_vit(openai_clip_model, tmp_path_factory):
-    """A ViT checkpoint file converted with --fp16-roundtrip through `main`, and its openai-clip source model."""
+    """A ViT checkpoint file converted through `main` (fp16 round trip by default), and its openai-clip source."""
     clip_model = make_openai_clip(openai_clip_model, "vit", seed=1)
     root = tmp_path_factory.mktemp("uniqa_vit")
     torch.save(clip_model.state_dict(), root / "UniQA_weight.pt")
     output = root / "converted"
-    code = uniqa_conversion.main(
-        ["--checkpoint", str(root / "UniQA_weight.pt"), "--output-dir", str(output), "--fp16-roundtrip"]
-    )
+    code = uniqa_conversion.main(["--checkpoint", str(root / "UniQA_weight.pt"), "--output-dir", str(output)])
     assert code == 0
     return clip_model, output
 
@@ -398,9 +396,10 @@ def test_resnet_conversion_with_trained_head(openai_clip_model, openai_simple_to
         "score_level": torch.tensor([0.15, 0.4, 0.6, 0.85, 1.05]),
     }
     torch.save({"params": head}, tmp_path / "net_g_koniq.pth")
-    result = uniqa_conversion.convert(
-        tmp_path / "UniQA_weight.pt", tmp_path / "out", quality_head=tmp_path / "net_g_koniq.pth"
-    )
+    result = uniqa_conversion.convert(  # weights as stored: the key mapping alone against the unrounded oracle
+        tmp_path / "UniQA_weight.pt", tmp_path / "out", quality_head=tmp_path / "net_g_koniq.pth",
+        fp16_roundtrip_weights=False,
+    )  # fmt: skip
     assert result.backbone == "resnet" and max(result.max_differences.values()) <= 1e-5
     model = AutoModel.from_pretrained(str(tmp_path / "out")).eval()
     assert model.config.backbone_type == "resnet" and model.config.adapter_tasks == ["quality"]
@@ -539,7 +538,7 @@ def test_conversion_with_prompt_ensemble(openai_clip_model, openai_simple_tokeni
     clip_model = make_openai_clip(openai_clip_model, "vit", seed=2)
     torch.save(clip_model.state_dict(), tmp_path / "UniQA_weight.pt")
     output = tmp_path / "converted"
-    arguments = ["--checkpoint", str(tmp_path / "UniQA_weight.pt"), "--output-dir", str(output)]
+    arguments = ["--checkpoint", str(tmp_path / "UniQA_weight.pt"), "--output-dir", str(output), "--no-fp16-roundtrip"]
     assert uniqa_conversion.main([*arguments, "--prompt-ensemble", "uniqa"]) == 0
     config = json.loads((output / "config.json").read_text())
     assert config["prompt_groups"]["quality"] == ENSEMBLE_GROUPS
@@ -585,7 +584,7 @@ def test_conversion_without_position_embedding(openai_clip_model, openai_simple_
     clip_model = make_openai_clip(openai_clip_model, "vit", seed=4)
     torch.save(clip_model.state_dict(), tmp_path / "UniQA_weight.pt")
     output = tmp_path / "converted"
-    arguments = ["--checkpoint", str(tmp_path / "UniQA_weight.pt"), "--output-dir", str(output)]
+    arguments = ["--checkpoint", str(tmp_path / "UniQA_weight.pt"), "--output-dir", str(output), "--no-fp16-roundtrip"]
     assert uniqa_conversion.main([*arguments, "--no-position-embedding", "--prompt-ensemble", "uniqa"]) == 0
     assert "no position embedding" in (output / "README.md").read_text()
     model = UniQaModel.from_pretrained(output).eval()
@@ -711,7 +710,7 @@ def test_aesthetics_prompts_released_by_default_and_hf_iqa_prompts_as_an_option(
     scores = {}
     for choice, prompts in (("released", QUALITY_PROMPTS), ("aesthetic", AESTHETICS_PROMPTS)):
         argv = ["--checkpoint", str(tmp_path / "UniQA_weight.pt"), "--output-dir", str(tmp_path / choice)]
-        argv += ["--fp16-roundtrip", "--aesthetics-head", str(tmp_path / "ava_head.safetensors")]
+        argv += ["--aesthetics-head", str(tmp_path / "ava_head.safetensors")]
         argv += [] if choice == "released" else ["--aesthetics-prompts", choice]
         assert uniqa_conversion.main(argv) == 0
         model = AutoModel.from_pretrained(str(tmp_path / choice), task="aesthetics").eval()
