@@ -10,7 +10,8 @@ from hf_iqa.scoring.runtime import DEFAULT_DTYPE, DEVICE_HELP, DTYPES
 def add_runtime_arguments(parser: argparse.ArgumentParser, dtype_default: str = DEFAULT_DTYPE) -> None:
     """`--dtype`, `--device` and `--max-pixels` with the same words and defaults in every command."""
     parser.add_argument("--dtype", default=dtype_default, choices=sorted(DTYPES),
-                        help=f"model precision; auto = as saved in the checkpoint (default {dtype_default})")  # fmt: skip
+                        help="model precision; auto (default) = the model's released precision: as saved in the "
+                        "checkpoint (float32 for the CLIP models), Dog-IQA's MLLM in float16 on GPU as released")  # fmt: skip
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
                         help="largest image accepted, width x height as its file declares it (default 89478485, "
