@@ -1,15 +1,16 @@
-"""Command-line words shared by the commands that load a model: `--dtype`, `--device`, `--max-pixels`."""
+"""Command-line words shared by the commands that load a model: `--dtype`, `--device`, `--max-pixels`,
+`--exif-transpose`. Light to import (`hf-iqa demo --help` reads nothing heavier than this)."""
 
 from __future__ import annotations
 
 import argparse
 
-from hf_iqa.scoring.runtime import DEFAULT_DTYPE, DEVICE_HELP, DTYPES
 
-
-def add_runtime_arguments(parser: argparse.ArgumentParser, dtype_default: str = DEFAULT_DTYPE) -> None:
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     """`--dtype`, `--device` and `--max-pixels` with the same words and defaults in every command."""
-    parser.add_argument("--dtype", default=dtype_default, choices=sorted(DTYPES),
+    from hf_iqa.scoring.runtime import DEFAULT_DTYPE, DEVICE_HELP, DTYPES
+
+    parser.add_argument("--dtype", default=DEFAULT_DTYPE, choices=sorted(DTYPES),
                         help="model precision; auto (default) = the model's released precision: as saved in the "
                         "checkpoint (float32 for the CLIP models), Dog-IQA's MLLM in float16 on GPU as released")  # fmt: skip
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)

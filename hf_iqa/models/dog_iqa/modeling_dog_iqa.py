@@ -348,6 +348,10 @@ class DogIqaModel(DogIqaPreTrainedModel):
                 self.mllm.to(wanted)
         return super().to(*args, **kwargs)
 
+    def cuda(self, device=None):
+        """`to("cuda")`, so that the MLLM takes its released precision there too."""
+        return self.to(torch.device("cuda", device) if isinstance(device, int) else device or "cuda")
+
     def save_pretrained(self, save_directory, is_main_process: bool = True, push_to_hub: bool = False, **kwargs):
         """Write config + code only: the sub-models live in their own repos (`segmenter_name_or_path`,
         `mllm_name_or_path`)."""

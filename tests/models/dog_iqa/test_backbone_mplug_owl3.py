@@ -113,7 +113,7 @@ def mplug_folder(tmp_path_factory):
     return folder
 
 
-def test_an_mllm_loaded_without_dtype_takes_its_released_precision_where_it_goes(mplug_folder, tmp_path):
+def test_an_mllm_loaded_without_dtype_takes_its_released_precision_where_it_goes(mplug_folder, tmp_path, monkeypatch):
     """Loaded on CPU (float32), moved to an accelerator: cast to float16 first, as the released eval.py ran it; moved
     back to CPU: float32 again. A dtype given at loading or in `to()` is left alone."""
     from hf_iqa.models.dog_iqa import DogIqaModel
@@ -138,6 +138,10 @@ def test_an_mllm_loaded_without_dtype_takes_its_released_precision_where_it_goes
     explicit = DogIqaModel.from_pretrained("unused", config=DogIqaConfig(**config.to_diff_dict()))
     explicit.to("meta", torch.bfloat16)  # a dtype in to(): everything in it
     assert explicit.mllm.dtype == torch.bfloat16
+    moves = []
+    monkeypatch.setattr(DogIqaModel, "to", lambda self, *args, **kwargs: moves.append(args))  # `cuda()` uses `to()`
+    explicit.cuda(), explicit.cuda(1)
+    assert moves == [("cuda",), (torch.device("cuda", 1),)]
 
 
 def test_region_view_matches_the_original_code_token_for_token(mplug_folder, tmp_path):
