@@ -57,10 +57,11 @@ def get_pipeline(model: str):
 class _Reader:
     """`PipelineScorer` that remembers which files could not be read (told once, not once per model)."""
 
-    def __init__(self, pipe, visualize: bool, max_pixels: int | None, unreadable: dict[int, str]):
+    def __init__(self, pipe, visualize: bool, max_pixels: int | None, unreadable: dict[int, str],
+                 exif_transpose: bool = True):  # fmt: skip
         from hf_iqa.scoring import PipelineScorer
 
-        self.scorer = PipelineScorer(pipe, visualize=visualize, max_pixels=max_pixels)
+        self.scorer = PipelineScorer(pipe, visualize=visualize, max_pixels=max_pixels, exif_transpose=exif_transpose)
         self.unreadable = unreadable
 
     def prepare(self, item):
@@ -75,17 +76,17 @@ class _Reader:
 
 
 def score_files(pipe, paths: list[str], max_pixels: int | None = None, visualize: bool = False,
-                unreadable: dict[int, str] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+                unreadable: dict[int, str] | None = None, exif_transpose: bool = True) -> list[dict[str, Any]]:  # fmt: skip
     """Score files with one model through the CLI's engine (`hf_iqa.scoring.score_stream`): each file passes the
     one byte gate (`load_item_image`: raster formats only, `max_pixels`, byte limit) and is decoded only when its
     turn comes, by one thread, and dropped once preprocessed; at most two batches of model inputs are held. A file
     that fails gives `{"error": problem}` (and its index in `unreadable` when it cannot be read); files already in
-    `unreadable` are not read again."""
+    `unreadable` are not read again. Photos are turned by their EXIF orientation unless `exif_transpose=False`."""
     from hf_iqa.scoring import Item, score_stream
 
     unreadable = {} if unreadable is None else unreadable
     items = [Item(key=Path(path).name, source=path, index=i, error=unreadable.get(i)) for i, path in enumerate(paths)]
-    reader = _Reader(pipe, visualize, max_pixels, unreadable)
+    reader = _Reader(pipe, visualize, max_pixels, unreadable, exif_transpose)
     results = score_stream(items, reader, batch_size=BATCH_SIZE, workers=1, prefetch_batches=1)
     return [result.output if result.error is None else {"error": result.error} for result in results]
 
@@ -103,18 +104,20 @@ def _small(picture: Image.Image) -> Image.Image:
     return picture
 
 
-def score(paths: list[str], models: list[str], max_pixels: int | None = None) -> dict[str, Any]:
+def score(
+    paths: list[str], models: list[str], max_pixels: int | None = None, exif_transpose: bool = True
+) -> dict[str, Any]:
     """Score every readable image with every loadable model. Returns rows (one per image x model, plus one per bad
     file), model metadata, Dog-IQA pictures (at most `MAX_PICTURE_SIDE`) and the messages to show. No decoded image
     outlives its preprocessing; one request scores at a time (`_SCORING`)."""
     with _SCORING:
         try:
-            return _score(paths, models, max_pixels)
+            return _score(paths, models, max_pixels, exif_transpose)
         finally:
             release_memory()
 
 
-def _score(paths: list[str], models: list[str], max_pixels: int | None) -> dict[str, Any]:
+def _score(paths: list[str], models: list[str], max_pixels: int | None, exif_transpose: bool) -> dict[str, Any]:
     names = [Path(path).name for path in paths[:MAX_IMAGES]]
     unreadable: dict[int, str] = {}
     scored: list[dict[str, Any]] = []
@@ -134,7 +137,7 @@ def _score(paths: list[str], models: list[str], max_pixels: int | None) -> dict[
             continue
         visualize = hasattr(pipe.model, "render_regions")
         try:
-            results = score_files(pipe, paths[:MAX_IMAGES], max_pixels, visualize, unreadable)
+            results = score_files(pipe, paths[:MAX_IMAGES], max_pixels, visualize, unreadable, exif_transpose)
         except Exception as error:  # a model that fails on this request: say so, keep the others
             messages.append(f"{model}: scoring failed ({type(error).__name__}: {error})")
             continue
@@ -194,7 +197,9 @@ def write_csv(rows: list[dict[str, Any]], directory: str | None = None) -> str:
     return str(path)
 
 
-def write_provenance(csv_path: str, models: list[str], max_pixels: int | None = None) -> str:
+def write_provenance(
+    csv_path: str, models: list[str], max_pixels: int | None = None, exif_transpose: bool = True
+) -> str:
     """`<csv>.meta.json` next to the CSV: per loaded model, `hf_iqa.provenance.run_record` (the model as named and
     resolved, file digests, dtype, device, package versions, time), so that a downloaded table says what made it."""
     from hf_iqa.provenance import write_sidecar
@@ -207,7 +212,7 @@ def write_provenance(csv_path: str, models: list[str], max_pixels: int | None = 
             continue
         records[model] = run_record(
             model, resolve(model), dtype=str(pipe.model.dtype).removeprefix("torch."), max_pixels=max_pixels,
-            exif_transpose=True, device=str(pipe.device), not_compared={"batch_size": BATCH_SIZE},
+            exif_transpose=exif_transpose, device=str(pipe.device), not_compared={"batch_size": BATCH_SIZE},
         )  # fmt: skip
     document = {"produced_by": "hf-iqa demo", "scores": Path(csv_path).name, "records": records}
     return str(write_sidecar(csv_path, document))
@@ -343,10 +348,12 @@ def example_images(directory: str | None = None) -> list[str]:
     return [str(p) for p in paths]
 
 
-def build_demo(models: list[str] | None = None, choices: list[str] | None = None, max_pixels: int | None = None):
+def build_demo(models: list[str] | None = None, choices: list[str] | None = None, max_pixels: int | None = None,
+               exif_transpose: bool = True):  # fmt: skip
     """The app. `models`: selected at start; `choices`: offered (default: `models` + every zoo name). Any folder
     path can also be typed into the model box. `max_pixels`: the largest image (width x height) scored, as the
-    CLI's `--max-pixels` (None: `hf_iqa.io.MAX_PIXELS`).
+    CLI's `--max-pixels` (None: `hf_iqa.io.MAX_PIXELS`); `exif_transpose=False` scores uploads as stored, not
+    turned by their EXIF orientation tag.
 
     Files: uploads and downloads live in gradio's cache folder (the CSV is written there, not in a folder of our
     own), which gradio empties of files older than an hour every 10 minutes (`CACHE_CLEANUP`) and entirely when
@@ -367,10 +374,10 @@ def build_demo(models: list[str] | None = None, choices: list[str] | None = None
             raise gr.Error("Add one or more images first (upload, drop, or pick an example).")
         if not selected:
             raise gr.Error("Choose at least one model.")
-        outcome = score(paths, list(selected), max_pixels=max_pixels)
+        outcome = score(paths, list(selected), max_pixels=max_pixels, exif_transpose=exif_transpose)
         rows = [flat_row(r, outcome["meta"]) for r in outcome["rows"]]
         csv_path = write_csv(rows, directory=download.GRADIO_CACHE) if rows else None
-        meta_path = write_provenance(csv_path, list(outcome["meta"]), max_pixels) if csv_path else None
+        meta_path = write_provenance(csv_path, list(outcome["meta"]), max_pixels, exif_transpose) if csv_path else None
         return (render_scores(outcome), render_messages(outcome["messages"]), render_details(outcome),
                 outcome["pictures"], table_rows(outcome), csv_path, meta_path)  # fmt: skip
 
@@ -403,7 +410,7 @@ def build_demo(models: list[str] | None = None, choices: list[str] | None = None
 
 
 def launch(models: list[str] | None, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
-           max_pixels: int | None = None, **kwargs):  # fmt: skip
+           max_pixels: int | None = None, exif_transpose: bool = True, **kwargs):  # fmt: skip
     """Build, preload the chosen models (problems are printed, the app still starts) and serve."""
     models = list(models or DEFAULT_MODELS)
     for model in models:
@@ -411,6 +418,6 @@ def launch(models: list[str] | None, host: str = "127.0.0.1", port: int = 7860, 
             get_pipeline(model)
         except Exception as error:
             print(f"hf-iqa demo: {model_problem(model, error)}", flush=True)
-    demo = build_demo(models, max_pixels=max_pixels)
+    demo = build_demo(models, max_pixels=max_pixels, exif_transpose=exif_transpose)
     return demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD, ssr_mode=False,
                        footer_links=["api"], **kwargs)  # fmt: skip

@@ -213,6 +213,7 @@ class EvaluationOptions:
     fit: str | None = "logistic4"
     resize_short_side: int | None = None
     max_pixels: int | None = None
+    exif_transpose: bool | None = None  # None: as each dataset's official evaluation reads it (its metadata)
     num_workers: int = 4
     update_card: bool = False
     overwrite: bool = False
@@ -275,12 +276,16 @@ def _evaluate_one(state, scorer, record, model_id, name, split, dataset, output_
     key = meta.get("key", name)
     folder = _slug(meta.get("name", key)) if key == "folder" else key  # several user folders may be scored
     run_dir = output_dir / _slug(model_id) / f"{folder}-{split}"
+    exif_transpose = _orientation(meta, key, options)
+    scorer.exif_transpose = exif_transpose  # per dataset, on the one scorer loaded for the model
+    record = {**record, "comparable": {**record["comparable"], "exif_transpose": exif_transpose}}
     records = dataset.cast_column("image", _undecoded_image())
     paths = [item["path"] for item in records["image"]]
     image_ids, mos = list(records["image_id"]), np.asarray(records["mos"], dtype=np.float64)
     manifest_options = {
         "dtype": options.dtype,
         "resize_short_side": options.resize_short_side,
+        "exif_transpose": exif_transpose,
     }  # what predictions depend on
     if state.is_main_process:
         _prepare_run_dir(run_dir, _manifest(model_id, key, split, image_ids, manifest_options), options.overwrite)
@@ -309,6 +314,7 @@ def _evaluate_one(state, scorer, record, model_id, name, split, dataset, output_
         "dtype": options.dtype,
         "batch_size": options.batch_size,
         "resize_short_side": options.resize_short_side,
+        "exif_transpose": exif_transpose,
         "num_processes": state.num_processes,
         "images_scored_now": len(paths) - done,
         "images_resumed": done,
@@ -320,6 +326,15 @@ def _evaluate_one(state, scorer, record, model_id, name, split, dataset, output_
         _write_run(run_dir, result, paths, image_ids, mos, predictions, labels, errors)
     state.wait_for_everyone()
     return result
+
+
+def _orientation(meta: dict, key: str, options: EvaluationOptions) -> bool:
+    """Whether this dataset's images are turned by their EXIF orientation tag: as asked (`--exif-transpose` /
+    `--no-exif-transpose`), else as the dataset's official evaluation reads them (`exif_transpose` in its metadata:
+    False for every named benchmark, True for a user's folder; caches written before the field: the same)."""
+    if options.exif_transpose is not None:
+        return bool(options.exif_transpose)
+    return bool(meta.get("exif_transpose", key == "folder"))
 
 
 def _score_remaining(state, scorer, record, key, run_dir, paths, image_ids, options) -> int:

@@ -1,6 +1,7 @@
 """The one image-loading path shared by the pipeline, the CLI, the benchmark runner and training.
 
-Every input becomes an RGB `PIL.Image.Image`: EXIF orientation applied; grayscale, palette, RGBA/LA (composited
+Every input becomes an RGB `PIL.Image.Image`: EXIF orientation applied (`exif_transpose=False`: the stored pixel
+layout, as the benchmarks' official evaluations read them); grayscale, palette, RGBA/LA (composited
 on white), CMYK, 16-bit and I;16/I/F converted; the first frame of animated images. Anything that cannot be
 used raises `ImageLoadError`, one line naming the file and the problem.
 
@@ -150,10 +151,14 @@ def load_image(
     source: str | None = None,
     max_pixels: int | None = None,
     max_bytes: int | None = None,
+    exif_transpose: bool = True,
 ) -> Image.Image:
     """Return `image` (a path, encoded bytes, PIL image, numpy array or torch tensor) as an RGB PIL image, or raise
     `ImageLoadError`: the one gate every image byte passes. `max_pixels` (default `MAX_PIXELS`; 0 or negative: no
-    limit) caps width x height; `max_bytes` (default `MAX_BYTES`) the size of encoded bytes held in memory."""
+    limit) caps width x height; `max_bytes` (default `MAX_BYTES`) the size of encoded bytes held in memory.
+    `exif_transpose` (files, bytes and PIL images): turn the picture as its EXIF orientation tag says, as a photo
+    viewer shows it; False keeps the stored pixel layout, as the benchmarks' official evaluations read them (PIL
+    open + `.convert("RGB")`)."""
     limit = _limit(max_pixels)
     if isinstance(image, (bytes, bytearray, memoryview)):
         name = source or "<bytes>"
@@ -163,13 +168,14 @@ def load_image(
         byte_limit = MAX_BYTES if max_bytes is None else max_bytes
         if size > byte_limit:
             raise ImageLoadError(name, f"encoded image of {size:,} bytes is over the {byte_limit:,}-byte limit")
-        return _decode(io.BytesIO(image), name, limit)
+        return _decode(io.BytesIO(image), name, limit, exif_transpose)
     if isinstance(image, Image.Image):
         name = source or "<PIL image>"
         _check_size(image.width, image.height, limit, name)  # before `load()`: a lazily opened file is not decoded
         try:
             image.load()
-            return _to_rgb(ImageOps.exif_transpose(image), name)  # a copy: the caller's image is left as it is
+            turned = ImageOps.exif_transpose(image) if exif_transpose else image.copy()
+            return _to_rgb(turned, name)  # a copy: the caller's image is left as it is
         except (OSError, ValueError, SyntaxError, EOFError) as error:
             if isinstance(error, ImageLoadError):
                 raise
@@ -189,10 +195,10 @@ def load_image(
         return _from_array(array, source or "<tensor>", limit)
     if not isinstance(image, (str, os.PathLike)):
         raise ImageLoadError(source or repr(type(image)), "expected a file path, a PIL image or a numpy array")
-    return _load_file(Path(image), source or str(image), limit)
+    return _load_file(Path(image), source or str(image), limit, exif_transpose)
 
 
-def _load_file(path: Path, name: str, limit: float) -> Image.Image:
+def _load_file(path: Path, name: str, limit: float, exif_transpose: bool = True) -> Image.Image:
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -205,7 +211,7 @@ def _load_file(path: Path, name: str, limit: float) -> Image.Image:
         raise ImageLoadError(name, "not a regular file (a device, FIFO or socket)")
     if info.st_size == 0:
         raise ImageLoadError(name, "file is empty (0 bytes)")
-    return _decode(path, name, limit)
+    return _decode(path, name, limit, exif_transpose)
 
 
 def read_bounded(stream: Any, declared: int, source: str, max_bytes: int | None = None) -> bytes:
@@ -220,8 +226,9 @@ def read_bounded(stream: Any, declared: int, source: str, max_bytes: int | None 
     return data
 
 
-def _decode(file: Path | io.BytesIO, name: str, limit: float) -> Image.Image:
-    """Decode a file or in-memory bytes through the raster-only formats, checking the declared size first."""
+def _decode(file: Path | io.BytesIO, name: str, limit: float, exif_transpose: bool = True) -> Image.Image:
+    """Decode a file or in-memory bytes through the raster-only formats, checking the declared size first, and turn
+    it by its EXIF orientation unless `exif_transpose=False`."""
     if limit > (Image.MAX_IMAGE_PIXELS or math.inf):
         Image.MAX_IMAGE_PIXELS = int(limit) if limit != math.inf else None  # a raised hf_iqa limit governs
     try:
@@ -230,7 +237,8 @@ def _decode(file: Path | io.BytesIO, name: str, limit: float) -> Image.Image:
             opened.seek(0)  # first frame of animated GIF/WebP/APNG/TIFF
             _check_size(opened.width, opened.height, limit, name)
             opened.load()
-            ImageOps.exif_transpose(opened, in_place=True)
+            if exif_transpose:
+                ImageOps.exif_transpose(opened, in_place=True)
             return _to_rgb(opened, name)  # the pixels stay valid once the file is closed
     except ImageLoadError:
         raise

@@ -69,7 +69,8 @@ class ImageQualityPipeline(Pipeline):
     Inputs: a path, a PIL image, a numpy array (HxWx3 uint8 or float in [0, 1]), or a list / generator of them.
     Output: `{"score": float, ...extras}` per image (a list for list inputs). Scores follow `model.config.score_range`
     and higher is better. `return_visualization=True` adds a PIL picture for models that can draw one (Dog-IQA's
-    region map).
+    region map). `exif_transpose=False` (at `pipeline(...)` or per call) scores files and PIL images as stored,
+    without turning them by their EXIF orientation tag (the default turns them, as a photo viewer shows them).
     """
 
     _load_processor = False
@@ -80,12 +81,15 @@ class ImageQualityPipeline(Pipeline):
 
     load_image = staticmethod(load_image)  # every input -> RGB PIL image, or an error naming the file
 
-    def _sanitize_parameters(self, return_visualization: bool | None = None, **kwargs):
+    def _sanitize_parameters(
+        self, return_visualization: bool | None = None, exif_transpose: bool | None = None, **kwargs
+    ):
         forward = {} if return_visualization is None else {"return_visualization": return_visualization}
-        return {}, forward, {}
+        preprocess = {} if exif_transpose is None else {"exif_transpose": bool(exif_transpose)}
+        return preprocess, forward, {}
 
-    def preprocess(self, image: Any) -> dict[str, Any]:
-        image = self.load_image(image)
+    def preprocess(self, image: Any, exif_transpose: bool = True) -> dict[str, Any]:
+        image = self.load_image(image, exif_transpose=exif_transpose)
         inputs = self.image_processor(images=image, return_tensors="pt")
         model_inputs = {}
         for key, value in inputs.items():

@@ -275,6 +275,8 @@ def _differences(old: dict, new: dict) -> list[tuple[str, str, str]]:
     found = []
     for key in sorted(set(old["comparable"]) | set(new["comparable"])):
         a, b = old["comparable"].get(key), new["comparable"].get(key)
+        if key == "exif_transpose":  # unrecorded (records written before the choice existed): turned, as then
+            a, b = (True if value is None else value for value in (a, b))
         if a == b:
             continue
         if key == "model":

@@ -165,7 +165,33 @@ def test_cli_binds_locally_and_never_shares_by_default(monkeypatch):
     monkeypatch.setattr(demo, "launch", lambda models, **kw: seen.update(models=models, **kw))
     args = parser.parse_args(["demo", "--model", "a", "--model", "b", "--port", "9999", "--max-pixels", "1000"])
     assert command.run(args) == 0
-    assert seen == {"models": ["a", "b"], "host": "127.0.0.1", "port": 9999, "share": False, "max_pixels": 1000}
+    assert seen == {"models": ["a", "b"], "host": "127.0.0.1", "port": 9999, "share": False, "max_pixels": 1000,
+                    "exif_transpose": True}  # fmt: skip
+    assert command.run(parser.parse_args(["demo", "--no-exif-transpose"])) == 0
+    assert seen["exif_transpose"] is False
+
+
+def test_uploads_are_turned_by_their_exif_tag_unless_told(liqe_dir, tmp_path):  # noqa: F811
+    """A phone photo (orientation 6) is scored as a viewer shows it; `exif_transpose=False` scores the stored
+    pixels, and the download's record says which."""
+    import json
+
+    import numpy as np
+
+    path = tmp_path / "phone.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    random_image(96, 48, seed=5).save(path, quality=95, exif=exif.tobytes())
+    pipe = hf_iqa.pipeline(model=str(liqe_dir))
+    with Image.open(path) as opened:
+        stored = np.asarray(opened.convert("RGB")).copy()
+    for turn, pixels in ((True, np.ascontiguousarray(np.rot90(stored, k=-1))), (False, stored)):
+        outcome = demo.score([str(path)], [str(liqe_dir)], exif_transpose=turn)
+        assert outcome["rows"][0]["result"]["score"] == pytest.approx(pipe(pixels)["score"], abs=1e-6)
+        rows = [demo.flat_row(r, outcome["meta"]) for r in outcome["rows"]]
+        csv_path = demo.write_csv(rows, directory=str(tmp_path / str(turn)))
+        meta = json.loads(open(demo.write_provenance(csv_path, [str(liqe_dir)], exif_transpose=turn)).read())
+        assert next(iter(meta["records"].values()))["comparable"]["exif_transpose"] is turn
 
 
 def test_app_through_gradio_client(liqe_dir, photos):  # noqa: F811

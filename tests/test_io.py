@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from hf_iqa.io import ImageLoadError, find_images, load_image
@@ -19,6 +20,31 @@ def test_exif_orientation_is_applied(tmp_path):
     image.save(tmp_path / "rotated.jpg", exif=exif.tobytes())
     loaded = load_image(tmp_path / "rotated.jpg")
     assert loaded.size == (20, 40) and loaded.mode == "RGB"
+
+
+def save_with_orientation_6(image: Image.Image, path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the stored pixels are shown turned 90 degrees clockwise
+    image.save(path, exif=exif.tobytes())
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_exif_transpose_is_a_choice(tmp_path, suffix):
+    """Default: as a photo viewer shows it; exif_transpose=False: the stored pixels, as benchmarks' official
+    evaluation code reads them (PIL open + convert("RGB"), no rotation)."""
+    path = tmp_path / f"photo{suffix}"
+    save_with_orientation_6(random_image(40, 20), path)
+    with Image.open(path) as opened:
+        stored = np.asarray(opened.convert("RGB"))
+    turned = load_image(path)
+    assert turned.size == (20, 40)
+    np.testing.assert_array_equal(np.asarray(turned), np.rot90(stored, k=-1))  # 6: 90 degrees clockwise
+    as_stored = load_image(path, exif_transpose=False)
+    np.testing.assert_array_equal(np.asarray(as_stored), stored)
+    with Image.open(path) as opened:  # a PIL image carrying the tag: the same choice
+        assert load_image(opened).size == (20, 40)
+        assert load_image(opened, exif_transpose=False).size == (40, 20)
+        assert opened.size == (40, 20)  # the caller's image is left as it was
 
 
 @pytest.mark.parametrize("mode", ["L", "P", "CMYK", "1", "I;16", "I", "F"])
@@ -127,3 +153,36 @@ def test_find_images(tmp_path):
     found = [p.relative_to(tmp_path).as_posix() for p in find_images([tmp_path])]
     assert found == ["a.PNG", "b.jpg", "sub/c.webp"]
     assert find_images([tmp_path / "x.jpg"]) == [tmp_path / "x.jpg"]  # reported later, when loaded
+
+
+@pytest.fixture(scope="module")
+def tiny_liqe_dir(tmp_path_factory):
+    from hf_iqa.models.liqe import LiqeConfig, LiqeImageProcessor, LiqeModel
+    from tests.models.liqe.test_modeling_liqe import tiny_clip_config
+
+    folder = tmp_path_factory.mktemp("tiny_liqe")
+    model = LiqeModel(LiqeConfig(clip_config=tiny_clip_config()))
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # random weights and prompt features, so the score depends on the pixels
+        for parameter in [*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())]:
+            parameter.add_(0.2 * torch.randn(parameter.shape, generator=generator))
+    model.save_pretrained(folder)
+    LiqeImageProcessor().save_pretrained(folder)
+    return folder
+
+
+def test_pipeline_scores_rotated_or_stored_pixels_on_request(tmp_path, tiny_liqe_dir):
+    import hf_iqa
+
+    path = tmp_path / "photo.png"
+    save_with_orientation_6(random_image(96, 48, seed=3), path)
+    with Image.open(path) as opened:
+        stored = np.asarray(opened.convert("RGB")).copy()
+    pipe = hf_iqa.pipeline(model=str(tiny_liqe_dir))
+    turned = pipe(str(path))["score"]
+    as_stored = pipe(str(path), exif_transpose=False)["score"]
+    assert turned != pytest.approx(as_stored, abs=1e-6)  # the orientation reaches the model
+    assert as_stored == pytest.approx(pipe(stored)["score"], abs=1e-6)
+    assert turned == pytest.approx(pipe(np.ascontiguousarray(np.rot90(stored, k=-1)))["score"], abs=1e-6)
+    benchmark_like = hf_iqa.pipeline(model=str(tiny_liqe_dir), exif_transpose=False)  # set once for a pipeline
+    assert benchmark_like(str(path))["score"] == pytest.approx(as_stored, abs=1e-6)

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from hf_iqa.commands.options import add_runtime_arguments, positive
+from hf_iqa.commands.options import add_orientation_argument, add_runtime_arguments, positive
 from hf_iqa.evaluation import BenchmarkError, combined_table, evaluate_on_datasets
 from hf_iqa.io import ImageLoadError
 from hf_iqa.metrics import MetricInputError
@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=123, help="seed of the random splits")
     parser.add_argument("--batch-size", "-b", type=positive, default=8)
     add_runtime_arguments(parser)
+    add_orientation_argument(parser, "default: as each dataset's official evaluation reads it (named benchmarks: "
+                             "not turned; a folder dataset: turned)")  # fmt: skip
     parser.add_argument("--output-dir", default="benchmark_results")
     parser.add_argument("--fit", default="logistic4", choices=("logistic4", "logistic5", "none"), help="mapping before PLCC/RMSE (LIQE: logistic4; pyiqa, Dog-IQA: none)")  # fmt: skip
     parser.add_argument("--resize-short-side", type=int, help="resize every image to this short side first (e.g. SPAQ protocols)")  # fmt: skip
@@ -62,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
             args.dataset,
             args.data_root,
             max_pixels=args.max_pixels,
+            exif_transpose=args.exif_transpose,
             split=args.split,
             split_options={k: v for k, v in split_options.items() if v is not None},
             batch_size=args.batch_size,

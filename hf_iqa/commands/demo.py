@@ -1,4 +1,4 @@
-"""`hf-iqa demo [--model M ...] [--host H] [--port P] [--share] [--max-pixels N]`: the Gradio web app.
+"""`hf-iqa demo [--model M ...] [--host H] [--port P] [--share] [--max-pixels N] [--no-exif-transpose]`: the web app.
 
 Only the words live here; the app is `hf_iqa.demo`, imported (with Gradio) when the command runs, so that
 `hf-iqa demo --help` answers at once."""
@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import os
+
+from hf_iqa.commands.options import add_orientation_argument
 
 DEFAULT_MODELS = ["liqe-mix"]  # hf_iqa.demo.DEFAULT_MODELS, kept here so that --help imports nothing heavy
 
@@ -20,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
                         help="largest upload scored, width x height as its file declares it (default 89478485, as "
                         "`hf-iqa score`; 0: no limit); bigger uploads are reported in the page")  # fmt: skip
+    add_orientation_argument(parser, "default: turned")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,5 +34,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from hf_iqa import demo
 
-    demo.launch(args.model, host=args.host, port=args.port, share=args.share, max_pixels=args.max_pixels)
+    demo.launch(args.model, host=args.host, port=args.port, share=args.share, max_pixels=args.max_pixels,
+                exif_transpose=args.exif_transpose is not False)  # fmt: skip
     return 0

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hf_iqa.commands.options import add_runtime_arguments, positive
+from hf_iqa.commands.options import add_orientation_argument, add_runtime_arguments, positive
 from hf_iqa.provenance import ProvenanceError
 from hf_iqa.scoring.runtime import UsageError
 
@@ -38,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "before hf_iqa recorded what produced a file (no <output>.meta.json)")  # fmt: skip
     parser.add_argument("--batch-size", "-b", type=positive, default=8, help="images per model call (default 8)")
     add_runtime_arguments(parser)
+    add_orientation_argument(parser, "default: turned")
     parser.add_argument("--workers", type=positive, default=min(4, os.cpu_count() or 1), help="loading threads")
     parser.add_argument("--prefetch", type=positive, default=2, help="batches prepared ahead of the model (default 2)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -104,6 +105,7 @@ def _run(args: argparse.Namespace) -> int:
     if inputs.total == 0:
         print("hf-iqa score: no image files found in " + ", ".join(args.paths or [args.from_list]), file=sys.stderr)
         return 1
+    args.exif_transpose = args.exif_transpose is not False  # a user's photos: as a viewer shows them
     model_kwargs = scoring.parse_key_values(args.model_arg, "--model-arg")
     processor_kwargs = scoring.parse_key_values(args.processor_arg, "--processor-arg")
     source = scoring.resolve_model(args.model)
@@ -112,7 +114,8 @@ def _run(args: argparse.Namespace) -> int:
     visualizations = Path(args.save_visualizations) if args.save_visualizations else None
     scorer = scoring.load_scorer(args.model, source, dtype=args.dtype, device=args.device, model_kwargs=model_kwargs,
                                  processor_kwargs=processor_kwargs, trust_remote_code=args.trust_remote_code,
-                                 visualize=visualizations is not None, max_pixels=args.max_pixels)  # fmt: skip
+                                 visualize=visualizations is not None, max_pixels=args.max_pixels,
+                                 exif_transpose=args.exif_transpose)  # fmt: skip
     options = scoring.RunOptions(args.batch_size, args.workers, args.prefetch, not args.no_progress, "score")
     status = scoring.run(inputs, scorer, output, options, visualizations)
     if output and output.kept_errors:
@@ -136,6 +139,7 @@ def _check_record(
         processor_args=processor_kwargs,
         dtype="onnx (as exported)" if is_onnx_folder(source) else scoring.DTYPES[args.dtype],
         max_pixels=args.max_pixels,
+        exif_transpose=args.exif_transpose,
         device=args.device,
         not_compared={"batch_size": args.batch_size},
     )

@@ -6,7 +6,7 @@ ViT iff `visual.proj` exists (width, patch, layers, grid from `visual.conv1` / t
 `visual.attnpool.*` exists (blocks per stage, width, image size from the attention-pool table). Anything else is
 refused.
 
-`--fp16-roundtrip` reproduces upstream's loader, which runs OpenAI's `convert_weights` (fp16) *before*
+`--fp16-roundtrip` (the default) reproduces upstream's loader, which runs OpenAI's `convert_weights` (fp16) *before*
 `load_state_dict` and then `.float()`: every Conv/Linear weight and bias, the attention `in_proj_*`/`out_proj.*`,
 `visual.proj` and `text_projection` pass through fp16 (LayerNorm/BatchNorm, embeddings and `logit_scale` do not).
 Without it an fp32 file gives features ~3e-4 (relative) away from upstream's.
@@ -293,7 +293,7 @@ def check_parity(
 def convert(
     checkpoint: str | Path,
     output_dir: str | Path,
-    fp16_roundtrip_weights: bool = False,
+    fp16_roundtrip_weights: bool = True,
     task: str = "quality",
     quality_head: str | Path | None = None,
     aesthetics_head: str | Path | None = None,
@@ -303,25 +303,29 @@ def convert(
     prompt_ensemble: str | None = None,
     position_embedding: bool = True,
     progress: bool | None = None,
+    aesthetics_prompts: str = "released",
 ) -> ConversionResult:
     """Original UniQA CLIP checkpoint (+ optional trained heads) -> verified Hub-ready folder. `prompt_ensemble`
     ("uniqa", "uniqa_agiqa") scores the quality head against that upstream prompt ensemble; `position_embedding=False`
-    runs the ViT without position embeddings, as upstream's ensemble heads do. `overwrite` replaces only the files
+    runs the ViT without position embeddings, as upstream's ensemble heads do; `aesthetics_prompts` ("released":
+    upstream's quality prompts, as its architecture scores the aesthetics head; "aesthetic": hf_iqa's
+    `... aesthetic image`) names the aesthetics head's prompts. `overwrite` replaces only the files
     of an earlier conversion; `progress` shows the stages on stderr (default: on unless HF_IQA_NO_PROGRESS)."""
     check_output_dir(output_dir, overwrite)  # fail before the work
     with Stages("convert uniqa", 5, progress_enabled(progress)) as stages:
         return _convert(
             checkpoint, output_dir, stages, fp16_roundtrip_weights, task, quality_head, aesthetics_head, license,
-            overwrite, atol, prompt_ensemble, position_embedding,
+            overwrite, atol, prompt_ensemble, position_embedding, aesthetics_prompts,
         )  # fmt: skip
 
 
 def _convert(
     checkpoint, output_dir, stages, fp16_roundtrip_weights, task, quality_head, aesthetics_head, license, overwrite,
-    atol, prompt_ensemble, position_embedding,
+    atol, prompt_ensemble, position_embedding, aesthetics_prompts="released",
 ) -> ConversionResult:  # fmt: skip
     from hf_iqa.models import register_all
     from hf_iqa.models.uniqa import UniQaImageProcessor
+    from hf_iqa.models.uniqa.configuration_uniqa import AESTHETICS_PROMPTS
 
     register_all()  # so save_pretrained writes auto_map and copies the model code
     if task not in TASKS:
@@ -336,6 +340,8 @@ def _convert(
     stages.stage("building the model")
     model = build_model(state, backbone, task)
     model.config.use_position_embedding = position_embedding
+    model.config.aesthetics_prompts = aesthetics_prompts
+    model.config.prompt_templates["aesthetics"] = AESTHETICS_PROMPTS.get(aesthetics_prompts, aesthetics_prompts)
     try:
         model.config.validate_uniqa()
     except ValueError as error:
@@ -407,9 +413,12 @@ def render_uniqa_card(config, source_file: str, fp16_roundtrip_weights: bool, tr
         )
     else:
         quality_prompts = "`bad image`, `poor image`, `fair image`, `good image`, `perfect image` (upstream, verbatim)"
+    aesthetics = [p for p in config.prompts("aesthetics")]
+    aesthetics_prompts = f"`{aesthetics[0]}` … `{aesthetics[-1]}` (`aesthetics_prompts={config.aesthetics_prompts!r}`)"
     return render_model_card(
         "uniqa",
         quality_prompts=quality_prompts,
+        aesthetics_prompts=aesthetics_prompts,
         license=license,
         backbone=describe_backbone(config),
         source_file=source_file,
@@ -434,8 +443,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--fp16-roundtrip",
-        action="store_true",
-        help="round Conv/Linear weights through fp16 like upstream's loader (needed to match the original scores)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="round Conv/Linear weights through fp16 like upstream's loader, so scores match the original code "
+        "(default; a no-op for fp16 files); --no-fp16-roundtrip keeps an fp32 file's weights as stored",
     )
     parser.add_argument("--task", default="quality", choices=TASKS, help="head used by default (config.task)")
     parser.add_argument("--quality-head", help="trained quality head (pyiqa net_g_*.pth or safetensors)")
@@ -452,6 +463,13 @@ def main(argv: list[str] | None = None) -> int:
         help="ViT without position embeddings, as upstream's prompt-ensemble heads run (pos_embedding=False); "
         "needed for heads trained that way",
     )
+    parser.add_argument(
+        "--aesthetics-prompts",
+        default="released",
+        choices=["released", "aesthetic"],
+        help="prompts of the aesthetics head: 'released' (default; 'bad image' ... 'perfect image', as upstream "
+        "scores its aesthetics head) or 'aesthetic' ('bad aesthetic image' ...; an hf_iqa alternative)",
+    )
     parser.add_argument("--license", default="cc-by-nc-sa-4.0", help="licence id for the model card")
     add_common_arguments(parser)
     args = parser.parse_args(argv)
@@ -467,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
             license=args.license,
             prompt_ensemble=args.prompt_ensemble,
             position_embedding=not args.no_position_embedding,
+            aesthetics_prompts=args.aesthetics_prompts,
             **common_options(args),
         )
     figures = ", ".join(f"{key} {value:.2g}" for key, value in result.max_differences.items())

@@ -224,6 +224,7 @@ def metadata(info: BenchmarkInfo, **overrides: Any) -> dict[str, Any]:
         "mos_range": list(info.mos_range) if info.mos_range else None,
         "higher_is_better": info.higher_is_better,
         "label_column": info.label_column,
+        "exif_transpose": info.exif_transpose,
     }
     data.update(overrides)
     return data

@@ -179,4 +179,5 @@ def _info(name: str, root, mos_range, higher_is_better: bool, official: bool = F
         layout="<root>/<images> + <root>/scores.csv (image,mos[,std][,split][,...]) or a JSON/JSONL equivalent",
         homepage="",
         official_split=official,
+        exif_transpose=True,  # your own photos, scored as a viewer shows them (what their raters saw, presumably)
     )

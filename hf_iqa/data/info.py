@@ -55,7 +55,11 @@ class SplitFiles:
 @dataclasses.dataclass(frozen=True)
 class BenchmarkInfo:
     """What a benchmark is and how its labels read. `mos_range` is the native scale of `label_column` (None when it
-    has no fixed range, e.g. PIPAL's Elo scores); `higher_is_better=False` marks DMOS-style labels."""
+    has no fixed range, e.g. PIPAL's Elo scores); `higher_is_better=False` marks DMOS-style labels.
+    `exif_transpose`: whether the dataset's official evaluation turns images by their EXIF orientation tag. False
+    for every benchmark here: pyiqa and the official LIQE, QualiCLIP, UniQA and Dog-IQA code open images with PIL
+    and `.convert("RGB")` without rotating (SPAQ's phone photos carry orientation tags, so it matters there).
+    `hf-iqa benchmark` reads each dataset this way unless `--exif-transpose`/`--no-exif-transpose` says otherwise."""
 
     key: str
     name: str
@@ -71,6 +75,7 @@ class BenchmarkInfo:
     folder_names: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
     notes: str = ""
+    exif_transpose: bool = False
 
     @property
     def split_schemes(self) -> tuple[str, ...]:

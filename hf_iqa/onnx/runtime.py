@@ -88,12 +88,12 @@ class OnnxScorer:
             prepared[name] = value.astype(np.float32 if name == "pixel_values" else np.int64, copy=False)
         return prepared
 
-    def prepare(self, image: Any) -> dict[str, np.ndarray]:
+    def prepare(self, image: Any, exif_transpose: bool = True) -> dict[str, np.ndarray]:
         """Anything `hf_iqa.io.load_image` takes (a path, PIL image or array) -> model inputs. The scoring engine
         decodes its inputs itself (`hf_iqa.scoring.ImageScorer`) and calls `preprocess`."""
         from hf_iqa.io import load_image
 
-        return self.preprocess(load_image(image, max_pixels=self.max_pixels))
+        return self.preprocess(load_image(image, max_pixels=self.max_pixels, exif_transpose=exif_transpose))
 
     def run(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self.outputs, self.session.run(self.outputs, batch)))
@@ -113,22 +113,27 @@ class OnnxScorer:
 
 
 class OnnxImageQualityPipeline:
-    """`pipe(image)` -> `{"score": ..., extras}`; `pipe([images])` -> a list. Images: paths, PIL images, arrays."""
+    """`pipe(image)` -> `{"score": ..., extras}`; `pipe([images])` -> a list. Images: paths, PIL images, arrays.
+    `exif_transpose=False` (here or per call) scores files as stored, not turned by their EXIF orientation."""
 
     def __init__(self, folder: str | os.PathLike, *, batch_size: int = 8, processor_kwargs: dict | None = None,
-                 providers=None, threads: int | None = None):  # fmt: skip
+                 providers=None, threads: int | None = None, exif_transpose: bool = True):  # fmt: skip
         self.scorer = OnnxScorer(folder, processor_kwargs=processor_kwargs, providers=providers, threads=threads)
         self.batch_size = batch_size
+        self.exif_transpose = exif_transpose
         self.config = self.scorer.config
 
-    def __call__(self, images: Any, batch_size: int | None = None) -> dict[str, Any] | list[dict[str, Any]]:
+    def __call__(
+        self, images: Any, batch_size: int | None = None, exif_transpose: bool | None = None
+    ) -> dict[str, Any] | list[dict[str, Any]]:
+        turn = self.exif_transpose if exif_transpose is None else exif_transpose
         single = not isinstance(images, Iterable) or isinstance(images, (str, bytes, os.PathLike, np.ndarray))
         if single or hasattr(images, "size") and hasattr(images, "mode"):  # one path / array / PIL image
-            return self.scorer.predict([self.scorer.prepare(images)])[0]
+            return self.scorer.predict([self.scorer.prepare(images, turn)])[0]
         size = batch_size or self.batch_size
         results, chunk = [], []
         for image in images:
-            chunk.append(self.scorer.prepare(image))
+            chunk.append(self.scorer.prepare(image, turn))
             if len(chunk) == size:
                 results.extend(self.scorer.predict(chunk))
                 chunk = []
@@ -144,7 +149,7 @@ def pipeline(task: str = "image-quality", model: Any = None, processor_kwargs: d
         raise ValueError(f"hf_iqa.pipeline only builds the 'image-quality' task, got {task!r}")
     if not is_onnx_folder(model):
         raise ValueError(f"{model!r} is not an ONNX export (hf-iqa export onnx); other models need torch installed")
-    unknown = set(kwargs) - {"batch_size", "providers", "threads"}
+    unknown = set(kwargs) - {"batch_size", "providers", "threads", "exif_transpose"}
     if unknown:
         raise ValueError(f"not an option of the ONNX pipeline: {', '.join(sorted(unknown))}")
     return OnnxImageQualityPipeline(model, processor_kwargs=processor_kwargs, **kwargs)

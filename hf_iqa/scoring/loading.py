@@ -156,9 +156,11 @@ def load_scorer(
     visualize: bool = False,
     max_pixels: int | None = None,
     resize_short_side: int | None = None,
+    exif_transpose: bool = True,
 ) -> Any:
     """What the loop drives for a resolved model: an onnxruntime `OnnxScorer` for an `hf-iqa export onnx` folder
-    (no torch needed), otherwise a `PipelineScorer` around the image-quality pipeline."""
+    (no torch needed), otherwise a `PipelineScorer` around the image-quality pipeline. `exif_transpose`: turn
+    images by their EXIF orientation (True, as a viewer shows them) or keep the stored pixels (False)."""
     from hf_iqa.onnx.runtime import OnnxScorer, is_onnx_folder
     from hf_iqa.scoring.loop import ImageScorer, PipelineScorer
 
@@ -168,9 +170,11 @@ def load_scorer(
                 "an ONNX export takes no --model-arg, --save-visualizations or --resize-short-side (set them at export)"
             )
         try:
-            return ImageScorer(OnnxScorer(source, processor_kwargs=processor_kwargs or None), max_pixels=max_pixels)
+            onnx_scorer = OnnxScorer(source, processor_kwargs=processor_kwargs or None)
+            return ImageScorer(onnx_scorer, max_pixels=max_pixels, exif_transpose=exif_transpose)
         except (ImportError, ValueError, TypeError) as error:
             raise UsageError(f"cannot load {model}: {root_cause(error)}") from None
     pipe = load_pipeline(model, dtype=dtype, device=device, model_kwargs=model_kwargs,
                          processor_kwargs=processor_kwargs, trust_remote_code=trust_remote_code, source=source)  # fmt: skip
-    return PipelineScorer(pipe, visualize=visualize, max_pixels=max_pixels, resize_short_side=resize_short_side)
+    return PipelineScorer(pipe, visualize=visualize, max_pixels=max_pixels, resize_short_side=resize_short_side,
+                          exif_transpose=exif_transpose)  # fmt: skip

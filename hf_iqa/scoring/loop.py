@@ -20,10 +20,11 @@ from hf_iqa.scoring.runtime import UsageError
 from hf_iqa.scoring.sources.base import Item, file_problem
 
 
-def load_item_image(item: Item, max_pixels: int | None = None) -> Any:
+def load_item_image(item: Item, max_pixels: int | None = None, exif_transpose: bool = True) -> Any:
     """The RGB PIL image of an item through the one gate, `hf_iqa.io.load_image` (raster formats only, size and
     byte limits, finite pixels), whatever the item holds: a path, encoded bytes (tar member, dataset cell) or a
-    `datasets` cell dict, a PIL image or an array. Raises `ImageLoadError` naming the item."""
+    `datasets` cell dict, a PIL image or an array; turned by its EXIF orientation unless `exif_transpose=False`.
+    Raises `ImageLoadError` naming the item."""
     from hf_iqa.io import load_image
 
     source = item.source
@@ -35,7 +36,7 @@ def load_item_image(item: Item, max_pixels: int | None = None) -> Any:
         problem = file_problem(source)  # never open a FIFO or a device
         if problem:
             raise ImageLoadError(item.key, problem)
-    return load_image(source, source=item.key, max_pixels=max_pixels)
+    return load_image(source, source=item.key, max_pixels=max_pixels, exif_transpose=exif_transpose)
 
 
 class Scorer(Protocol):
@@ -145,7 +146,9 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
 class PipelineScorer:
     """Scores with an `ImageQualityPipeline`'s own preprocess and forward; results through the output contract
     (`hf_iqa.pipelines.describe_output`). `resize_short_side` resizes before the processor (benchmark protocols);
-    `max_pixels` goes to the reader (`hf_iqa.io.load_image`; None: `hf_iqa.io.MAX_PIXELS`)."""
+    `max_pixels` and `exif_transpose` go to the reader (`hf_iqa.io.load_image`; None: `hf_iqa.io.MAX_PIXELS`;
+    True: turned as a photo viewer shows it, False: the stored pixels, as benchmarks' official evaluations read
+    them). A benchmark sets `exif_transpose` per dataset on the one loaded scorer."""
 
     def __init__(
         self,
@@ -154,14 +157,16 @@ class PipelineScorer:
         visualize: bool = False,
         resize_short_side: int | None = None,
         max_pixels: int | None = None,
+        exif_transpose: bool = True,
     ):
         self.pipe = pipe
         self.visualize = visualize
         self.resize_short_side = resize_short_side
         self.max_pixels = max_pixels
+        self.exif_transpose = exif_transpose
 
     def prepare(self, item: Item) -> dict[str, Any]:
-        image = load_item_image(item, max_pixels=self.max_pixels)
+        image = load_item_image(item, max_pixels=self.max_pixels, exif_transpose=self.exif_transpose)
         if self.resize_short_side:
             from PIL import Image
 
@@ -170,7 +175,7 @@ class PipelineScorer:
             if scale != 1:
                 size = (max(1, round(width * scale)), max(1, round(height * scale)))
                 image = image.resize(size, Image.BICUBIC)
-        return self.pipe.preprocess(image)
+        return self.pipe.preprocess(image, exif_transpose=False)  # already turned (or not) as asked
 
     def predict(self, prepared: list[dict[str, Any]]) -> list[dict[str, Any]]:
         from hf_iqa.pipelines import describe_output
@@ -194,12 +199,14 @@ class ImageScorer:
     """Drives a scorer of decoded images (`preprocess(image) -> inputs`, `predict(list_of_inputs) -> results`),
     such as `hf_iqa.onnx.OnnxScorer` (onnxruntime, no torch), with the engine's items read through the one gate."""
 
-    def __init__(self, scorer: Any, *, max_pixels: int | None = None):
+    def __init__(self, scorer: Any, *, max_pixels: int | None = None, exif_transpose: bool = True):
         self.scorer = scorer
         self.max_pixels = max_pixels
+        self.exif_transpose = exif_transpose
 
     def prepare(self, item: Item) -> Any:
-        return self.scorer.preprocess(load_item_image(item, max_pixels=self.max_pixels))
+        image = load_item_image(item, max_pixels=self.max_pixels, exif_transpose=self.exif_transpose)
+        return self.scorer.preprocess(image)
 
     def predict(self, prepared: list[Any]) -> list[dict[str, Any]]:
         return self.scorer.predict(prepared)

@@ -9,8 +9,10 @@ from typing import Any
 
 DTYPES = {"auto": "auto", "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
           "float16": "float16", "fp16": "float16"}  # fmt: skip
-DEFAULT_DTYPE = "float32"
-"""The one default precision of every loader and command (a model's released protocol is float32)."""
+DEFAULT_DTYPE = "auto"
+"""The one default precision of every loader and command: the model's own, i.e. its released protocol (transformers'
+`dtype="auto"`): the CLIP models as saved, float32; Dog-IQA's MLLM as the released code ran it (float16 on GPU,
+float32 on CPU)."""
 DEVICE_HELP = "auto (default: cuda, else mps, else cpu), cpu, cuda, cuda:N, mps"
 
 

@@ -15,7 +15,9 @@ and scene labels), or files in LIQE's split format, one image per line, tab-sepa
 where `distortion` is one of LIQE's 33 fine-grained names (mapped to its 11 prompt classes) and the scenes are
 LIQE scene words or `invalid` for an empty slot. Scores become `mos` in [0, 1], higher = better: the benchmark's
 own range and direction, or `mos_range` / `higher_is_better` from the mapping (default: the file's min/max, higher
-is better).
+is better). Images are read as the dataset's official evaluation reads them (`hf_iqa.data` metadata: the stored
+pixels for every named benchmark and for LIQE's split files, turned by their EXIF orientation for a `folder`);
+`exif_transpose: true/false` in the mapping decides otherwise.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from hf_iqa.training.common import ConfigError, SeededDataset
 
 SPEC_KEYS = {
     "name", "benchmark", "data_root", "options", "train_file", "validation_file", "image_root", "mos_range",
-    "higher_is_better", "batch_size", "validation_split",
+    "higher_is_better", "batch_size", "validation_split", "exif_transpose",
 }  # fmt: skip
 
 
@@ -55,6 +57,11 @@ class ImageRecord:
     mos: float  # in [0, 1], higher = better
     distortion: int = -1  # index into LIQE_DISTORTIONS, -1 = unlabelled
     scenes: tuple[int, ...] | None = None  # multi-hot over LIQE_SCENES, None = unlabelled
+    exif_transpose: bool = False  # turn the image by its EXIF orientation tag (False: the stored pixels)
+
+    def image(self) -> Image.Image:
+        """The RGB image, through the one gate (`hf_iqa.io.load_image`), oriented as the record says."""
+        return load_image(self.path, exif_transpose=self.exif_transpose)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -74,9 +81,11 @@ def read_liqe_split_file(
     image_root: str | os.PathLike | None = None,
     mos_range: Sequence[float] | None = None,
     higher_is_better: bool = True,
+    exif_transpose: bool = False,
 ) -> list[ImageRecord]:
     """Records from a LIQE split file (`path \\t score [\\t distortion \\t scene1 \\t scene2 \\t scene3]`). Image
-    paths are relative to `image_root` (default: the file's folder) unless absolute."""
+    paths are relative to `image_root` (default: the file's folder) unless absolute; images are read as stored
+    unless `exif_transpose` (LIQE's training code does not turn them)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"{path}: split file not found")
@@ -104,7 +113,7 @@ def read_liqe_split_file(
     if not rows:
         raise ConfigError(f"{path}: no images listed")
     mos = _normalise([r[1] for r in rows], mos_range, higher_is_better)
-    return [ImageRecord(p, m, d, s) for (p, _, d, s), m in zip(rows, mos)]
+    return [ImageRecord(p, m, d, s, exif_transpose) for (p, _, d, s), m in zip(rows, mos)]
 
 
 def _benchmark_records(spec: dict[str, Any], split: str, where: str) -> list[ImageRecord]:
@@ -121,13 +130,14 @@ def _benchmark_records(spec: dict[str, Any], split: str, where: str) -> list[Ima
     meta = dataset_metadata(dataset)
     mos_range = spec.get("mos_range", meta.get("mos_range"))
     higher = bool(spec.get("higher_is_better", meta.get("higher_is_better", True)))
+    turn = bool(spec.get("exif_transpose", meta.get("exif_transpose", meta.get("key") == "folder")))
     paths = [item["path"] for item in dataset.cast_column("image", ImageFeature(decode=False))["image"]]
     mos = _normalise(dataset["mos"], mos_range, higher)
     columns = dataset.column_names
     distortions = dataset["distortion_label"] if "distortion_label" in columns else [-1] * len(paths)
     scenes = dataset["scene_labels"] if "scene_labels" in columns else [None] * len(paths)
     return [
-        ImageRecord(p, m, int(d), tuple(int(v) for v in s) if s is not None and any(s) else None)
+        ImageRecord(p, m, int(d), tuple(int(v) for v in s) if s is not None and any(s) else None, turn)
         for p, m, d, s in zip(paths, mos, distortions, scenes)
     ]
 
@@ -147,8 +157,9 @@ def load_records(spec: dict[str, Any], split: str, where: str = "datasets") -> l
     if key not in spec:
         raise ConfigError(f"{where}: give `benchmark` + `data_root`, or `train_file` (and `validation_file`)")
     return read_liqe_split_file(
-        spec[key], spec.get("image_root"), spec.get("mos_range"), spec.get("higher_is_better", True)
-    )
+        spec[key], spec.get("image_root"), spec.get("mos_range"), spec.get("higher_is_better", True),
+        bool(spec.get("exif_transpose", False)),
+    )  # fmt: skip
 
 
 def has_validation(spec: dict[str, Any]) -> bool:
@@ -198,7 +209,7 @@ class RandomCropImages(SeededDataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         record, rng = self.records[index], self.rng(index)
-        image = load_image(record.path)
+        image = record.image()
         if self.resize_short_side:
             scale = self.resize_short_side / min(image.size)
             image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
@@ -223,7 +234,7 @@ class ProcessedImages(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
-        inputs = self.processor(images=load_image(record.path), return_tensors="pt")
+        inputs = self.processor(images=record.image(), return_tensors="pt")
         item = {key: (value[0] if isinstance(value, (list, torch.Tensor)) else value) for key, value in inputs.items()}
         item["mos"] = torch.tensor(record.mos)
         if self.group is not None:

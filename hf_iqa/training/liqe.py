@@ -249,14 +249,12 @@ class MultiDatasetSteps(SeededDataset):
         return [int(self._permutation(dataset, p // size)[p % size]) for p in range(start, start + batch)]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        from hf_iqa.io import load_image
-
         rng = self.rng(index)
         pixels, masks, mos, groups, distortions, scenes = [], [], [], [], [], []
         for dataset, records in enumerate(self.datasets):
             for position in self.indices(dataset, index):
                 record = records[position]
-                image = load_image(record.path)
+                image = record.image()
                 if rng.random() < 0.5:
                     image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
                 inputs = self.processor(

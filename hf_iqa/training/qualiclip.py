@@ -60,6 +60,8 @@ class QualiClipTrainingConfig(TrainingConfig):
     max_distortions: int = option(1, help="distortions combined on one image (at most)")
     min_overlap: float = option(0.5, help="minimum overlap (fraction) of the two crops")
     degradation_groups: list[str] | None = option(None, help="degradation groups to draw from; null: all seven")
+    exif_transpose: bool = option(False, help="turn photos by their EXIF orientation tag (default: the stored "
+                                  "pixels, as the released training code reads them)")  # fmt: skip
     prompt_pairs: list[int] = option(default_factory=lambda: [0], help="indices into the model's prompt pairs")
     margin: float = option(0.05, help="margin of the level-ranking losses")
     consistency_margin: float = option(0.0, help="margin of the consistency loss between the two crops")
@@ -187,6 +189,7 @@ def build_task(config: QualiClipTrainingConfig, accelerator) -> TrainingTask:
         max_distortions=config.max_distortions,
         min_overlap=config.min_overlap,
         groups=config.degradation_groups,
+        exif_transpose=config.exif_transpose,
         mean=processor.image_mean,
         std=processor.image_std,
     )

@@ -61,7 +61,8 @@ class DegradedCropPairs(SeededDataset):
     distortions applied, padded with -1 to `max_distortions`. `groups` restricts the distortion families (default:
     all seven). Both crops get the same distortions with the same
     random choices (angles, noise seeds) at every level, so only content and intensity vary where they should.
-    Deterministic per (seed, epoch, index)."""
+    Deterministic per (seed, epoch, index). Photos are read as stored (`exif_transpose=True`: turned by their EXIF
+    orientation tag), as the released training code reads them."""
 
     def __init__(
         self,
@@ -72,6 +73,7 @@ class DegradedCropPairs(SeededDataset):
         min_overlap: float = 0.5,
         groups: Sequence[str] | None = None,
         seed: int = 0,
+        exif_transpose: bool = False,
         mean: Sequence[float] = CLIP_MEAN,
         std: Sequence[float] = CLIP_STD,
     ):
@@ -84,6 +86,7 @@ class DegradedCropPairs(SeededDataset):
         self.crop_size, self.num_levels, self.max_distortions = crop_size, num_levels, max_distortions
         self.min_overlap, self.mean, self.std = min_overlap, tuple(mean), tuple(std)
         self.groups = list(groups) if groups is not None else None
+        self.exif_transpose = exif_transpose
         degradations.sample_degradations(np.random.default_rng(0), max_distortions, self.groups)  # validate early
         self.names = degradations.list_degradations()
 
@@ -92,7 +95,7 @@ class DegradedCropPairs(SeededDataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = self.rng(index)
-        image = _fit_short_side(load_image(self.images[index]), self.crop_size)
+        image = _fit_short_side(load_image(self.images[index], exif_transpose=self.exif_transpose), self.crop_size)
         boxes = overlapping_crop_boxes(image.width, image.height, self.crop_size, rng, self.min_overlap)
         names = degradations.sample_degradations(rng, self.max_distortions, self.groups)
         degradation_seed = int(rng.integers(2**31))

@@ -284,6 +284,8 @@ def test_registry_covers_every_benchmark():
         assert entry["higher_is_better"] in (True, False) and entry["layout"] and entry["split_schemes"]
     assert data.get_dataset_info("csiq").higher_is_better is False
     assert data.get_dataset_info("clive").key == "livec"  # alias
+    # the official evaluations (pyiqa, LIQE, QualiCLIP, UniQA, Dog-IQA) read stored pixels: PIL + convert("RGB")
+    assert [entry["key"] for entry in data.list_datasets() if entry["exif_transpose"] is not False] == []
     with pytest.raises(KeyError, match="unknown dataset"):
         data.get_dataset_info("imagenet")
 
@@ -319,6 +321,7 @@ def test_loader_reads_owner_layout(key, tmp_path, cache):
     meta = data.dataset_metadata(full)
     info = data.get_dataset_info(key)
     assert meta["key"] == key and meta["higher_is_better"] == info.higher_is_better
+    assert meta["exif_transpose"] is False  # what a runner passes to hf_iqa.io.load_image
 
     # default splits: official where the owners publish one, otherwise seeded random (reference-disjoint for FR)
     splits = data.load_benchmark(key, root, cache_dir=cache)
@@ -462,6 +465,7 @@ def test_folder_loader_csv_and_json(tmp_path, cache):
     assert splits["train"].features["camera"] == datasets.Value("string")
     assert splits["train"].features["iso"] == datasets.Value("float32")
     assert data.dataset_metadata(splits)["mos_range"] == [5.0, 55.0]  # observed range by default
+    assert data.dataset_metadata(splits)["exif_transpose"] is True  # your own photos: as a viewer shows them
 
     (root / "scores.json").write_text(json.dumps({f"pics/p{i}.png": i for i in range(6)}))
     full = data.load_benchmark("folder", root, "all", scores_file="scores.json", mos_range=(0, 10), cache_dir=cache)

@@ -41,7 +41,7 @@ def test_every_output_records_what_produced_it(setup, tmp_path, suffix):
     weights = next(Path(setup["model"]).glob("*.safetensors"))
     assert record["comparable"]["model"]["files"][weights.name] == provenance.file_sha256(weights)
     assert record["comparable"]["model_args"] == {"score_range": [0, 2]}
-    assert record["comparable"]["dtype"] == "float32"
+    assert record["comparable"]["dtype"] == "auto"  # the model's released precision (--dtype default)
     assert record["info"]["model"] == str(setup["model"])
     if suffix == ".parquet":
         import pyarrow.parquet as pq

@@ -24,15 +24,18 @@ class MplugOwl3Adapter(BackboneAdapter):
     model_types = ("mplugowl3",)
     image_placeholder = "<|image|>"
     fallback_template = "<|im_start|>system\n<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+    released_gpu_dtype = torch.float16  # the released eval.py: from_pretrained(..., torch_dtype=torch.half)
 
     @classmethod
     def load_model(cls, name_or_path: str, dtype=None, device_map=None, **kwargs):
-        """bfloat16 by default when the model goes to a GPU (the checkpoint's dtype), float32 on CPU."""
+        """float16 by default (None or "auto") when the model goes to a GPU, as the released Dog-IQA `eval.py` loads
+        it; float32 on CPU (half precision is slow and partly unsupported there). `dtype=torch.bfloat16` gives the
+        checkpoint's own type."""
         from transformers import AutoModelForCausalLM
 
-        if dtype is None:
+        if dtype is None or dtype == "auto":
             on_gpu = torch.cuda.is_available() and (device_map is not None and device_map != "cpu")
-            dtype = torch.bfloat16 if on_gpu or kwargs.get("quantization_config") is not None else torch.float32
+            dtype = cls.released_gpu_dtype if on_gpu or kwargs.get("quantization_config") else torch.float32
         return AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, device_map=device_map, **kwargs)
 
     @classmethod

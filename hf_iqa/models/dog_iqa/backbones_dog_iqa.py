@@ -77,6 +77,9 @@ class BackboneAdapter:
     fallback_template = "{user}"
     supports_prefix_cache = True
     image_processor_class_name: str | None = None
+    # The precision the released Dog-IQA code ran this MLLM in on GPU (None: no released run; dtype "auto" then
+    # means the checkpoint's own). A model loaded without a dtype follows it: see `DogIqaModel.to`.
+    released_gpu_dtype: torch.dtype | None = None
 
     def __init__(self, model, tokenizer, image_processor, config, chat_template: str | None = None) -> None:
         self.model = model

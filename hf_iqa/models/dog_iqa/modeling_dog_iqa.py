@@ -277,6 +277,8 @@ class DogIqaModel(DogIqaPreTrainedModel):
         self.mllm = mllm
         self.backbone: BackboneAdapter | None = None
         self.region_backbone: BackboneAdapter | None = None
+        # set by `from_pretrained` when it loaded the MLLM without a dtype: its released GPU precision (see `to`)
+        self.released_mllm_dtype: torch.dtype | None = None
         if mllm is not None:
             if tokenizer is None or mllm_image_processor is None:
                 raise ValueError("DogIqaModel: `mllm` needs its `tokenizer` and `mllm_image_processor`")
@@ -327,9 +329,28 @@ class DogIqaModel(DogIqaPreTrainedModel):
         config.validate_dog_iqa()
         if segmenter is None:
             segmenter = load_segmenter(config, **options["segmenter"])
+        released = mllm is None and options["mllm"].get("dtype") in (None, "auto")
         if mllm is None:
             mllm = load_mllm(config, **options["mllm"])
-        return cls.from_parts(config, segmenter, mllm, **options["mllm_files"])
+        model = cls.from_parts(config, segmenter, mllm, **options["mllm_files"])
+        if released and options["mllm"].get("quantization_config") is None:
+            model.released_mllm_dtype = type(model.backbone).released_gpu_dtype
+        return model
+
+    def to(self, *args, **kwargs):
+        """`nn.Module.to`, keeping an MLLM that was loaded without a dtype in its released precision for the device
+        it goes to: float16 on GPU for mPLUG-Owl3, as the released `eval.py` ran it (cast before the move, so the
+        GPU never holds a float32 copy), float32 on CPU. A dtype given here or at loading is left alone."""
+        device, dtype, *_ = torch._C._nn._parse_to(*args, **kwargs)
+        if self.released_mllm_dtype is not None and dtype is None and device is not None and self.mllm is not None:
+            wanted = torch.float32 if device.type == "cpu" else self.released_mllm_dtype
+            if self.mllm.dtype != wanted:
+                self.mllm.to(wanted)
+        return super().to(*args, **kwargs)
+
+    def cuda(self, device=None):
+        """`to("cuda")`, so that the MLLM takes its released precision there too."""
+        return self.to(torch.device("cuda", device) if isinstance(device, int) else device or "cuda")
 
     def save_pretrained(self, save_directory, is_main_process: bool = True, push_to_hub: bool = False, **kwargs):
         """Write config + code only: the sub-models live in their own repos (`segmenter_name_or_path`,

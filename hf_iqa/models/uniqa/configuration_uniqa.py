@@ -78,9 +78,11 @@ class ClipResNetConfig(PreTrainedConfig):
 
 TASKS = ("quality", "aesthetics")
 QUALITY_LEVELS = ["bad", "poor", "fair", "good", "perfect"]
-# "{} image" is the upstream prompt (`bad image`, ..., `perfect image`, no trailing period). UniQA publishes no
-# aesthetics prompt; "{} aesthetic image" is this package's counterpart for IAA (an hf_iqa choice, configurable).
-PROMPT_TEMPLATES = {"quality": "{} image", "aesthetics": "{} aesthetic image"}
+# "{} image" is the upstream prompt (`bad image`, ..., `perfect image`, no trailing period). Upstream's architecture
+# scores its aesthetics head (the AVA/AADB adapters) against the same quality prompts: `aesthetics_prompts="released"`,
+# the default. "{} aesthetic image" is an hf_iqa alternative (`aesthetics_prompts="aesthetic"`), a different model.
+AESTHETICS_PROMPTS = {"released": "{} image", "aesthetic": "{} aesthetic image"}
+PROMPT_TEMPLATES = {"quality": "{} image", "aesthetics": AESTHETICS_PROMPTS["released"]}
 SCORE_LEVELS_INIT = [0.2, 0.4, 0.6, 0.8, 1.0]  # upstream `score_level` initial value (learnable in adapter mode)
 # Upstream's prompt ensembles (`UniQA_Adapter_Patchtest_PromptEs` and `..._PromptEs_AGIQA`): groups of five level
 # prompts, worst first; the softmax runs within each group and the group scores are averaged.
@@ -118,6 +120,12 @@ class UniQaConfig(PreTrainedConfig):
         task (`str`): the head `forward` uses: "quality" or "aesthetics".
         quality_levels (`list[str]`): the five level words, worst first.
         prompt_templates (`dict[str, str]`): per task, the prompt with `{}` for a level word.
+        aesthetics_prompts (`str`, *optional*): the aesthetics head's prompts by name (`AESTHETICS_PROMPTS`):
+            "released" (default; `bad image` ... `perfect image`, as upstream's architecture scores its aesthetics
+            head) or "aesthetic" (`bad aesthetic image` ...; an hf_iqa alternative). Given, it sets
+            `prompt_templates["aesthetics"]`; absent, it is read from that template (configs saved before the field
+            existed hold "aesthetic"). The stored prompt features follow it, so it is chosen at conversion
+            (`--aesthetics-prompts`); on a loaded model `set_prompt_groups("aesthetics", ...)` re-encodes.
         score_levels_init (`list[float]`): initial value of each head's learnable level values.
         adapter_tasks (`list[str]`): tasks whose head has the residual adapter; empty = zero-shot model.
         adapter_hidden_size (`int`, *optional*): adapter bottleneck, `projection_dim // 2` by default (512 -> 256).
@@ -150,6 +158,7 @@ class UniQaConfig(PreTrainedConfig):
     task: str = "quality"
     quality_levels: list[str] | None = None
     prompt_templates: dict[str, str] | None = None
+    aesthetics_prompts: str | None = None
     score_levels_init: list[float] | None = None
     adapter_tasks: list[str] | None = None
     adapter_hidden_size: int | None = None
@@ -172,6 +181,11 @@ class UniQaConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         self.quality_levels = list(QUALITY_LEVELS if self.quality_levels is None else self.quality_levels)
         self.prompt_templates = {**PROMPT_TEMPLATES, **(self.prompt_templates or {})}
+        if self.aesthetics_prompts in AESTHETICS_PROMPTS:
+            self.prompt_templates["aesthetics"] = AESTHETICS_PROMPTS[self.aesthetics_prompts]
+        elif self.aesthetics_prompts is None:  # named after the template, None when it is a custom one
+            names = [n for n, t in AESTHETICS_PROMPTS.items() if t == self.prompt_templates["aesthetics"]]
+            self.aesthetics_prompts = names[0] if names else None
         levels = SCORE_LEVELS_INIT if self.score_levels_init is None else self.score_levels_init
         self.score_levels_init = [float(v) for v in levels]
         self.adapter_tasks = [str(task) for task in (self.adapter_tasks or [])]
@@ -229,6 +243,15 @@ class UniQaConfig(PreTrainedConfig):
             raise ValueError(
                 f"UniQaConfig.prompt_ensemble must be one of {sorted(PROMPT_ENSEMBLES)} or None, "
                 f"got {self.prompt_ensemble!r}"
+            )
+        if self.aesthetics_prompts is not None and (
+            AESTHETICS_PROMPTS.get(self.aesthetics_prompts) != self.prompt_templates["aesthetics"]
+        ):
+            raise ValueError(
+                f"UniQaConfig.aesthetics_prompts={self.aesthetics_prompts!r} (one of {sorted(AESTHETICS_PROMPTS)}) "
+                f"does not match prompt_templates['aesthetics']={self.prompt_templates['aesthetics']!r}, whose "
+                "features the model holds; convert with --aesthetics-prompts, or re-encode a loaded model with "
+                "model.set_prompt_groups('aesthetics', [[...five prompts...]], tokenizer)"
             )
         for task in TASKS:
             if self.prompt_templates[task].count("{}") != 1:

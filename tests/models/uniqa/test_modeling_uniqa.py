@@ -13,6 +13,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 from transformers import AutoImageProcessor, AutoModel
 
 import hf_iqa
@@ -118,14 +119,12 @@ def clip_pair(backbone, openai_clip_model, hf_tokenizer):
 
 @pytest.fixture(scope="module")
 def converted_vit(openai_clip_model, tmp_path_factory):
-    """A ViT checkpoint file converted with --fp16-roundtrip through `main`, and its openai-clip source model."""
+    """A ViT checkpoint file converted through `main` (fp16 round trip by default), and its openai-clip source."""
     clip_model = make_openai_clip(openai_clip_model, "vit", seed=1)
     root = tmp_path_factory.mktemp("uniqa_vit")
     torch.save(clip_model.state_dict(), root / "UniQA_weight.pt")
     output = root / "converted"
-    code = uniqa_conversion.main(
-        ["--checkpoint", str(root / "UniQA_weight.pt"), "--output-dir", str(output), "--fp16-roundtrip"]
-    )
+    code = uniqa_conversion.main(["--checkpoint", str(root / "UniQA_weight.pt"), "--output-dir", str(output)])
     assert code == 0
     return clip_model, output
 
@@ -141,7 +140,8 @@ def test_zero_shot_parity_with_openai_clip(clip_pair, openai_simple_tokenizer, m
     clip_model, model, size = clip_pair
     images = [make_image(size * 2 + 7, size + 13, seed) for seed in range(3)]  # upstream batches same-size images
     inputs = processor_for(size, crop_seed=123)(images, return_tensors="pt")
-    for task, prompts in (("quality", QUALITY_PROMPTS), ("aesthetics", AESTHETICS_PROMPTS)):
+    # upstream's architecture scores the aesthetics head against the quality prompts too (the released default)
+    for task, prompts in (("quality", QUALITY_PROMPTS), ("aesthetics", QUALITY_PROMPTS)):
         expected = upstream_scores(clip_model, openai_simple_tokenizer, images, prompts, size, seed=123)
         with torch.no_grad():
             scores = model(**inputs, task=task).scores
@@ -303,7 +303,11 @@ def test_task_heads_and_pipeline(converted_vit, make_image):
     with torch.no_grad():
         q, a = quality(**inputs).scores, aesthetics(**inputs).scores
         torch.testing.assert_close(quality(**inputs, task="aesthetics").scores, a, atol=0, rtol=0)
-    assert not torch.allclose(q, a)
+    # zero-shot heads with the released prompts: the aesthetics head is the quality head until a trained one is loaded
+    torch.testing.assert_close(q, a, atol=0, rtol=0)
+    quality.load_task_head("aesthetics", {"score_level": torch.tensor([0.0, 0.3, 0.5, 0.7, 1.1])})
+    with torch.no_grad():
+        assert not torch.allclose(quality(**inputs, task="aesthetics").scores, q)
     for task, expected in (("quality", q), ("aesthetics", a)):
         # transformers.pipeline has its own `task` argument (model_kwargs={"task": ...} clashes) and does not pass
         # `config=` on to from_pretrained, so the head is chosen on the model instance
@@ -392,9 +396,10 @@ def test_resnet_conversion_with_trained_head(openai_clip_model, openai_simple_to
         "score_level": torch.tensor([0.15, 0.4, 0.6, 0.85, 1.05]),
     }
     torch.save({"params": head}, tmp_path / "net_g_koniq.pth")
-    result = uniqa_conversion.convert(
-        tmp_path / "UniQA_weight.pt", tmp_path / "out", quality_head=tmp_path / "net_g_koniq.pth"
-    )
+    result = uniqa_conversion.convert(  # weights as stored: the key mapping alone against the unrounded oracle
+        tmp_path / "UniQA_weight.pt", tmp_path / "out", quality_head=tmp_path / "net_g_koniq.pth",
+        fp16_roundtrip_weights=False,
+    )  # fmt: skip
     assert result.backbone == "resnet" and max(result.max_differences.values()) <= 1e-5
     model = AutoModel.from_pretrained(str(tmp_path / "out")).eval()
     assert model.config.backbone_type == "resnet" and model.config.adapter_tasks == ["quality"]
@@ -533,7 +538,7 @@ def test_conversion_with_prompt_ensemble(openai_clip_model, openai_simple_tokeni
     clip_model = make_openai_clip(openai_clip_model, "vit", seed=2)
     torch.save(clip_model.state_dict(), tmp_path / "UniQA_weight.pt")
     output = tmp_path / "converted"
-    arguments = ["--checkpoint", str(tmp_path / "UniQA_weight.pt"), "--output-dir", str(output)]
+    arguments = ["--checkpoint", str(tmp_path / "UniQA_weight.pt"), "--output-dir", str(output), "--no-fp16-roundtrip"]
     assert uniqa_conversion.main([*arguments, "--prompt-ensemble", "uniqa"]) == 0
     config = json.loads((output / "config.json").read_text())
     assert config["prompt_groups"]["quality"] == ENSEMBLE_GROUPS
@@ -579,7 +584,7 @@ def test_conversion_without_position_embedding(openai_clip_model, openai_simple_
     clip_model = make_openai_clip(openai_clip_model, "vit", seed=4)
     torch.save(clip_model.state_dict(), tmp_path / "UniQA_weight.pt")
     output = tmp_path / "converted"
-    arguments = ["--checkpoint", str(tmp_path / "UniQA_weight.pt"), "--output-dir", str(output)]
+    arguments = ["--checkpoint", str(tmp_path / "UniQA_weight.pt"), "--output-dir", str(output), "--no-fp16-roundtrip"]
     assert uniqa_conversion.main([*arguments, "--no-position-embedding", "--prompt-ensemble", "uniqa"]) == 0
     assert "no position embedding" in (output / "README.md").read_text()
     model = UniQaModel.from_pretrained(output).eval()
@@ -682,3 +687,55 @@ def test_checkpoint_without_stored_ensemble_features_is_refused(converted_vit, t
               metadata={"format": "pt"})  # fmt: skip
     with pytest.raises(ValueError, match=r"no stored prompt features \(ensembles\.uniqa\.prompt_text_features"):
         UniQaModel.from_pretrained(stale)
+
+
+def test_aesthetics_prompts_released_by_default_and_hf_iqa_prompts_as_an_option(
+    openai_clip_model, openai_simple_tokenizer, make_image, tmp_path, hf_tokenizer
+):
+    """Upstream scores its aesthetics head (e.g. the AVA adapter) against 'bad image' ... 'perfect image'; hf_iqa's
+    '... aesthetic image' prompts are a named option (`aesthetics_prompts="aesthetic"`), a different model."""
+    clip_model = make_openai_clip(openai_clip_model, "vit", seed=4)
+    torch.save(clip_model.state_dict(), tmp_path / "UniQA_weight.pt")
+    dim = 32
+    generator = torch.Generator().manual_seed(11)
+    head = {
+        "adapter.fc.0.weight": torch.randn(dim // 2, dim, generator=generator) * 0.3,
+        "adapter.fc.2.weight": torch.randn(dim, dim // 2, generator=generator) * 0.3,
+        "score_level": torch.tensor([0.1, 0.3, 0.55, 0.8, 1.2]),
+    }
+    save_file(head, tmp_path / "ava_head.safetensors")
+    images = [make_image(70, 50, seed) for seed in (0, 1, 2)]
+    upstream = upstream_fp16_model(openai_clip_model, clip_model)
+    adapter = (head["adapter.fc.0.weight"], head["adapter.fc.2.weight"])
+    scores = {}
+    for choice, prompts in (("released", QUALITY_PROMPTS), ("aesthetic", AESTHETICS_PROMPTS)):
+        argv = ["--checkpoint", str(tmp_path / "UniQA_weight.pt"), "--output-dir", str(tmp_path / choice)]
+        argv += ["--aesthetics-head", str(tmp_path / "ava_head.safetensors")]
+        argv += [] if choice == "released" else ["--aesthetics-prompts", choice]
+        assert uniqa_conversion.main(argv) == 0
+        model = AutoModel.from_pretrained(str(tmp_path / choice), task="aesthetics").eval()
+        assert model.config.aesthetics_prompts == choice
+        assert model.config.prompts("aesthetics") == prompts
+        assert f"`{prompts[0]}`" in (tmp_path / choice / "README.md").read_text()
+        with torch.no_grad():
+            scores[choice] = model(**processor_for(32)(images, return_tensors="pt")).scores
+        expected = upstream_scores(
+            upstream, openai_simple_tokenizer, images, prompts, 32, 0, head["score_level"], adapter
+        )
+        torch.testing.assert_close(scores[choice], expected, atol=1e-5, rtol=0)
+    assert (scores["released"] - scores["aesthetic"]).abs().max() > 1e-3  # the prompts matter
+    with pytest.raises(ValueError, match="aesthetics_prompts='aesthetic'"):  # features stored for the released ones
+        AutoModel.from_pretrained(str(tmp_path / "released"), aesthetics_prompts="aesthetic")
+
+
+def test_configs_saved_before_aesthetics_prompts_keep_their_prompts(tmp_path):
+    from hf_iqa.models.uniqa import UniQaConfig
+
+    old = UniQaConfig(aesthetics_prompts="aesthetic").to_dict()
+    old.pop("aesthetics_prompts")  # a config written before the field existed: its template says which prompts
+    assert old["prompt_templates"]["aesthetics"] == "{} aesthetic image"
+    loaded = UniQaConfig.from_dict(old)
+    assert loaded.aesthetics_prompts == "aesthetic" and loaded.prompts("aesthetics")[0] == "bad aesthetic image"
+    assert UniQaConfig().prompts("aesthetics") == QUALITY_PROMPTS
+    custom = UniQaConfig(prompt_templates={"aesthetics": "{} looking photo"})
+    assert custom.aesthetics_prompts is None and custom.prompts("aesthetics")[0] == "bad looking photo"
