@@ -4,7 +4,7 @@ environment where the original code runs, and commit only the data it writes.
 
     git clone -b zzq https://github.com/sjtuzzq/Dog-IQA /tmp/Dog-IQA
     python -m venv /tmp/orig && /tmp/orig/bin/pip install torch==2.14.1 torchvision==0.29.1 transformers==4.44.2 \
-        einops icecream "numpy<2" pillow==10.4.0 safetensors tokenizers
+        einops icecream "numpy<2" pillow==10.4.0 safetensors tokenizers pytest
     /tmp/orig/bin/python utils/make_mplug_owl3_region_golden.py --original /tmp/Dog-IQA/dogiqa
 
 It first recomputes the fixture's existing `dogiqa_single` logits and stops unless they match (so the environment
@@ -27,28 +27,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "mplug_owl3_tiny"
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "tests" / "fixtures" / "mplug_owl3_tiny"
 CROP_ROWS, CROP_COLS = (180, 780), (90, 660)  # a region's bounding box in img_1200x1200.png: 600 rows x 570 columns
 REGION_INDENT = " " * 24  # eval.py, region loop; the global turn uses 20
-
-
-def byte_tokenizer():
-    """The fixture's tokenizer-free id rule (inputs.json -> tokenizer) as a fast tokenizer of this transformers."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    table = json.loads((FIXTURE / "inputs.json").read_text())["tokenizer"]
-    printable = set(range(33, 127)) | set(range(161, 173)) | set(range(174, 256))
-    extra = iter(range(256, 512))
-    char = {byte: chr(byte) if byte in printable else chr(next(extra)) for byte in range(256)}
-    vocab = {char[int(byte)]: token_id for byte, token_id in table["byte_to_id"].items()}
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    backend.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend)
-    tokenizer.add_special_tokens({"additional_special_tokens": list(table["special_tokens"])})
-    assert tokenizer.convert_tokens_to_ids(list(table["special_tokens"])) == list(table["special_tokens"].values())
-    return tokenizer
 
 
 def forward_logits(model, inputs: dict) -> torch.Tensor:
@@ -63,11 +45,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--original", required=True, help="the `dogiqa` folder of sjtuzzq/Dog-IQA (branch zzq)")
     args = parser.parse_args()
-    sys.path.insert(0, args.original)
+    sys.path[:0] = [args.original, str(ROOT)]
     from mplug_owl3.image_processing_mplugowl3 import mPLUGOwl3ImageProcessor
     from mplug_owl3.modeling_mplugowl3 import mPLUGOwl3Model
     from mplug_owl3.processing_mplugowl3 import mPLUGOwl3Processor
     from words_systems_queries import get_system_and_query
+
+    from tests.models.mplug_owl3.golden_fixture import byte_tokenizer  # the fixture's id rule (no hf_iqa import)
 
     torch.manual_seed(0)
     model = mPLUGOwl3Model.from_pretrained(str(FIXTURE), attn_implementation="sdpa", torch_dtype=torch.float32).eval()
