@@ -137,3 +137,20 @@ def test_records_written_before_the_choice_read_as_turned():
     assert provenance.check_resume(old, provenance.run_record("m", "m", exif_transpose=True)) == []
     with pytest.raises(provenance.ProvenanceMismatch, match="exif-transpose"):
         provenance.check_resume(old, provenance.run_record("m", "m", exif_transpose=False))
+
+
+def test_every_scorer_reads_with_the_chosen_orientation(photos):
+    """The ONNX path (`ImageScorer` around an image scorer) and the pipeline path (`PipelineScorer`) take the same
+    choice, per item and from bytes as from paths (tar members, dataset cells)."""
+    from hf_iqa.scoring import ImageScorer, Item, load_item_image
+
+    path = next((photos["base"] / "koniq10k" / "1024x768").glob("*.jpg"))
+
+    class Sizes:
+        def preprocess(self, image):
+            return image.size
+
+    for turn, size in ((True, (12, 24)), (False, (24, 12))):
+        assert ImageScorer(Sizes(), exif_transpose=turn).prepare(Item(key="a", source=str(path))) == size
+        assert load_item_image(Item(key="b", source=path.read_bytes()), exif_transpose=turn).size == size
+        assert load_item_image(Item(key="c", source={"bytes": path.read_bytes()}), exif_transpose=turn).size == size
