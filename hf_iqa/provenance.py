@@ -309,7 +309,8 @@ def check_resume(
         was = ", ".join(f"{label} {a}" for label, a, _ in diffs)
         now = ", ".join(f"{label} {b}" for label, _, b in diffs)
         raise ProvenanceMismatch(
-            f"{output} was written with {was}; this run uses {now}; rerun with --overwrite or another --output"
+            f"{output} was written with {was}; this run uses {now}; rerun with those settings to continue it, "
+            "or with --overwrite or another --output"
         )
     old, new = stored.get("versions", {}), current.get("versions", {})
     return [
