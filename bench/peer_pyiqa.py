@@ -14,7 +14,8 @@ hf_iqa converts the same file with `hf-iqa convert liqe --protocol pyiqa` (its c
 and scores the same files with `hf_iqa.pipeline`. QualiCLIP: the same with a random RN50 CLIP (random BatchNorm
 statistics) and 14 random prompt features written as `QualiCLIP.pth`, pyiqa's `QualiCLIP(model_type="qualiclip")`
 (temperature 2) against `hf-iqa convert qualiclip --protocol pyiqa`. Printed: per photo both scores, and the
-largest difference per model.
+largest difference per model. The photos include one JPEG with EXIF orientation 6: hf_iqa reads it as
+`hf-iqa benchmark` does (`exif_transpose=False`, the stored pixels), which is how pyiqa reads it.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def compare(label: str, theirs, pipe, photos: list[Path], read) -> None:
     for path in photos:
         with torch.no_grad():
             their_score = float(theirs(read(str(path), rgb=True)[None]).squeeze())
-        our_score = pipe(str(path))["score"]
+        our_score = pipe(str(path), exif_transpose=False)["score"]  # as hf-iqa benchmark reads: stored pixels
         worst = max(worst, abs(our_score - their_score))
         print(f"{path.stem:22s} pyiqa {their_score:.7f}  hf_iqa {our_score:.7f}  |diff| {abs(our_score - their_score):.2e}")
     print(f"{label}, pyiqa protocol, same random weights: max |diff| {worst:.2e} over {len(photos)} photos\n")
@@ -76,6 +77,10 @@ def main() -> int:
     for name in PHOTOS:
         photos.append(work / f"{name}.png")
         Image.fromarray(np.ascontiguousarray(getattr(data, name)()[..., :3])).save(photos[-1])
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a phone photo's tag: shown turned 90 degrees; pyiqa (like the released code) does not turn it
+    photos.append(work / "coffee_orientation6.jpg")
+    Image.open(photos[1]).save(photos[-1], quality=95, exif=exif.tobytes())
     compare("LIQE mix", theirs, pipe, photos, imread2tensor)
 
     torch.manual_seed(1)
