@@ -14,14 +14,12 @@ weights show the size of an effect, not its size on the released models.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import openai_model_module
 from PIL import Image
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry")
@@ -59,15 +57,15 @@ def half_copy(model, folder: Path):
 
 
 def liqe(images: list[np.ndarray], work: Path) -> None:
+    from bench_liqe import write_weights
+
     from hf_iqa.converters.liqe import build_model
     from hf_iqa.models.liqe import LiqeImageProcessor
 
-    torch.manual_seed(0)
-    clip = openai_model_module().CLIP(512, 224, 12, 768, 32, 77, 49408, 512, 8, 12)
-    state = clip.state_dict()
-    state["logit_scale"] = torch.tensor(math.log(100.0))
-    model = build_model(state, "mix", "official").eval()
-    model.prompt_text_features.copy_(torch.nn.functional.normalize(torch.randn(495, 512), dim=-1))
+    write_weights(work / "weights.pt")  # the speed bench's random ViT-B/32 and 495 prompt features
+    saved = torch.load(work / "weights.pt", weights_only=True)
+    model = build_model(saved["clip"], "mix", "official").eval()
+    model.prompt_text_features.copy_(saved["prompt_text_features"])
     processor = LiqeImageProcessor()
     base = scores(model, processor, images)
     record("LIQE", "orientation", "EXIF-turned vs stored", scores(model, processor, [turned(a) for a in images]), base)
@@ -75,20 +73,16 @@ def liqe(images: list[np.ndarray], work: Path) -> None:
 
 
 def qualiclip(images: list[np.ndarray], work: Path) -> None:
+    from bench_qualiclip import write_weights
+
     from hf_iqa.converters.qualiclip import convert_resnet_state_dict
     from hf_iqa.models.qualiclip import QualiClipConfig, QualiClipImageProcessor, QualiClipModel
 
-    torch.manual_seed(0)
-    resnet = openai_model_module().ModifiedResNet([3, 4, 6, 3], 1024, 32, 224, 64)
-    with torch.no_grad():
-        for norm in resnet.modules():
-            if isinstance(norm, torch.nn.BatchNorm2d):
-                norm.weight.uniform_(0.5, 1.5), norm.bias.normal_(0, 0.1)
-                norm.running_mean.normal_(0, 0.1), norm.running_var.uniform_(0.5, 2.0)
+    write_weights(work / "weights.pt")  # the speed bench's random RN50 (random BatchNorm statistics), 14 features
+    saved = torch.load(work / "weights.pt", weights_only=True)
     model = QualiClipModel(QualiClipConfig()).eval()
-    weights = {f"vision_model.{k}": v for k, v in convert_resnet_state_dict(resnet.state_dict(), prefix="").items()}
-    features = torch.nn.functional.normalize(torch.randn(14, 1024), dim=-1)
-    model.load_state_dict({**weights, "prompt_text_features": features}, strict=True)
+    weights = {f"vision_model.{k}": v for k, v in convert_resnet_state_dict(saved["visual"], prefix="").items()}
+    model.load_state_dict({**weights, "prompt_text_features": saved["prompts_features"]}, strict=True)
     processor = QualiClipImageProcessor()
     base = scores(model, processor, images)
     record("QualiCLIP", "orientation", "EXIF-turned vs stored",
@@ -97,15 +91,13 @@ def qualiclip(images: list[np.ndarray], work: Path) -> None:
 
 
 def uniqa(images: list[np.ndarray], work: Path) -> None:
+    from bench_uniqa import write_weights
     from transformers import AutoImageProcessor, AutoModel
 
     from hf_iqa.converters.uniqa import convert
 
-    torch.manual_seed(0)
-    clip = openai_model_module().CLIP(512, 224, 12, 768, 16, 77, 49408, 512, 8, 12)  # ViT-B/16
-    state = clip.state_dict()
-    state["logit_scale"] = torch.tensor(math.log(100.0))
-    torch.save(state, work / "UniQA_weight.pt")
+    write_weights(work / "weights.pt")  # the speed bench's random ViT-B/16, as UniQA's bare CLIP state dict
+    torch.save(torch.load(work / "weights.pt", weights_only=True)["clip"], work / "UniQA_weight.pt")
     folders = {
         "released": dict(),
         "no_roundtrip": dict(fp16_roundtrip_weights=False),
